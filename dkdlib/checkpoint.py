@@ -1,0 +1,90 @@
+"""Checkpoints: written atomically (temp file + rename), read back with `weights_only=True`.
+
+A checkpoint is a plain dict: the model's name, classes and weights, the run's config, and — for
+resuming — the epoch, optimizer, scheduler, grad-scaler and RNG states and the history so far.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import DKDError
+from .models import create_model
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write"]
+
+FORMAT = "dkdlib-checkpoint-v1"
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call `write(tmp_path)`, then rename the temp file over `path`: readers see old or new, never half.
+
+    The temp file sits in the same folder (a rename is only atomic within one file system) and is
+    fsync'ed first, so a crash or Ctrl-C mid-write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # also KeyboardInterrupt: never leave the temp file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Save a checkpoint dict (see `dkdlib.train.fit`) atomically."""
+    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint safely (tensors and plain Python values only; no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DKDError(f"checkpoint {path} does not exist; train one first or check the path")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, garbage bytes, pickle refused by weights_only
+        raise DKDError(
+            f"checkpoint {path} is truncated or corrupted ({type(err).__name__}); delete it and "
+            "retrain, or resume from another copy"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DKDError(f"{path} is not a dkdlib checkpoint (no '{FORMAT}' marker)")
+    return state
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    num_classes: int | None = None,
+    dataset: str | None = None,
+) -> nn.Module:
+    """Rebuild the model saved in a checkpoint, in eval mode. Optionally check its classes/dataset."""
+    state = load_checkpoint(path)
+    if num_classes is not None and state["num_classes"] != num_classes:
+        raise DKDError(
+            f"checkpoint {path} predicts {state['num_classes']} classes ({state['dataset']}) but "
+            f"{num_classes} are needed here{f' ({dataset})' if dataset else ''}; use a checkpoint "
+            "trained on the same dataset"
+        )
+    if dataset is not None and state["dataset"] != dataset:
+        raise DKDError(
+            f"checkpoint {path} was trained on {state['dataset']}, not {dataset}; "
+            "use a checkpoint trained on the same dataset"
+        )
+    model = create_model(state["model_name"], state["num_classes"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

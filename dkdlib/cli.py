@@ -1,0 +1,268 @@
+"""Command line: `python -m dkdlib COMMAND --help`. Every Config field is a flag (--field-name).
+
+Examples
+  python -m dkdlib demo                                   # teacher → CE / KD / DKD students on CIFAR-10
+  python -m dkdlib demo --fast                            # the same on synthetic data, ~2 min on a CPU
+  python -m dkdlib train --model resnet18 --epochs 15 --batch-size 256 --lr 0.1
+  python -m dkdlib distill --teacher data/checkpoints/T.pt --method dkd --beta 8
+  python -m dkdlib evaluate data/checkpoints/T.pt
+  python -m dkdlib reproduce --seeds 0 1 2 --scale 0.1 --data /tmp/cifar10.npz
+  python -m dkdlib results
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from .errors import DKDError
+
+HELP = {
+    "model": "architecture: resnet8, resnet20, resnet8x4, resnet32x4, resnet18, resnet18_imagenet, ...",
+    "method": "loss: ce (labels only), kd (Hinton), dkd (α·TCKD + β·NCKD), tckd, nckd",
+    "teacher": "teacher checkpoint (.pt written by `train`), needed by kd/dkd/tckd/nckd",
+    "dataset": "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (offline, NOT CIFAR)",
+    "data": "an .npz with x_train, y_train, x_test, y_test (uint8 N×32×32×3) instead of downloading",
+    "val_size": "training images held out as a fixed validation split",
+    "train_size": "use only this many (class-balanced) training images — quick CPU runs",
+    "test_size": "use only this many test images",
+    "lr": "peak learning rate",
+    "schedule": "constant | step | cosine | onecycle (per step)",
+    "milestones": "step schedule: fractions of the run where lr is multiplied by --gamma",
+    "temperature": "softmax temperature T of KD/DKD (the paper: 4)",
+    "alpha": "DKD: weight of TCKD (target vs. rest)",
+    "beta": "DKD: weight of NCKD (among non-targets); 8 for confident teachers, 2 for weak ones",
+    "warmup": "epochs over which the distillation weight ramps up linearly (0 = off)",
+    "ce_weight": "weight of the cross-entropy on labels",
+    "kd_weight": "weight of classic KD (official KD baseline: --ce-weight 0.1 --kd-weight 0.9)",
+    "device": "auto | cpu | cuda | cuda:N | mps (a CUDA request without CUDA falls back to CPU)",
+    "amp": "bf16/fp16 autocast on CUDA",
+    "channels_last": "NHWC memory layout",
+    "compile": "torch.compile the student (worth it for long GPU runs)",
+    "name": "run name (checkpoint file name); default derived from the config",
+    "tag": "free label stored with the results",
+    "out_dir": "where checkpoints/, results/ and downloads go",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    from .train import Config
+
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("run configuration (dkdlib.Config)")
+    for f in dataclasses.fields(Config):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint, default = hints[f.name], f.default
+        text = f"{HELP.get(f.name, '')} (default: {default})".strip()
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name == "milestones":
+            group.add_argument(flag, type=float, nargs="+", default=None, help=text)
+        else:
+            base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+            group.add_argument(flag, type=base, default=None, help=text)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from .train import Config
+
+    names = {f.name for f in dataclasses.fields(Config)}
+    out = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "milestones" in out:
+        out["milestones"] = tuple(out["milestones"])
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dkdlib",
+        description="Decoupled Knowledge Distillation on CIFAR: train teachers, distil students, "
+        "reproduce the reference table. Runs resume from their checkpoint when re-run.",
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model with cross-entropy (a teacher or a baseline)")
+    _add_config_flags(
+        p, skip=("method", "teacher", "temperature", "alpha", "beta", "warmup", "ce_weight", "kd_weight")
+    )
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
+
+    p = sub.add_parser("distill", help="distil a student from a teacher checkpoint (kd/dkd/tckd/nckd)")
+    _add_config_flags(p)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
+
+    p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion of a checkpoint")
+    p.add_argument("checkpoint", help="a .pt file written by train/distill")
+    p.add_argument("--data", help="an .npz to evaluate on instead of downloading")
+    p.add_argument("--out-dir", default="data", help="where the dataset is downloaded")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("demo", help="teacher → CE, KD and DKD students, side by side, one table")
+    p.add_argument("--fast", action="store_true", help="synthetic data and two epochs: a CPU smoke run")
+    p.add_argument("--data", help="an .npz of CIFAR-10 to use instead of downloading")
+    p.add_argument("--epochs", type=int, help="student epochs (default 30; fast: 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out-dir", help="where checkpoints/ and results/ go (default: data)")
+
+    p = sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every row's epochs (0.1 = reduced)")
+    p.add_argument("--rows", nargs="+", help="only these rows (teacher, student, dkd_100, ...)")
+    p.add_argument("--teacher", help="use this teacher checkpoint instead of training the teacher row")
+    p.add_argument("--data", help="an .npz of CIFAR-10 to use instead of downloading")
+    p.add_argument("--train-size", type=int, help="use only this many training images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the students")
+    p.add_argument("--out-dir", default="data")
+
+    p = sub.add_parser("results", help="print the recorded runs as a table")
+    p.add_argument("--dir", default="data/results", help="folder of result records")
+    return parser
+
+
+def _print_run(run) -> None:
+    m = run.metrics
+    best = (
+        f", test at best val (epoch {m['best_epoch']}): {m['test_acc_at_best_val']:.4f}"
+        if "best_epoch" in m
+        else ""
+    )
+    print(f"{run.config.run_name()}: test acc {m['test_acc']:.4f}{best}")
+    print(f"  checkpoint: {run.checkpoint}" + (f"\n  record: {run.record}" if run.record else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DKDError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .train import Config, fit
+
+    if args.command in ("train", "distill"):
+        over = _overrides(args)
+        if args.command == "distill":
+            over.setdefault("method", "dkd")
+            if over["method"] == "ce":
+                raise DKDError("distill needs --method kd, dkd, tckd or nckd; use `train` for ce")
+        _print_run(fit(Config(**over), fresh=args.fresh))
+        return 0
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "reproduce":
+        return _reproduce(args)
+    if args.command == "results":
+        from .results import load_results
+
+        df = load_results(args.dir)
+        if df.empty:
+            print(f"no records in {args.dir}")
+            return 0
+        cols = [
+            c
+            for c in (
+                "tag",
+                "name",
+                "seed",
+                "epochs",
+                "test_acc",
+                "test_acc_at_best_val",
+                "hardware",
+                "wall_time_s",
+            )
+            if c in df
+        ]
+        print(df[cols].to_string(index=False))
+        return 0
+    raise AssertionError(args.command)
+
+
+def _evaluate(args) -> int:
+    from .checkpoint import load_checkpoint, load_model
+    from .data import DeviceLoader, load_data
+    from .train import evaluate, pick_device
+
+    state = load_checkpoint(args.checkpoint)
+    device = pick_device(args.device)
+    data = load_data(state["dataset"], npz=args.data, root=args.out_dir, val_size=0)
+    model = load_model(args.checkpoint, device, num_classes=data.num_classes, dataset=data.name)
+    loader = DeviceLoader(
+        data.x_test, data.y_test, 1000, mean=data.mean, std=data.std, train=False, device=device
+    )
+    result = evaluate(model, loader, data.num_classes)
+    print(f"{args.checkpoint}: {state['model_name']} on {data.name} test ({len(data.y_test)} images)")
+    print(f"accuracy {result['acc']:.4f}   loss {result['loss']:.4f}")
+    for name, acc in zip(data.classes, result["per_class_acc"], strict=False):
+        print(f"  {name:>12s} {acc:.4f}")
+    return 0
+
+
+def _demo(args) -> int:
+    import os
+
+    from . import recipes
+    from .train import fit
+
+    if args.out_dir:
+        os.environ["DKDLIB_OUT"] = args.out_dir
+    fast = args.fast
+    common = {"seed": args.seed, "device": args.device}
+    if args.data:
+        common["data"] = args.data
+    if fast:
+        print("FAST MODE: synthetic images (not CIFAR-10), 2 epochs — a smoke run, not a result.")
+    teacher = fit(recipes.teacher_config(fast, **common))
+    _print_run(teacher)
+    rows = []
+    for method in ("ce", "kd", "dkd"):
+        over = dict(common, **({"epochs": args.epochs} if args.epochs else {}))
+        run = fit(recipes.student_config(method, str(teacher.checkpoint), fast, **over))
+        _print_run(run)
+        rows.append((method, run.metrics["test_acc"], run.metrics.get("test_acc_at_best_val")))
+    print(f"\nteacher {teacher.config.model}: test {teacher.metrics['test_acc']:.4f}")
+    print(f"{'student':>10s} {'test (last)':>12s} {'test @ best val':>16s}")
+    for method, last, best in rows:
+        print(f"{method:>10s} {last:12.4f} {best:16.4f}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .recipes import REFERENCE, reference_configs
+    from .train import fit
+
+    over = {"device": args.device, "out_dir": args.out_dir, "compile": args.compile}
+    if args.data:
+        over["data"] = args.data
+    if args.train_size:
+        over["train_size"] = args.train_size
+    names = [r[0] for r in REFERENCE] + ["ce_100", "kd_100"]
+    rows = args.rows or names
+    unknown = sorted(set(rows) - set(names))
+    if unknown:
+        raise DKDError(f"unknown rows {unknown}; choose from: {', '.join(names)}")
+    if args.scale != 1.0:
+        print(f"REDUCED SCHEDULE: every row's epochs × {args.scale}")
+    for seed in args.seeds:
+        teacher = args.teacher
+        if teacher is None:
+            tcfg = reference_configs(None, seed=0, scale=args.scale, **over)["teacher"]
+            teacher = str(fit(tcfg).checkpoint)  # one teacher for all seeds of the students
+        configs = reference_configs(teacher, seed=seed, scale=args.scale, **over)
+        for name in rows:
+            if name == "teacher":
+                continue
+            _print_run(fit(configs[name]))
+    return 0

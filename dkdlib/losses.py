@@ -1,0 +1,129 @@
+r"""Knowledge-distillation losses: Hinton's KD and its decoupling into TCKD and NCKD (DKD).
+
+With p = softmax(z / T), target class t, b = [p_t, 1 - p_t] and p̂ = softmax over the non-target classes:
+
+    KL(p^T || p^S) = KL(b^T || b^S) + (1 - p_t^T) * KL(p̂^T || p̂^S)
+        KD         =      TCKD      + (1 - p_t^T) *      NCKD
+
+DKD drops the coupling weight (1 - p_t^T) and weights the two terms freely: α·TCKD + β·NCKD.
+Everything is computed from log-softmaxes in float32, so it stays finite where the official code takes
+`log` of probabilities that have underflowed (T = 1, logit margins of ~200, fp16/bf16 logits).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import DKDError
+
+__all__ = ["kd_loss", "dkd_loss", "dkd_terms", "check_logits"]
+
+
+def check_logits(logits_student: Tensor, logits_teacher: Tensor, target: Tensor | None = None):
+    """Raise `DKDError` unless the logits are (B, C) alike and the labels (B,) integers in [0, C)."""
+    for name, z in (("logits_student", logits_student), ("logits_teacher", logits_teacher)):
+        if not isinstance(z, Tensor) or z.ndim != 2 or not z.is_floating_point():
+            got = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, Tensor) else type(z).__name__
+            raise DKDError(f"{name} must be a float tensor of shape (batch, classes); got {got}")
+    if logits_student.shape != logits_teacher.shape:
+        raise DKDError(
+            f"student and teacher logits differ in shape: {tuple(logits_student.shape)} vs "
+            f"{tuple(logits_teacher.shape)}; both models must predict the same classes"
+        )
+    if target is None:
+        return
+    batch, classes = logits_student.shape
+    if not isinstance(target, Tensor) or target.dtype not in (torch.int64, torch.int32):
+        got = target.dtype if isinstance(target, Tensor) else type(target).__name__
+        raise DKDError(f"target must be an integer tensor of class indices (int64); got {got}")
+    if target.shape != (batch,):
+        raise DKDError(f"target must have shape ({batch},) to match the logits; got {tuple(target.shape)}")
+    if batch and (int(target.min()) < 0 or int(target.max()) >= classes):
+        raise DKDError(
+            f"target holds labels outside [0, {classes}): min {int(target.min())}, "
+            f"max {int(target.max())}; the logits have {classes} classes"
+        )
+
+
+def _target_mask(logits: Tensor, target: Tensor) -> Tensor:
+    return F.one_hot(target.long(), logits.shape[1]).bool()
+
+
+def _dkd_terms(zs: Tensor, zt: Tensor, target: Tensor, temperature: float):
+    """Per-sample (TCKD, NCKD, p_t of the teacher), all in float32, without the T² factor."""
+    zs, zt = zs.float() / temperature, zt.float() / temperature
+    mask = _target_mask(zs, target)
+
+    def binary_and_nontarget_logprobs(z: Tensor):
+        lse = torch.logsumexp(z, dim=1)
+        log_pt = z.gather(1, target.long()[:, None]).squeeze(1) - lse
+        z_rest = z.masked_fill(mask, float("-inf"))  # drop the target: softmax over the others
+        log_prest = torch.logsumexp(z_rest, dim=1) - lse
+        return torch.stack([log_pt, log_prest], 1), F.log_softmax(z_rest, dim=1)
+
+    log_b_s, log_q_s = binary_and_nontarget_logprobs(zs)
+    log_b_t, log_q_t = binary_and_nontarget_logprobs(zt)
+    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(1)
+    # The target column is -inf - (-inf) = nan in both; it carries zero teacher mass, so zero it.
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).masked_fill(mask, 0.0).sum(1)
+    return tckd, nckd, log_b_t[:, 0].exp()
+
+
+def dkd_terms(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, temperature: float):
+    """Per-sample TCKD, NCKD (no T²) and the teacher's target probability p_t at temperature T.
+
+    For every sample, ``kd = tckd + (1 - p_t) * nckd`` where ``kd`` is KL(p^T || p^S) at the same T.
+    """
+    check_logits(logits_student, logits_teacher, target)
+    _check_temperature(temperature)
+    return _dkd_terms(logits_student, logits_teacher.detach(), target, temperature)
+
+
+def dkd_loss(
+    logits_student: Tensor,
+    logits_teacher: Tensor,
+    target: Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> Tensor:
+    """DKD as in the official code: T² · (α · mean TCKD + β · mean NCKD) over the batch."""
+    check_logits(logits_student, logits_teacher, target)
+    _check_temperature(temperature)
+    _check_weight("alpha", alpha)
+    _check_weight("beta", beta)
+    return _dkd_loss(logits_student, logits_teacher, target, alpha, beta, temperature)
+
+
+def _dkd_loss(zs, zt, target, alpha, beta, temperature) -> Tensor:
+    tckd, nckd, _ = _dkd_terms(zs, zt.detach(), target, temperature)
+    return temperature**2 * (alpha * tckd.mean() + beta * nckd.mean())
+
+
+def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float = 4.0) -> Tensor:
+    """Hinton KD: T² · KL(softmax(z_t/T) || softmax(z_s/T)), averaged over the batch.
+
+    The T² keeps the gradient's size independent of T (the soft-target gradient scales as 1/T²).
+    """
+    check_logits(logits_student, logits_teacher)
+    _check_temperature(temperature)
+    return _kd_loss(logits_student, logits_teacher, temperature)
+
+
+def _kd_loss(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
+    log_ps = F.log_softmax(zs.float() / temperature, dim=1)
+    log_pt = F.log_softmax(zt.detach().float() / temperature, dim=1)
+    # reduction="batchmean" is the true KL per sample; "mean" would also divide by the class count.
+    return temperature**2 * F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise DKDError(f"temperature must be a number > 0 (the paper uses 4); got {temperature!r}")
+
+
+def _check_weight(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not value >= 0:
+        raise DKDError(f"{name} must be a number >= 0 (0 switches its term off); got {value!r}")

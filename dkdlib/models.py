@@ -1,0 +1,142 @@
+"""CIFAR-sized ResNets: the students and teachers of the DKD paper, plus ImageNet ResNet18.
+
+`create_model(name, num_classes)` is the one entry point. The CIFAR ResNets follow the official DKD code
+(mdistiller): a 3x3 stem, three stages of basic blocks, global average pooling and a linear head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["MODELS", "create_model", "count_parameters", "count_macs"]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual; a 1x1 conv + BN shortcut when stride or width changes."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 images: 3x3 stem, one stage per width, stride 2 between stages, no max-pool."""
+
+    def __init__(self, stem: int, widths: list[int], blocks: int, num_classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        layers, in_planes = [], stem
+        for i, width in enumerate(widths):
+            for j in range(blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(BasicBlock(in_planes, width, stride))
+                in_planes = width
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
+
+
+def resnet18_imagenet(num_classes: int = 10, pretrained: bool = False) -> nn.Module:
+    """torchvision's ResNet18 (7x7 stem, max-pool), optionally with ImageNet weights, and a new head."""
+    import torchvision
+
+    weights = None
+    if pretrained:
+        weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+        try:
+            model = torchvision.models.resnet18(weights=weights)
+        except Exception as err:  # URLError, HTTPError, SSL errors, hash mismatch...
+            from .errors import DKDError
+
+            raise DKDError(
+                "could not fetch the ImageNet weights for resnet18_imagenet "
+                f"({type(err).__name__}: {err}). Connect to the internet once, or copy "
+                f"'{weights.url.rsplit('/', 1)[-1]}' into {torch.hub.get_dir()}/checkpoints/, "
+                "or use pretrained=False."
+            ) from err
+    else:
+        model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)  # new head for our classes
+    return model
+
+
+# name -> (stem width, stage widths, basic blocks per stage)
+_CIFAR_RESNETS = {
+    "resnet8": (16, [16, 32, 64], 1),
+    "resnet14": (16, [16, 32, 64], 2),
+    "resnet20": (16, [16, 32, 64], 3),
+    "resnet32": (16, [16, 32, 64], 5),
+    "resnet56": (16, [16, 32, 64], 9),
+    "resnet8x4": (32, [64, 128, 256], 1),
+    "resnet32x4": (32, [64, 128, 256], 5),
+    "resnet18": (64, [64, 128, 256, 512], 2),  # CIFAR stem: 3x3 conv, no max-pool
+}
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    **{
+        name: (lambda num_classes, spec=spec: CifarResNet(*spec, num_classes=num_classes))
+        for name, spec in _CIFAR_RESNETS.items()
+    },
+    "resnet18_imagenet": lambda num_classes, pretrained=False: resnet18_imagenet(num_classes, pretrained),
+}
+
+
+def create_model(name: str, num_classes: int = 10, pretrained: bool = False) -> nn.Module:
+    """Build a model by name, e.g. ``create_model("resnet8", num_classes=10)``."""
+    from .errors import DKDError
+
+    if name not in MODELS:
+        raise DKDError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise DKDError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if name == "resnet18_imagenet":
+        return MODELS[name](num_classes, pretrained=pretrained)
+    if pretrained:
+        raise DKDError(
+            f"no pretrained weights exist for {name!r}; only 'resnet18_imagenet' has them "
+            "(ImageNet). Train it from scratch with pretrained=False."
+        )
+    return MODELS[name](num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, image_size: int = 32) -> int:
+    """Multiply-accumulates of one forward pass on one image (torch's FLOP counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() // 2

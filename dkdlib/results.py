@@ -1,0 +1,99 @@
+"""Run records: one JSON file per finished run, gathered into a pandas DataFrame.
+
+Each record holds what is needed to trust a number: config, seed, metrics, per-epoch history, git
+commit, hardware, library versions, date and wall time. Files get unique names and are written
+atomically, so parallel runs never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write
+
+__all__ = ["environment", "write_record", "load_records", "load_results"]
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) or None
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Hardware, software versions, commit and date, for a record."""
+    import numpy
+    import torch
+    import torchvision
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        hardware = torch.cuda.get_device_name(torch.device(device))
+    else:
+        hardware = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    from . import __version__
+
+    return {
+        "hardware": hardware,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "dkdlib": __version__,
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Write `record` as JSON to a new, uniquely named file in `directory`; return its path."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    name = record.get("name", "run")
+    path = Path(directory) / f"{stamp}-{name}-{uuid.uuid4().hex[:8]}.json"
+    text = json.dumps(record, indent=1, default=str)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def load_records(directory: str | os.PathLike = "data/results") -> list[dict[str, Any]]:
+    """All records in `directory` (sorted by file name, i.e. by time)."""
+    records = []
+    for path in sorted(Path(directory).glob("*.json")):
+        records.append({**json.loads(path.read_text()), "file": path.name})
+    return records
+
+
+def load_results(directory: str | os.PathLike = "data/results"):
+    """One row per run: config fields, metrics and provenance flattened into columns."""
+    import pandas as pd
+
+    rows = []
+    for rec in load_records(directory):
+        row = {"name": rec.get("name"), "file": rec.get("file")}
+        row.update(rec.get("config", {}))
+        row.update({k: v for k, v in rec.get("metrics", {}).items() if not isinstance(v, list)})
+        env = rec.get("environment", {})
+        row.update({k: env.get(k) for k in ("hardware", "git_commit", "date", "torch")})
+        row["wall_time_s"] = rec.get("wall_time_s")
+        rows.append(row)
+    return pd.DataFrame(rows)
