@@ -1,6 +1,6 @@
 """Notebook conveniences: one `setup()` call at the top of every chapter.
 
-It says which mode the series runs in (full: CIFAR-10; fast: synthetic smoke runs, `DKDLIB_FAST=1`),
+It says which mode the series runs in (full, reduced or fast: see `dkdlib.recipes`),
 which device and library versions are in use, points run outputs at one folder shared by all chapters
 (Google Drive on Colab when asked, so a disconnect loses nothing) and sets a readable plot style.
 """
@@ -11,14 +11,17 @@ import os
 import sys
 from pathlib import Path
 
-from .recipes import fast_mode
+from .recipes import mode
 
-__all__ = ["setup", "in_colab", "FAST_BANNER"]
+__all__ = ["setup", "in_colab", "BANNERS"]
 
-FAST_BANNER = (
-    "FAST MODE (DKDLIB_FAST=1): synthetic images (not CIFAR-10), tiny models and runs. "
-    "The numbers below are smoke-test outputs on a CPU, not results."
-)
+BANNERS = {
+    "fast": "FAST MODE (DKDLIB_FAST=1): synthetic images (not CIFAR-10), tiny runs. "
+    "The numbers below are smoke-test outputs, not results.",
+    "reduced": "REDUCED MODE (DKDLIB_REDUCED=1): real CIFAR-10, but a 5k-image subset, a ResNet20 "
+    "teacher and 4 epochs — far below full-schedule accuracy.",
+    "full": "FULL MODE: CIFAR-10 and the chapters' full schedules.",
+}
 
 
 def in_colab() -> bool:
@@ -49,18 +52,18 @@ def setup(drive: bool = False, quiet: bool = False) -> dict:
             os.environ["DKDLIB_OUT"] = "data"
     sns.set_theme(context="notebook", style="whitegrid")
     matplotlib.rcParams["figure.dpi"] = 90
-    fast = fast_mode()
+    m = mode()
     device = pick_device("auto")
-    info = {"mode": "fast" if fast else "full", "device": str(device), "out_dir": os.environ["DKDLIB_OUT"]}
+    info = {"mode": m, "device": str(device), "out_dir": os.environ["DKDLIB_OUT"]}
     if not quiet:
-        print(FAST_BANNER if fast else "FULL MODE: CIFAR-10 and the chapters' full schedules.")
+        print(BANNERS[m])
         if device.type == "cuda":
             print(f"device: {torch.cuda.get_device_name()} (CUDA)")
         else:
             print(f"device: {device.type} — no GPU.", end=" ")
             if in_colab():
                 print("In Colab: Runtime → Change runtime type → GPU, then run again.")
-            elif not fast:
+            elif m == "full":
                 print("Full mode is slow on a CPU; set DKDLIB_FAST=1 for a quick smoke run.")
             else:
                 print()

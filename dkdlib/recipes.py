@@ -1,9 +1,12 @@
 """The experiments of the tutorial series and of the reference table, as plain `Config`s.
 
-Two scales of the same recipes:
-- full (default): real CIFAR-10, the schedules the chapters discuss; minutes on a GPU.
-- fast (`DKDLIB_FAST=1`, or `fast=True`): synthetic data, tiny subsets, two epochs; seconds on a CPU.
-  Same code path, smaller numbers — for CI (nbval) and for reading the notebooks without a GPU.
+Three scales of the same recipes, chosen by environment variables (so a notebook needs no edits):
+- full (default): real CIFAR-10, the chapters' schedules; minutes on a GPU.
+- reduced (`DKDLIB_REDUCED=1`): real CIFAR-10, a 5k-image subset, ResNet20 teacher, 4 epochs —
+  the full pipeline on real images in minutes on a CPU. Numbers far below the full ones.
+- fast (`DKDLIB_FAST=1`): SYNTHETIC images (not CIFAR), 1k images, two epochs; seconds on a CPU.
+  For CI (nbval) and quick reading. Same code path, smaller numbers.
+Full mode reads CIFAR-10 from the .npz named by `DKDLIB_DATA` when set, else downloads it.
 """
 
 from __future__ import annotations
@@ -13,39 +16,54 @@ from dataclasses import replace
 
 from .train import Config
 
-__all__ = ["fast_mode", "base", "teacher_config", "student_config", "REFERENCE", "reference_configs"]
+__all__ = ["mode", "fast_mode", "base", "teacher_config", "student_config", "REFERENCE", "reference_configs"]
+
+MODES = ("full", "reduced", "fast")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def mode() -> str:
+    """ "fast" if DKDLIB_FAST is set, else "reduced" if DKDLIB_REDUCED is set, else "full"."""
+    return "fast" if _flag("DKDLIB_FAST") else "reduced" if _flag("DKDLIB_REDUCED") else "full"
 
 
 def fast_mode() -> bool:
     """True when the environment variable DKDLIB_FAST is set to 1/true/yes."""
-    return os.environ.get("DKDLIB_FAST", "").strip().lower() in ("1", "true", "yes")
+    return mode() == "fast"
+
+
+def _mode(fast: bool | None) -> str:
+    return mode() if fast is None else ("fast" if fast else "full")
 
 
 def base(fast: bool | None = None, **overrides) -> Config:
-    """Data settings shared by every run of the series.
-
-    Full: CIFAR-10 (torchvision download into data/, or the .npz named by DKDLIB_DATA), 45k/5k/10k.
-    Fast: SYNTHETIC images (not CIFAR), 1000 train / 500 val / 500 test, batch 32, two epochs.
-    """
-    fast = fast_mode() if fast is None else fast
+    """Data settings shared by every run of the series (fast=None: from the environment)."""
+    m = _mode(fast)
     out_dir = os.environ.get("DKDLIB_OUT", "data")
-    if fast:
+    npz = os.environ.get("DKDLIB_DATA") or None
+    if m == "fast":
         cfg = Config(dataset="synthetic", val_size=500, train_size=1000, test_size=500, epochs=2,
                      batch_size=32, warmup=2, out_dir=out_dir)  # fmt: skip
+    elif m == "reduced":
+        cfg = Config(dataset="cifar10", data=npz, val_size=1000, train_size=5000, test_size=2000,
+                     epochs=4, batch_size=64, warmup=2, out_dir=out_dir)  # fmt: skip
     else:
-        cfg = Config(dataset="cifar10", data=os.environ.get("DKDLIB_DATA") or None, out_dir=out_dir)
+        cfg = Config(dataset="cifar10", data=npz, out_dir=out_dir)
     return replace(cfg, **overrides)
 
 
 def teacher_config(fast: bool | None = None, **overrides) -> Config:
-    """The teacher: CIFAR-stem ResNet18 from scratch, SGD + one-cycle, 15 epochs.
+    """The teacher: CIFAR-stem ResNet18 from scratch, SGD + one-cycle, batch 256, 15 epochs.
 
-    Fast mode trains a ResNet20 instead: a ResNet18 trains at only ~30 images/s on a 2-core CPU.
+    Fast and reduced modes train a ResNet20 instead: a ResNet18 trains at ~30 images/s on a 2-core CPU.
     """
-    if fast_mode() if fast is None else fast:
-        cfg = base(True, model="resnet20", method="ce", lr=0.1)
+    if _mode(fast) == "full":
+        cfg = base(fast, model="resnet18", method="ce", batch_size=256, lr=0.1, epochs=15)
     else:
-        cfg = base(False, model="resnet18", method="ce", batch_size=256, lr=0.1, epochs=15)
+        cfg = base(fast, model="resnet20", method="ce", lr=0.1)
     return replace(cfg, **overrides)
 
 
@@ -55,13 +73,12 @@ def student_config(
     """A ResNet8 student: SGD + one-cycle, batch 128, 30 epochs; the same schedule for every method.
 
     method: ce | kd | dkd | tckd | nckd. KD uses the official weights (CE 0.1, KD 0.9, no warm-up);
-    DKD uses α=1, β=8, T=4 and a 20-epoch warm-up (2 in fast mode).
+    DKD uses α=1, β=8, T=4 and a 20-epoch warm-up (2 in fast and reduced modes).
     """
     teacher = teacher if method != "ce" else None
-    if fast_mode() if fast is None else fast:
-        cfg = base(True, model="resnet8", method=method, teacher=teacher, lr=0.05)
-    else:
-        cfg = base(False, model="resnet8", method=method, teacher=teacher, batch_size=128, lr=0.05, epochs=30)
+    cfg = base(fast, model="resnet8", method=method, teacher=teacher, lr=0.05)
+    if _mode(fast) == "full":
+        cfg = replace(cfg, batch_size=128, epochs=30)
     if method == "kd":
         cfg = replace(cfg, ce_weight=0.1, kd_weight=0.9, warmup=0)
     return replace(cfg, **overrides)
