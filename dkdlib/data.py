@@ -14,6 +14,7 @@ an epoch can be replayed exactly after a resume.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,22 +215,7 @@ def synthetic(n_train: int = 6000, n_test: int = 1000, num_classes: int = 10, se
     prototype, partly a second class's, plus noise — so the classes are learnable and a teacher has
     real "dark knowledge" about which classes look alike.
     """
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand(num_classes, 3, 4, 4, generator=g)
-    protos = F.interpolate(protos, size=32, mode="bilinear", align_corners=False) * 255
-
-    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = torch.arange(n) % num_classes
-        y = y[torch.randperm(n, generator=g)]
-        other = torch.randint(0, num_classes, (n,), generator=g)
-        mix = 0.55 + 0.45 * torch.rand(n, 1, 1, 1, generator=g)
-        x = mix * protos[y] + (1 - mix) * protos[other]
-        x = x + 40 * torch.randn(n, 3, 32, 32, generator=g)
-        x = x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-        return x.numpy(), y.numpy().astype(np.int64)
-
-    x_train, y_train = sample(n_train)
-    x_test, y_test = sample(n_test)
+    x_train, y_train, x_test, y_test = _synthetic_arrays(n_train, n_test, num_classes, seed)
     mean, std = _stats(x_train)
     return Data(
         name="synthetic",
@@ -242,6 +228,28 @@ def synthetic(n_train: int = 6000, n_test: int = 1000, num_classes: int = 10, se
         std=std,
         source=f"SYNTHETIC images (not CIFAR), seed {seed}",
     )
+
+
+@functools.lru_cache(maxsize=4)  # a few seconds to make; tests and notebooks ask for it repeatedly
+def _synthetic_arrays(n_train: int, n_test: int, num_classes: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(num_classes, 3, 4, 4, generator=g)
+    protos = F.interpolate(protos, size=32, mode="bilinear", align_corners=False) * 255
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = torch.arange(n) % num_classes
+        y = y[torch.randperm(n, generator=g)]
+        other = torch.randint(0, num_classes, (n,), generator=g)
+        mix = 0.55 + 0.45 * torch.rand(n, 1, 1, 1, generator=g)
+        x = mix * protos[y] + (1 - mix) * protos[other]
+        x = x + 40 * torch.randn(n, 3, 32, 32, generator=g)
+        x = x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        y = y.numpy().astype(np.int64)
+        x.setflags(write=False)  # shared by every caller: nobody may change them in place
+        y.setflags(write=False)
+        return x, y
+
+    return (*sample(n_train), *sample(n_test))
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -299,7 +307,8 @@ class DeviceLoader:
             )
         self.device = torch.device(device)
         # NHWC uint8 numpy → NCHW uint8 tensor on the device, once.
-        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(0, 3, 1, 2)
+        x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x)  # torch wants writable
+        self.x = torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2)
         self.y = torch.from_numpy(np.asarray(y, np.int64)).to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         # Training drops the last partial batch: fixed shapes (no recompiles) and no tiny noisy step.

@@ -111,6 +111,10 @@ class Config:
 
         if self.model not in MODELS:
             bad(f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODELS))}")
+        from .data import DATASETS
+
+        if self.dataset not in DATASETS:
+            bad(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
         if self.method not in METHODS:
             bad(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.method != "ce" and not self.teacher:
@@ -340,14 +344,17 @@ def _channels_last(cfg: Config, device: torch.device) -> bool:
 
 def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     """The frozen teacher: eval mode (BN uses running stats), no gradients."""
-    teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=_dataset_key(data))
+    state = load_checkpoint(cfg.teacher)
+    if not state.get("complete", True):
+        warnings.warn(
+            f"teacher checkpoint {cfg.teacher} is unfinished (epoch {state['epoch']} of "
+            f"{state['config']['epochs']}); distilling from it anyway",
+            stacklevel=3,
+        )
+    teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name)
     if _channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
     return teacher.requires_grad_(False).eval()
-
-
-def _dataset_key(data: Data) -> str:
-    return data.name
 
 
 def fit(
@@ -407,7 +414,10 @@ def fit(
         start_epoch = state["epoch"] + 1
         print(f"resuming {cfg.run_name()} from epoch {state['epoch']} ({path})")
 
+    last_saved = start_epoch - 1  # the newest epoch whose checkpoint is on disk
+
     def checkpoint(epoch: int, complete: bool, metrics: dict | None = None) -> None:
+        nonlocal last_saved
         if save:
             save_checkpoint(path, {
                 "model_name": cfg.model, "num_classes": data.num_classes, "classes": data.classes,
@@ -417,6 +427,7 @@ def fit(
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "history": history, "metrics": metrics or {},
             })  # fmt: skip
+            last_saved = epoch
 
     from tqdm.auto import tqdm
 
@@ -448,11 +459,13 @@ def fit(
             if epoch < cfg.epochs:
                 checkpoint(epoch, complete=False)
     except KeyboardInterrupt:
-        done = epoch - 1 if history and history[-1]["epoch"] != epoch else epoch
-        print(
-            f"\ninterrupted during epoch {epoch}. The checkpoint of epoch {done} is intact: {path}\n"
-            "Run the same command (or fit(config)) again to resume from it."
-        )
+        if save and last_saved > 0:
+            print(
+                f"\ninterrupted during epoch {epoch}. The checkpoint of epoch {last_saved} is intact: "
+                f"{path}\nRun the same command (or fit(config)) again to resume from it."
+            )
+        else:
+            print(f"\ninterrupted during epoch {epoch}, before any checkpoint was written.")
         raise
 
     wall = time.perf_counter() - t_start
