@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dkdlib import DKDError, DeviceLoader, load_data
+from dkdlib import DeviceLoader, DKDError, load_data
 from dkdlib.data import crop_flip, load_npz, normalize, synthetic
 
 
