@@ -92,10 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         p, skip=("method", "teacher", "temperature", "alpha", "beta", "warmup", "ce_weight", "kd_weight")
     )
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
     p = sub.add_parser("distill", help="distil a student from a teacher checkpoint (kd/dkd/tckd/nckd)")
     _add_config_flags(p)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
     p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion of a checkpoint")
     p.add_argument("checkpoint", help="a .pt file written by train/distill")
@@ -118,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="use this teacher checkpoint instead of training the teacher row")
     p.add_argument("--data", help="an .npz of CIFAR-10 to use instead of downloading")
     p.add_argument("--train-size", type=int, help="use only this many training images")
+    p.add_argument("--val-size", type=int, help="validation images held out (default 5000)")
+    p.add_argument("--test-size", type=int, help="use only this many test images")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the students")
     p.add_argument("--out-dir", default="data")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
     p = sub.add_parser("results", help="print the recorded runs as a table")
     p.add_argument("--dir", default="data/results", help="folder of result records")
@@ -156,7 +161,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             over.setdefault("method", "dkd")
             if over["method"] == "ce":
                 raise DKDError("distill needs --method kd, dkd, tckd or nckd; use `train` for ce")
-        _print_run(fit(Config(**over), fresh=args.fresh))
+        _print_run(fit(Config(**over), fresh=args.fresh, progress=args.progress))
         return 0
     if args.command == "evaluate":
         return _evaluate(args)
@@ -246,8 +251,9 @@ def _reproduce(args) -> int:
     over = {"device": args.device, "out_dir": args.out_dir, "compile": args.compile}
     if args.data:
         over["data"] = args.data
-    if args.train_size:
-        over["train_size"] = args.train_size
+    for key in ("train_size", "val_size", "test_size"):
+        if getattr(args, key) is not None:
+            over[key] = getattr(args, key)
     names = [r[0] for r in REFERENCE] + ["ce_100", "kd_100"]
     rows = args.rows or names
     unknown = sorted(set(rows) - set(names))
@@ -259,10 +265,12 @@ def _reproduce(args) -> int:
         teacher = args.teacher
         if teacher is None:
             tcfg = reference_configs(None, seed=0, scale=args.scale, **over)["teacher"]
-            teacher = str(fit(tcfg).checkpoint)  # one teacher for all seeds of the students
+            teacher = str(
+                fit(tcfg, progress=args.progress).checkpoint
+            )  # one teacher for all seeds of the students
         configs = reference_configs(teacher, seed=seed, scale=args.scale, **over)
         for name in rows:
             if name == "teacher":
                 continue
-            _print_run(fit(configs[name]))
+            _print_run(fit(configs[name], progress=args.progress))
     return 0

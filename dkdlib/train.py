@@ -136,6 +136,8 @@ class Config:
                 bad(f"{key} must be >= 0; got {getattr(self, key)!r}")
         if not self.lr > 0:
             bad(f"lr must be > 0; got {self.lr!r}")
+        if self.method != "ce" and not Path(self.teacher).is_file():
+            bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
 
 
 @dataclass

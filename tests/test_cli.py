@@ -1,0 +1,100 @@
+"""The command line, end to end on tiny data: every subcommand runs and bad input exits cleanly."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dkdlib.cli import main
+from dkdlib.results import load_records
+
+TINY = ["--dataset", "synthetic", "--train-size", "256", "--val-size", "100", "--test-size", "100",
+        "--epochs", "1", "--batch-size", "32", "--no-progress"]  # fmt: skip
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for word in ("train", "distill", "evaluate", "reproduce", "demo", "results", "Examples"):
+        assert word in out
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    out = capsys.readouterr().out
+    assert "--beta" in out and "NCKD" in out and "--temperature" in out
+
+
+def test_train_distill_evaluate_results(tmp_path, capsys):
+    out_dir = ["--out-dir", tmp_path]
+    code, out, _ = run(["train", "--model", "resnet8", "--name", "teacher", *TINY, *out_dir], capsys)
+    assert code == 0 and "test acc" in out
+    teacher = tmp_path / "checkpoints" / "teacher.pt"
+    assert teacher.is_file()
+    code, out, _ = run(
+        ["distill", "--teacher", teacher, "--method", "dkd", "--beta", "2", *TINY, *out_dir], capsys
+    )
+    assert code == 0 and "dkd-resnet8-synthetic" in out
+    records = load_records(tmp_path / "results")
+    assert len(records) == 2 and records[1]["config"]["beta"] == 2.0
+    code, out, _ = run(["results", "--dir", tmp_path / "results"], capsys)
+    assert code == 0 and "test_acc" in out
+
+
+def test_evaluate_on_an_npz(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(300) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50])
+    args = ["--dataset", "cifar10", "--data", tmp_path / "c10.npz", "--val-size", "50", "--epochs", "1",
+            "--batch-size", "64", "--no-progress", "--out-dir", tmp_path, "--name", "m"]  # fmt: skip
+    assert run(["train", *args], capsys)[0] == 0
+    code, out, _ = run(
+        ["evaluate", tmp_path / "checkpoints" / "m.pt", "--data", tmp_path / "c10.npz"], capsys
+    )
+    assert code == 0 and "accuracy" in out and "airplane" in out
+
+
+def test_reproduce_rows_on_tiny_data(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(200) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    code, out, _ = run(["train", "--model", "resnet8", "--dataset", "cifar10", "--data", tmp_path / "c10.npz",
+                        "--val-size", "40", "--epochs", "1", "--no-progress", "--out-dir", tmp_path,
+                        "--name", "t"], capsys)  # fmt: skip
+    assert code == 0
+    code, out, _ = run(["reproduce", "--rows", "student", "nckd_b2", "--seeds", "0", "--scale", "0.01",
+                        "--teacher", tmp_path / "checkpoints" / "t.pt", "--data", tmp_path / "c10.npz",
+                        "--val-size", "40", "--out-dir", tmp_path], capsys)  # fmt: skip
+    assert code == 0 and "REDUCED SCHEDULE" in out
+    tags = sorted(json.loads(p.read_text())["config"]["tag"] for p in (tmp_path / "results").glob("*.json"))
+    assert tags == ["", "ref:nckd_b2", "ref:student"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--model", "resnet9"], "unknown model 'resnet9'"),
+        (["train", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["train", "--epochs", "0"], "epochs must be an integer > 0"),
+        (["distill", "--method", "dkd"], "set teacher= to its checkpoint"),
+        (["distill", "--teacher", "nope.pt", "--beta", "-1"], "beta must be >= 0"),
+        (
+            ["distill", "--teacher", "nope.pt", "--dataset", "synthetic"],
+            "teacher checkpoint nope.pt does not exist",
+        ),
+        (["evaluate", "missing.pt"], "does not exist"),
+        (["reproduce", "--rows", "dkd_300"], "unknown rows"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    code, _, err = run([*args, "--out-dir", tmp_path] if args[0] != "evaluate" else args, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
