@@ -1,0 +1,357 @@
+"""Speed of one DKD training step: a conventional PIL + DataLoader loop against dkdlib's own loop.
+
+The step: a frozen CIFAR ResNet18 teacher (eval mode, no_grad) and a ResNet8 student, batch 128,
+CE + DKD (alpha 1, beta 8, T 4, dkdlib's loss), SGD with momentum 0.9. Variants, same models, loss and
+batch size, in one process:
+
+  conventional, W workers   torchvision-style Dataset of PIL images + transforms, torch DataLoader with W
+                            worker processes, a plain fp32 eager step
+  dkdlib                    dkdlib.train.train_one_epoch over a DeviceLoader: the code fit() runs, with
+                            the settings fit() picks on this device (channels_last; on CUDA also bf16
+                            autocast and fused SGD)
+  dkdlib + torch.compile    the same with the student compiled (only with --compile)
+
+Warm-up steps (worker start-up, cuDNN's first calls, compilation) are not timed; CUDA is synchronised
+before every timer read. Prints a table (images/s, ratio to the 2-worker loop) and writes a JSON record.
+
+    python benchmarks/bench_step.py --data /tmp/cifar10.npz              # CPU here: small default steps
+    python benchmarks/bench_step.py --device cuda --data cifar10.npz     # GPU: 300 timed steps each
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without installing dkdlib
+
+from dkdlib.data import DeviceLoader, load_data  # noqa: E402
+from dkdlib.losses import dkd_loss  # noqa: E402
+from dkdlib.models import create_model  # noqa: E402
+from dkdlib.train import (  # noqa: E402
+    Config,
+    _amp_dtype,
+    _channels_last,
+    _make_optimizer,
+    _make_scheduler,
+    pick_device,
+    train_one_epoch,
+)
+
+BATCH, ALPHA, BETA, TEMPERATURE = 128, 1.0, 8.0, 4.0
+LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
+TEACHER, STUDENT = "resnet18", "resnet8"
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work: CUDA calls return before the kernels finish."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed(device: torch.device, fn) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+# --- 1. the conventional loop -------------------------------------------------------------------
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """torchvision-style: one uint8 HWC image at a time → PIL image → transforms, in a worker process."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, transform):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def bench_conventional(data, device: torch.device, workers: int, steps: int, warmup: int) -> dict:
+    import torchvision.transforms as T
+
+    transform = T.Compose([
+        T.RandomCrop(32, padding=4),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(data.mean, data.std),
+    ])  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        PILDataset(data.x_train, data.y_train, transform),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,  # workers survive the epoch end: no re-fork each epoch
+        pin_memory=device.type == "cuda",  # page-locked batches: async host→GPU copies
+        drop_last=True,
+    )
+    torch.manual_seed(0)
+    student = create_model(STUDENT, data.num_classes).to(device)
+    teacher = create_model(TEACHER, data.num_classes).to(device).requires_grad_(False).eval()
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY
+    )
+
+    def forever():  # cycle epochs (persistent workers: iter() again reuses them)
+        while True:
+            yield from loader
+
+    batches = forever()
+    last_loss = torch.zeros(())
+
+    def step():
+        nonlocal last_loss
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # overlaps with compute
+        logits = student(x)
+        with torch.no_grad():
+            logits_teacher = teacher(x)
+        # The public dkd_loss checks its labels (target.min()/max() → 2 host syncs per step on CUDA).
+        loss = F.cross_entropy(logits, y) + dkd_loss(logits, logits_teacher, y, ALPHA, BETA, TEMPERATURE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        last_loss = loss.detach()
+
+    def run(n: int):
+        for _ in range(n):
+            step()
+
+    startup = timed(device, lambda: run(warmup))  # includes forking the workers
+    seconds = timed(device, lambda: run(steps))
+    batches.close()  # drops the last reference to the workers: they exit before the next variant
+    return {"startup_s": startup, "seconds": seconds, "last_loss": float(last_loss)}
+
+
+# --- 2. dkdlib's loop ---------------------------------------------------------------------------
+
+
+def bench_dkdlib(data, device: torch.device, steps: int, warmup: int, compile: bool) -> dict:
+    cfg = Config(
+        model=STUDENT, method="dkd", teacher="(a random ResNet18, built below)", batch_size=BATCH,
+        alpha=ALPHA, beta=BETA, temperature=TEMPERATURE, warmup=0, epochs=1, lr=LR, momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY, device=str(device), compile=compile,
+    )  # fmt: skip
+    channels_last = _channels_last(cfg, device)  # NHWC convolutions (tensor cores on GPU)
+    torch.manual_seed(0)
+    model = create_model(cfg.model, data.num_classes).to(device)
+    teacher = create_model(TEACHER, data.num_classes).to(device)  # as fit()'s load_teacher, minus the file
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        teacher = teacher.to(memory_format=torch.channels_last)
+    teacher.requires_grad_(False).eval()
+
+    def loader(n_steps: int, seed: int) -> DeviceLoader:
+        # Exactly n_steps batches (images repeated if the dataset is smaller). The uint8 images are
+        # copied to the device once, here; crop + flip + normalise happen there, a whole batch at a time.
+        idx = np.arange(n_steps * BATCH) % len(data.y_train)
+        return DeviceLoader(
+            data.x_train[idx], data.y_train[idx], BATCH, mean=data.mean, std=data.std, train=True,
+            device=device, seed=seed, channels_last=channels_last,
+        )  # fmt: skip
+
+    warm_loader, timed_loader = loader(warmup, seed=1), loader(steps, seed=2)
+    optimizer = _make_optimizer(cfg, model)  # fused SGD on CUDA: one kernel for all parameters
+    scheduler = _make_scheduler(cfg, optimizer, warmup + steps)
+    amp_dtype = _amp_dtype(cfg, device)  # bf16 autocast on CUDA (fp16 + GradScaler without bf16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    step_model = torch.compile(model) if cfg.compile else model  # fixed batch shape: compiled once
+    result = {}
+
+    def run(loader: DeviceLoader, epoch: int):
+        # Loss and accuracy accumulate on the device: one host sync per 50 steps (NaN check), not per step.
+        result.update(train_one_epoch(
+            cfg, step_model, loader, optimizer, scheduler, scaler, epoch=epoch, teacher=teacher,
+            amp_dtype=amp_dtype,
+        ))  # fmt: skip
+
+    startup = timed(device, lambda: run(warm_loader, 1))  # includes cuDNN's first calls / compilation
+    seconds = timed(device, lambda: run(timed_loader, 2))
+    return {
+        "startup_s": startup,
+        "seconds": seconds,
+        "last_loss": result["train_loss"],  # the timed epoch's mean loss
+        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "channels_last": channels_last,
+        "fused_sgd": device.type == "cuda",
+    }
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        model = platform.processor() or platform.machine()
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+            model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
+        except (OSError, AttributeError):
+            pass
+        return f"{model}, {os.cpu_count()} cores (torch uses {torch.get_num_threads()} threads)"
+    return device.type
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dkdlib", "benchmarks/bench_step.py"],
+            cwd=ROOT, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--steps", type=int, help="timed steps per variant (default: 8 on CPU, 300 on GPU)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default: 2 on CPU, 30 on GPU)")
+    p.add_argument("--data", help="CIFAR-10 .npz with x_train/y_train uint8 (default: SYNTHETIC images)")
+    p.add_argument("--workers", type=int, nargs="*", default=[2, 8], help="DataLoader workers (default: 2 8)")
+    p.add_argument("--compile", action="store_true", help="also time dkdlib's loop with torch.compile")
+    p.add_argument("--out", help="JSON file (default: benchmarks/results/step-<device>-<UTC time>.json)")
+    args = p.parse_args(argv)
+    for key in ("steps", "warmup"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            p.error(f"--{key} must be >= 1; got {value}")
+    if any(w < 0 for w in args.workers):
+        p.error("--workers must be >= 0")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    on_gpu = device.type == "cuda"
+    steps = args.steps or (300 if on_gpu else 8)
+    warmup = args.warmup or (30 if on_gpu else 2)
+    if args.data:
+        data = load_data("cifar10", npz=args.data, val_size=0)
+    else:
+        data = load_data("synthetic", val_size=0)
+    name = device_name(device)
+    now = dt.datetime.now(dt.timezone.utc)
+    header = (
+        f"DKD step: {TEACHER} teacher (frozen) -> {STUDENT} student, batch {BATCH}, "
+        f"DKD a={ALPHA:g} b={BETA:g} T={TEMPERATURE:g}, SGD momentum {MOMENTUM}\n"
+        f"device: {device} = {name}\ntorch {torch.__version__}, python {platform.python_version()}, "
+        f"{now:%Y-%m-%d %H:%M} UTC\ndata: {data.source} ({len(data.y_train)} training images)\n"
+        f"{steps} timed steps per variant after {warmup} warm-up steps"
+    )
+    print(header, flush=True)
+
+    variants: list[dict] = []
+
+    def record(variant: str, result: dict) -> None:
+        result.update(variant=variant, steps=steps, images_per_s=steps * BATCH / result["seconds"])
+        result["ms_per_step"] = 1000 * result["seconds"] / steps
+        variants.append(result)
+        print(f"  {variant}: {result['images_per_s']:.0f} images/s", flush=True)
+
+    load_before = _loadavg()
+    t_start = time.perf_counter()
+    if max(args.workers, default=0) > (os.cpu_count() or 1):
+        print(f"  note: more DataLoader workers than the {os.cpu_count()} CPUs: oversubscribed", flush=True)
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # said once, above
+    for w in args.workers:
+        record(f"conventional, {w} workers", bench_conventional(data, device, w, steps, warmup))
+        gc.collect()
+    record("dkdlib", bench_dkdlib(data, device, steps, warmup, compile=False))
+    if args.compile:
+        record("dkdlib + torch.compile", bench_dkdlib(data, device, steps, warmup, compile=True))
+    wall = time.perf_counter() - t_start
+
+    base = next((v for v in variants if v["variant"] == "conventional, 2 workers"), variants[0])
+    for v in variants:
+        v["ratio"] = v["images_per_s"] / base["images_per_s"]
+    col = f"x vs {base['variant']}"
+    width = max(len(v["variant"]) for v in variants)
+    print(f"\n{'variant':<{width}}  {'images/s':>9}  {'ms/step':>8}  {col}")
+    for v in variants:
+        figures = f"{v['images_per_s']:>9.1f}  {v['ms_per_step']:>8.1f}  {v['ratio']:.2f}"
+        print(f"{v['variant']:<{width}}  {figures}")
+    load = _loadavg()
+    print(f"wall time {wall:.0f} s; load average (1 min) {load_before} before, {load} after")
+
+    out = Path(args.out) if args.out else None
+    if out is None:
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{device.type} {name.split(',')[0]}".lower()).strip("-")
+        out = ROOT / "benchmarks" / "results" / f"step-{slug}-{now:%Y-%m-%dT%H%MZ}.json"
+    config = dict(
+        teacher=TEACHER, student=STUDENT, batch_size=BATCH, alpha=ALPHA, beta=BETA, temperature=TEMPERATURE,
+        lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, steps=steps, warmup=warmup,
+        workers=args.workers, compile=args.compile, data=data.source, synthetic=data.name == "synthetic",
+        train_images=len(data.y_train),
+    )  # fmt: skip
+    versions = {"torch": torch.__version__, "torchvision": _version("torchvision"),
+                "pillow": _version("PIL"), "python": platform.python_version()}  # fmt: skip
+    report = {
+        "benchmark": "dkd training step",
+        "date": now.isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "command": "python benchmarks/bench_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "device": dict(
+            type=device.type, name=name, cpus=os.cpu_count(), torch_threads=torch.get_num_threads()
+        ),
+        "versions": versions,
+        "config": config,
+        "baseline": base["variant"],
+        "variants": [{k: round(x, 4) if isinstance(x, float) else x for k, x in v.items()} for v in variants],
+        "wall_time_s": round(wall, 1),
+        "load_average_1min": {"before": load_before, "after": load},  # > cpu_count: others shared the CPU
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # Windows
+        return None
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+if __name__ == "__main__":  # needed for DataLoader workers started by spawn / forkserver
+    main()
