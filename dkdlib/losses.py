@@ -40,7 +40,7 @@ def check_logits(logits_student: Tensor, logits_teacher: Tensor, target: Tensor 
         raise DKDError(f"target must be an integer tensor of class indices (int64); got {got}")
     if target.shape != (batch,):
         raise DKDError(f"target must have shape ({batch},) to match the logits; got {tuple(target.shape)}")
-    if batch and (int(target.min()) < 0 or int(target.max()) >= classes):
+    if batch and bool(((target < 0) | (target >= classes)).any()):  # one host sync
         raise DKDError(
             f"target holds labels outside [0, {classes}): min {int(target.min())}, "
             f"max {int(target.max())}; the logits have {classes} classes"

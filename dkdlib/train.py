@@ -60,7 +60,7 @@ class Config:
     # schedule
     epochs: int = 30
     batch_size: int = 128
-    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adam
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)
     lr: float = 0.05  # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -387,6 +387,8 @@ def fit(
         )
     elif data.name != cfg.dataset:
         raise DKDError(f"the data given are {data.name!r} but the config says dataset={cfg.dataset!r}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(cfg.seed)  # model initialisation; the loader has its own seeded generator
     model = create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained).to(device)
     teacher = load_teacher(cfg, data, device) if cfg.method != "ce" else None
