@@ -33,6 +33,6 @@ def test_resnet8_learns_real_cifar10_on_cpu(cifar10_npz, tmp_path):
     cfg = Config(model="resnet8", dataset="cifar10", data=str(cifar10_npz), epochs=3, batch_size=64,
                  lr=0.05, val_size=1000, train_size=8000, test_size=2000, out_dir=str(tmp_path))  # fmt: skip
     run = fit(cfg, data=data, progress=False)
-    # Measured on a 2-core CPU (2026-11-26): 0.XX test accuracy in ~20 s; chance is 0.10.
-    assert run.metrics["test_acc"] > 0.35
+    # Measured on the 2-core CPU (2026-11-26, seed 0): test accuracy 0.464 after 3 epochs; chance 0.10.
+    assert run.metrics["test_acc"] > 0.40
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
