@@ -391,6 +391,14 @@ def fit(
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(cfg.seed)  # model initialisation; the loader has its own seeded generator
     model = create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained).to(device)
+    path = cfg.checkpoint_path
+    state = load_checkpoint(path) if path.exists() and not fresh and save else None
+    if state is not None:
+        _check_same_run(state, cfg, path)
+        model.load_state_dict(state["model"])
+        if state.get("complete"):  # train-or-load: a finished run is just loaded
+            print(f"loaded finished run {cfg.run_name()} from {path}")
+            return Run(cfg, model.eval(), state["history"], state["metrics"], path, None, data)
     teacher = load_teacher(cfg, data, device) if cfg.method != "ce" else None
     if _channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
@@ -403,15 +411,8 @@ def fit(
 
     history: list[dict[str, float]] = []
     start_epoch = 1
-    path = cfg.checkpoint_path
-    if path.exists() and not fresh and save:
-        state = load_checkpoint(path)
-        _check_same_run(state, cfg, path)
-        model.load_state_dict(state["model"])
+    if state is not None:  # resume an unfinished run where its last checkpoint left off
         history = state["history"]
-        if state.get("complete"):
-            print(f"loaded finished run {cfg.run_name()} from {path}")
-            return Run(cfg, model.eval(), history, state["metrics"], path, None, data)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
