@@ -162,7 +162,7 @@ def show_images(
     """A grid of uint8 N×H×W×C images: one row per class, the first `per_class` images of each."""
     x, y = np.asarray(x), np.asarray(y)
     k = len(classes)
-    fig, axes = plt.subplots(k, per_class, figsize=(0.9 * per_class + 1.4, 0.9 * k), squeeze=False)
+    fig, axes = plt.subplots(k, per_class, figsize=(0.75 * per_class + 1.4, 0.75 * k), squeeze=False)
     for c, row in enumerate(axes):
         idx = np.flatnonzero(y == c)[:per_class]
         for j, ax in enumerate(row):
@@ -219,8 +219,9 @@ def show_augmentations(data: Data, index: int = 0, n: int = 8, seed: int = 0) ->
     axes[0].set_title(f"original\n{data.classes[int(data.y_train[index])]}", fontsize=9)
     for i, ax in enumerate(axes[1:]):
         ax.imshow(views[i], interpolation="nearest")
-        shift = f"({int(dx[i]) - PAD:+d}, {int(dy[i]) - PAD:+d})"
-        ax.set_title(f"shift {shift}\n{'flipped' if flip[i] else 'not flipped'}", fontsize=8)
+        # cropping at offset d moves the content by PAD - d pixels (x: right, y: down)
+        shift = f"({PAD - int(dx[i]):+d}, {PAD - int(dy[i]):+d})"
+        ax.set_title(f"moved {shift}\n{'flipped' if flip[i] else 'not flipped'}", fontsize=8)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
