@@ -9,6 +9,7 @@ that ends with the call shows the figure exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ __all__ = [
     "run_label",
     "runs_frame",
     "label_runs",
+    "unique_runs",
     "reference_frame",
     "reference_accuracy",
     "summarize",
@@ -256,6 +258,27 @@ def runs_frame(runs: Mapping[str, Run] | Iterable[Run]) -> pd.DataFrame:
     return label_runs(pd.DataFrame(rows))
 
 
+def unique_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct run (same config, seed included): the latest record wins.
+
+    Keyed on the identity fields of `Config` rather than the `name` column, which `load_results` fills
+    from the config's (usually empty) `name` field.
+    """
+    from .train import Config
+
+    if frame is None or frame.empty:
+        return frame
+    fields = [
+        f.name for f in dataclasses.fields(Config) if f.name not in Config._NOT_IDENTITY and f.name in frame
+    ]
+    if not fields:
+        return frame
+    key = pd.Series(
+        ["|".join(map(repr, row)) for row in frame[fields].itertuples(index=False)], index=frame.index
+    )
+    return frame.loc[~key.duplicated(keep="last")]
+
+
 def label_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the columns `row` (recipe label, see `run_label`) and `setting` (which data) to a runs frame."""
     if frame.empty:
@@ -328,7 +351,7 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
                "test acc (at best val)", "reference test acc"]  # fmt: skip
     if results is None or results.empty:
         return pd.DataFrame(columns=columns)
-    frame = results.drop_duplicates("name", keep="last") if "name" in results else results
+    frame = unique_runs(results)
     summary = summarize(label_runs(frame))
     ref = reference_frame()
     ref_text = (
@@ -358,7 +381,7 @@ def conclusions(results: pd.DataFrame) -> list[str]:
     """Plain sentences computed from the records (one block per setting); true whatever the data say."""
     if results is None or results.empty:
         return ["No run records found: there is nothing to conclude yet."]
-    frame = label_runs(results.drop_duplicates("name", keep="last") if "name" in results else results)
+    frame = label_runs(unique_runs(results))
     summary = summarize(frame)
     ref = reference_frame().set_index("ref_name")["ref_test"]
     lines: list[str] = []
@@ -387,15 +410,16 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             gap = dkd["test_mean"] - ce["test_mean"]
             noise = np.nanmax([ce["test_std"], dkd["test_std"], 0.0])
             verdict = (
-                "larger than the seed-to-seed spread" if noise > 0 and abs(gap) > 2 * noise
+                "more than twice the seed-to-seed spread" if noise > 0 and abs(gap) > 2 * noise
                 else "within twice the seed-to-seed spread" if noise > 0
                 else "from single runs, so the spread is unknown"
             )  # fmt: skip
             lines.append(f"  DKD − CE at equal epochs: {gap:+.2f} points ({verdict}).")
             ref_gap = ref["dkd_100"] - ref["student"]
             lines.append(
-                f"  The reference's gap, DKD at 100 epochs vs CE at 50 epochs, is {ref_gap:+.2f} points; "
-                f"a CE baseline trained as long as DKD here leaves {gap:+.2f}."
+                f"  The reference's gap is {ref_gap:+.2f} points (DKD {ref['dkd_100']:.2f}% vs CE "
+                f"{ref['student']:.2f}%), but its CE student trained for 50 epochs "
+                f"and DKD for 100; trained equally long, these records give DKD − CE = {gap:+.2f} points."
             )
             ce_runs = students[students["row"] == "CE"]
             dkd_runs = students[students["row"] == "DKD α=1 β=8"]
@@ -417,7 +441,11 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             teacher = block[block["row"] == "teacher"]
             if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
                 share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])
-                lines.append(f"  DKD recovers {100 * share:.0f}% of the teacher − CE student gap.")
+                lines.append(
+                    f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
+                    if share > 0
+                    else "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
+                )
         else:
             lines.append("  No CE and DKD (α=1, β=8) students at equal epochs to compare.")
     return lines
@@ -565,7 +593,7 @@ def plot_confusion_delta(confusion_a: np.ndarray, confusion_b: np.ndarray, class
     k = len(classes)
     size = max(5.0, 0.6 * k + 2)
     fig, ax = _fig(size + 1.2, size)
-    sns.heatmap(delta, annot=k <= 12, fmt=".0f", cmap="RdBu_r", center=0, vmin=-limit, vmax=limit,
+    sns.heatmap(delta, annot=k <= 12, fmt=".0f", cmap="RdBu_r", vmin=-limit, vmax=limit,
                 square=True, xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7},
                 cbar_kws={"label": "change (percentage points of the true class)"}, ax=ax)  # fmt: skip
     ax.set_xlabel("predicted class")
@@ -600,8 +628,9 @@ def plot_sweep(summary: pd.DataFrame, x: str, ax_title: str, reference: Mapping[
     if ax is None:
         fig, ax = _fig(5.0, 3.6)
     data = summary.sort_values(x)
+    single = "runs" not in data or bool((data["runs"] <= 1).all())
     ax.errorbar(data[x], data["test_mean"], yerr=data["test_std"].fillna(0), marker="o", capsize=4,
-                label="this run (mean ± std over seeds)")  # fmt: skip
+                label="ours (one run per point)" if single else "ours (mean ± std over seeds)")  # fmt: skip
     if reference:
         xs = sorted(reference)
         ax.plot(xs, [reference[v] for v in xs], linestyle="--", marker="D", color="black",
@@ -618,28 +647,35 @@ def plot_bars(
 ) -> Figure:
     """Horizontal bars of mean ± std test accuracy (%) per row label, with reference values as diamonds."""
     data = summary.reset_index(drop=True)
-    fig, ax = _fig(8.0, 0.45 * len(data) + 1.8)
+    fig, ax = _fig(8.0, 0.45 * len(data) + 2.2)
     y = np.arange(len(data))
-    ax.barh(y, data["test_mean"], xerr=data["test_std"].fillna(0), color="tab:blue", alpha=0.75,
-            capsize=3, label="ours: last-epoch test acc (mean ± std)")  # fmt: skip
+    runs = data["runs"] if "runs" in data else pd.Series(1, index=data.index)
+    ax.barh(y, data["test_mean"], color="tab:blue", alpha=0.75, label="ours: last-epoch test accuracy")
+    several = (runs > 1) & data["test_std"].notna()
+    if several.any():
+        ax.errorbar(data["test_mean"][several], y[several], xerr=data["test_std"][several], fmt="none",
+                    ecolor="black", capsize=3, label="± std over seeds")  # fmt: skip
     if reference:
-        ref = [reference.get(r, np.nan) for r in data["row"]]
+        ref = np.array([reference.get(r, np.nan) for r in data["row"]], dtype=float)
         if np.isfinite(ref).any():
-            ax.scatter(ref, y, marker="D", color="black", zorder=3, label="reference (CIFAR-10, its recipe)")
-    labels = [f"{r} ({int(e)} ep)" for r, e in zip(data["row"], data["epochs"], strict=True)]
+            ax.scatter(ref, y, marker="D", color="black", zorder=3,
+                       label="reference table (CIFAR-10, its own recipe and epochs)")  # fmt: skip
+    labels = [f"{r} ({int(e)} ep, {int(n)} run{'s' if n > 1 else ''})"
+              for r, e, n in zip(data["row"], data["epochs"], runs, strict=True)]  # fmt: skip
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("test accuracy (%)")
     ax.set_title(title or "Test accuracy by recipe")
-    ax.legend(fontsize="small", loc="lower left")
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small")
     return fig
 
 
 def plot_selection(frame: pd.DataFrame) -> Figure:
     """Per run: last-epoch test accuracy against test accuracy at the best-validation epoch (both in %)."""
     fig, ax = _fig(5.2, 4.6)
-    for row, block in frame.groupby("row", sort=False):
-        ax.scatter(100 * block["test_acc"], 100 * block["test_acc_at_best_val"], s=22, alpha=0.8, label=row)
+    family = frame["row"].str.split().str[0]  # CE, KD, DKD, TCKD, NCKD, teacher
+    for name, block in frame.groupby(family, sort=False):
+        ax.scatter(100 * block["test_acc"], 100 * block["test_acc_at_best_val"], s=22, alpha=0.8, label=name)
     values = 100 * pd.concat([frame["test_acc"], frame["test_acc_at_best_val"]]).dropna()
     if len(values):
         lo, hi = float(values.min()) - 1, float(values.max()) + 1

@@ -1,0 +1,173 @@
+"""Quick tests of dkdlib.analysis: the decomposition, gradients, dark knowledge, summaries and figures."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from dkdlib import analysis as A
+from dkdlib import create_model, dkd_loss, kd_loss
+from dkdlib.train import Config, Run
+
+
+@pytest.fixture
+def logits():
+    g = torch.Generator().manual_seed(0)
+    zs = 3 * torch.randn(300, 10, generator=g)
+    zt = 3 * torch.randn(300, 10, generator=g)
+    y = torch.randint(0, 10, (300,), generator=g)
+    return zs, zt, y
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 8.0])
+def test_decompose_identity_and_kd(logits, temperature):
+    zs, zt, y = logits
+    frame = A.decompose(zs, zt, y, temperature)
+    assert len(frame) == 300
+    assert {"kd", "tckd", "nckd", "p_t", "weight", "kd_nckd", "p_t_student"} <= set(frame.columns)
+    assert A.identity_error(frame) < 1e-5
+    assert np.allclose(frame["weight"], 1 - frame["p_t"])
+    assert math.isclose(
+        kd_loss(zs, zt, temperature).item(), temperature**2 * frame["kd"].mean(), rel_tol=1e-4
+    )
+    dkd = dkd_loss(zs, zt, y, alpha=1.0, beta=1.0, temperature=temperature).item()
+    extra = temperature**2 * (frame["p_t"] * frame["nckd"]).mean()
+    assert math.isclose(dkd - kd_loss(zs, zt, temperature).item(), extra, rel_tol=1e-3, abs_tol=1e-5)
+
+
+def test_grad_check_matches_closed_forms(logits):
+    g = A.grad_check(*logits, temperature=4.0)
+    mask = g["target_mask"]
+    assert bool((g["nckd"][mask] == 0).all())
+    assert torch.allclose(g["tckd"], g["tckd_formula"], atol=1e-6)
+    assert torch.allclose(g["nckd"], g["nckd_formula"], atol=1e-6)
+    # Softmax is shift-invariant: each gradient row sums to zero.
+    assert torch.allclose(g["tckd"].sum(1), torch.zeros(300), atol=1e-6)
+    assert torch.allclose(g["nckd"].sum(1), torch.zeros(300), atol=1e-6)
+
+
+def test_official_loss_agrees_then_breaks(logits):
+    zs, zt, y = logits
+    assert math.isclose(
+        A.official_dkd_loss(zs, zt, y, 1.0, 8.0, 4.0).item(), dkd_loss(zs, zt, y).item(), rel_tol=1e-4
+    )
+    sure = torch.zeros(3, 10)
+    sure[:, 0] = 200.0
+    y0 = torch.zeros(3, dtype=torch.long)
+    assert not torch.isfinite(A.official_dkd_loss(sure, sure, y0, 1.0, 8.0, 1.0))
+    assert torch.isfinite(dkd_loss(sure, sure, y0, 1.0, 8.0, 1.0))
+
+
+def test_dark_knowledge_rows():
+    # Class 0's images put their non-target mass mostly on class 2.
+    z = torch.zeros(6, 4)
+    y = torch.tensor([0, 0, 1, 1, 2, 3])
+    z[:2, 0], z[:2, 2] = 5.0, 3.0
+    m = A.dark_knowledge(z, y, temperature=1.0, num_classes=4)
+    assert m.shape == (4, 4)
+    assert np.isnan(np.diag(m)).all()
+    assert np.allclose(np.nansum(m, axis=1), 1.0)
+    pairs = A.top_pairs(m, ["a", "b", "c", "d"], k=2)
+    assert list(pairs.iloc[0][["true class", "non-target class"]]) == ["a", "c"]
+    assert pairs["mean p̂"].is_monotonic_decreasing
+
+
+def test_outputs_on_tiny_data(tiny_data):
+    torch.manual_seed(0)
+    model = create_model("resnet8", tiny_data.num_classes)
+    z, y = A.outputs(model, tiny_data, "test")
+    assert z.shape == (len(tiny_data.y_test), tiny_data.num_classes)
+    assert torch.equal(y, torch.as_tensor(tiny_data.y_test))
+    z2, _ = A.teacher_outputs(model, tiny_data, "val")
+    assert z2.shape[0] == len(tiny_data.y_val)
+    with pytest.raises(ValueError, match="split"):
+        A.outputs(model, tiny_data, "nope")
+
+
+def test_labels_and_reference():
+    assert A.run_label({"method": "ce", "model": "resnet8"}) == "CE"
+    assert A.run_label({"method": "ce", "model": "resnet20"}) == "teacher"
+    assert A.run_label({"method": "kd", "temperature": 4.0}) == "KD"
+    assert A.run_label({"method": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 2.0}) == "DKD α=1 β=8 T=2"
+    assert A.run_label({"method": "tckd", "alpha": 0.5, "beta": 0.0}) == "TCKD α=0.5"
+    assert A.run_label({"method": "nckd", "alpha": 0.0, "beta": 2.0}) == "NCKD β=2"
+    ref = A.reference_frame().set_index("ref_name")
+    assert ref.loc["dkd_100", "row"] == "DKD α=1 β=8"
+    assert ref.loc["student", "row"] == "CE" and ref.loc["teacher", "row"] == "teacher"
+    acc = A.reference_accuracy()
+    assert math.isclose(acc["DKD α=1 β=8"], 87.21)  # the 100-epoch row, not the 200-epoch one
+
+
+def _records() -> pd.DataFrame:
+    common = {"model": "resnet8", "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "epochs": 30}
+    common.update(dataset="cifar10", train_size=None)
+    rows = []
+    for method, accs in (("ce", (0.80, 0.82)), ("dkd", (0.85, 0.87)), ("kd", (0.83,))):
+        for seed, acc in enumerate(accs):
+            rows.append({**common, "name": f"{method}-{seed}", "method": method, "seed": seed,
+                         "test_acc": acc, "test_acc_at_best_val": acc - 0.01})  # fmt: skip
+    rows.append({**common, "name": "t", "method": "ce", "model": "resnet18", "epochs": 15, "seed": 0,
+                 "test_acc": 0.90, "test_acc_at_best_val": 0.90})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_summaries_tables_and_conclusions():
+    frame = A.label_runs(_records())
+    s = A.summarize(frame).set_index("row")
+    assert math.isclose(s.loc["CE", "test_mean"], 81.0)
+    assert math.isclose(s.loc["CE", "test_std"], np.std([80, 82], ddof=1))
+    assert s.loc["CE", "seeds"] == "0,1"
+    table = A.results_table(_records())
+    assert list(table["row"][:4]) == ["teacher", "CE", "KD", "DKD α=1 β=8"]
+    assert "87.21" in table.set_index("row").loc["DKD α=1 β=8", "reference test acc"]
+    text = "\n".join(A.conclusions(_records()))
+    assert "DKD − CE at equal epochs: +5.00 points" in text
+    assert "teacher − CE student gap" in text
+
+
+def test_empty_results_are_handled():
+    empty = pd.DataFrame()
+    assert A.results_table(empty).empty
+    assert A.summarize(empty).empty
+    assert A.conclusions(empty) == ["No run records found: there is nothing to conclude yet."]
+
+
+def test_runs_frame_from_runs():
+    cfg = Config(method="dkd", teacher="t.pt", alpha=0.5, beta=2.0, dataset="synthetic", train_size=100)
+    run = Run(cfg, torch.nn.Linear(1, 1), [], {"test_acc": 0.5, "per_class_acc": [0.5]}, Path("x.pt"))
+    frame = A.runs_frame({"a": run})
+    assert frame.loc[0, "row"] == "DKD α=0.5 β=2"
+    assert "synthetic" in frame.loc[0, "setting"]
+    assert "per_class_acc" not in frame
+
+
+def test_figures_return_figures(logits):
+    zs, zt, y = logits
+    frame = A.decompose(zs, zt, y, 4.0)
+    classes = [f"c{i}" for i in range(10)]
+    records = A.label_runs(_records())
+    summary = A.summarize(records)
+    grid = pd.DataFrame(
+        {"alpha": [0.5, 0.5, 1.0, 1.0], "beta": [2.0, 8.0, 2.0, 8.0], "test_acc": [0.1, 0.2, 0.3, 0.4]}
+    )
+    conf = np.eye(10) * 5 + 1
+    figures = [
+        A.plot_target_probability({"T = 4": frame["p_t"]}),
+        A.plot_suppression(frame),
+        A.plot_tckd_vs_nckd(frame),
+        A.plot_dark_knowledge(A.dark_knowledge(zt, y, 4.0), classes),
+        A.plot_warmup({"cfg": Config(epochs=5, warmup=3)}),
+        A.plot_class_delta({"CE": [0.5] * 10, "DKD": [0.6] * 10}, "CE", classes),
+        A.plot_confusion_delta(conf, conf.T, classes, ("CE", "DKD")),
+        A.plot_grid(grid),
+        A.plot_sweep(pd.DataFrame({"t": [1, 2], "test_mean": [50, 60], "test_std": [1, np.nan]}), "t", "T"),
+        A.plot_bars(summary, reference=A.reference_accuracy()),
+        A.plot_selection(records),
+    ]
+    for fig in figures:
+        assert isinstance(fig, Figure)
+        assert any(ax.get_title() for ax in fig.axes)

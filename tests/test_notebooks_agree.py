@@ -1,0 +1,143 @@
+"""The notebooks and dkdlib agree: the series is complete and in order, every chapter follows the
+conventions (Colab badge, guarded install cell, setup()), no chapter redefines the library's losses, and
+chapter 4 shows the loss code straight from dkdlib.losses — with committed outputs that are current."""
+
+import ast
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dkdlib import losses
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+BADGE = (
+    "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+    "(https://colab.research.google.com/github/dkdlib/dkdlib/blob/main/notebooks/{name})"
+)
+INSTALL = '%pip install -q "dkdlib @ git+https://github.com/dkdlib/dkdlib"'
+LIBRARY_NAMES = {"kd_loss", "dkd_loss", "dkd_terms", "_dkd_terms", "_dkd_loss", "_kd_loss"}
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _code_cells(nb: dict) -> list[str]:
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _python(source: str) -> ast.Module:
+    """Parse a code cell, with IPython magics and shell lines turned into `pass`."""
+    lines = [re.sub(r"^(\s*)[%!].*$", r"\1pass", line) for line in source.splitlines()]
+    return ast.parse("\n".join(lines))
+
+
+def _output_text(cell: dict) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            parts.append("".join(out["text"]))
+        for kind in ("text/plain", "text/markdown"):
+            if kind in out.get("data", {}):
+                parts.append("".join(out["data"][kind]))
+    return "".join(parts)
+
+
+def test_all_eight_chapters_exist_in_order():
+    names = [p.name for p in PATHS]
+    for i in range(8):
+        matches = [n for n in names if n.startswith(f"{i:02d}_")]
+        assert len(matches) == 1, f"expected one notebook {i:02d}_*.ipynb in notebooks/, found {matches}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_conventions(path):
+    nb = _load(path)
+    first = nb["cells"][0]
+    assert first["cell_type"] == "markdown", "the first cell is the chapter's Markdown introduction"
+    text = "".join(first["source"])
+    assert BADGE.format(name=path.name) in text, (
+        "Open-in-Colab badge (pointing at this file) in the first cell"
+    )
+    assert "what you will learn" in text.lower()
+    code = _code_cells(nb)
+    assert code, "a notebook without code"
+    setup_cell = code[0]
+    assert 'if "google.colab" in sys.modules:' in setup_cell, "the first code cell guards the Colab install"
+    assert INSTALL in setup_cell
+    pip_lines = [line for line in setup_cell.splitlines() if "pip install" in line]
+    assert all("torch" not in line for line in pip_lines), "the Colab install must not (re)install torch"
+    guarded = setup_cell.split('if "google.colab" in sys.modules:')[1].splitlines()
+    assert all(line.startswith((" ", "\t")) or not line.strip() for line in guarded[1:2]), (
+        "install is inside the if"
+    )
+    assert "info = setup()" in "\n".join(code[:2]), "setup() is called at the top"
+    source = "\n".join(code)
+    if re.search(r"\bfit\(", source):
+        assert 'progress=info["mode"] == "full"' in source, "fit(...) gets progress=info['mode'] == 'full'"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_machinery_comes_from_dkdlib(path):
+    nb = _load(path)
+    trees = [_python(src) for src in _code_cells(nb)]
+    defined = set()
+    imports_dkdlib = False
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dkdlib"):
+                imports_dkdlib = True
+            elif isinstance(node, ast.Import) and any(a.name.startswith("dkdlib") for a in node.names):
+                imports_dkdlib = True
+    assert imports_dkdlib, "a chapter imports its machinery from dkdlib"
+    redefined = defined & LIBRARY_NAMES
+    assert not redefined, f"{path.name} redefines {sorted(redefined)}; import them from dkdlib.losses instead"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_committed_outputs_are_valid_for_nbval(path):
+    for cell in _load(path)["cells"]:
+        if cell["cell_type"] == "code" and cell.get("outputs"):
+            assert cell.get("execution_count") is not None, "a cell with outputs but no execution count"
+
+
+def _chapter(number: str) -> Path:
+    matches = [p for p in PATHS if p.name.startswith(number)]
+    if not matches:
+        pytest.skip(f"notebook {number}_*.ipynb not there yet")
+    return matches[0]
+
+
+def test_chapter4_shows_the_library_loss_code():
+    nb = _load(_chapter("04"))
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    shown = [c for c in cells if "inspect.getsource" in "".join(c["source"])]
+    cell = next((c for c in shown if "losses._dkd_terms" in "".join(c["source"])), None)
+    assert cell is not None, "chapter 4 shows losses._dkd_terms via inspect.getsource"
+    src = "".join(cell["source"])
+    assert "losses.dkd_loss" in src
+    output = _output_text(cell)
+    if output:  # committed outputs must show the library's current code, not a stale copy
+        for fn in (losses._dkd_terms, losses.dkd_loss):
+            assert inspect.getsource(fn).strip() in output, f"re-run chapter 4: {fn.__name__} changed"
+
+
+def test_chapter4_checked_cells_say_true():
+    nb = _load(_chapter("04"))
+    checked = [
+        c for c in nb["cells"] if c["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])
+    ]
+    assert len(checked) >= 5, "the identity, gradients, DKD≠KD and log-space checks are nbval-checked"
+    for cell in checked:
+        assert "".join(cell["source"]).startswith("# NBVAL_CHECK_OUTPUT"), "the marker is the first line"
+        text = _output_text(cell)
+        if cell.get("outputs"):
+            assert "True" in text and "False" not in text, f"a check failed in the committed output:\n{text}"
