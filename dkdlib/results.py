@@ -89,8 +89,8 @@ def load_results(directory: str | os.PathLike = "data/results"):
 
     rows = []
     for rec in load_records(directory):
-        row = {"name": rec.get("name"), "file": rec.get("file")}
-        row.update(rec.get("config", {}))
+        row = dict(rec.get("config", {}))
+        row.update(name=rec.get("name"), file=rec.get("file"))  # the run name, not Config.name
         row.update({k: v for k, v in rec.get("metrics", {}).items() if not isinstance(v, list)})
         env = rec.get("environment", {})
         row.update({k: env.get(k) for k in ("hardware", "git_commit", "date", "torch")})

@@ -87,10 +87,15 @@ class Config:
     # Fields that do not change what is learned: left out of the run's identity hash.
     _NOT_IDENTITY = ("name", "tag", "out_dir", "device", "compile", "channels_last")
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what is learned. The teacher counts by its file name, not its folder,
+        so moving the output folder (to Drive, another machine) keeps every run's identity."""
+        return identity(self.to_dict())
+
     def run_name(self) -> str:
         if self.name:
             return self.name
-        ident = {k: v for k, v in self.to_dict().items() if k not in self._NOT_IDENTITY}
+        ident = self.identity()
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.method}-{self.model}-{self.dataset}-s{self.seed}-{digest}"
 
@@ -138,6 +143,14 @@ class Config:
             bad(f"lr must be > 0; got {self.lr!r}")
         if self.method != "ce" and not Path(self.teacher).is_file():
             bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
+    ident = {k: v for k, v in config.items() if k not in Config._NOT_IDENTITY}
+    if ident.get("teacher"):
+        ident["teacher"] = Path(ident["teacher"]).name
+    return ident
 
 
 @dataclass
@@ -514,8 +527,7 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _check_same_run(state: dict, cfg: Config, path: Path) -> None:
-    saved = {k: v for k, v in state["config"].items() if k not in Config._NOT_IDENTITY}
-    now = {k: v for k, v in cfg.to_dict().items() if k not in Config._NOT_IDENTITY}
+    saved, now = identity(state["config"]), cfg.identity()
     diff = [f"{k}: {saved.get(k)!r} there, {now.get(k)!r} here" for k in now if saved.get(k) != now.get(k)]
     if diff:
         raise DKDError(

@@ -1,0 +1,57 @@
+"""scripts/results_table.py: records in, the README's table out (and nothing from elsewhere)."""
+
+import importlib.util
+from pathlib import Path
+
+from dkdlib.results import write_record
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results_table.py"
+spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
+results_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(results_table)
+
+
+def record(tag, method, seed, acc, **config):
+    cfg = {"model": "resnet8", "method": method, "dataset": "cifar10", "epochs": 3, "seed": seed, "tag": tag,
+           "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "train_size": 2000, **config}  # fmt: skip
+    env = {"hardware": "CPU test", "git_commit": "abc", "date": "2026-11-26T00:00"}
+    return {"name": f"{method}-{seed}", "config": cfg, "wall_time_s": 60.0, "environment": env,
+            "metrics": {"test_acc": acc, "test_acc_at_best_val": acc - 0.01}}  # fmt: skip
+
+
+def test_table_from_reproduce_records_only(tmp_path):
+    for seed, acc in enumerate([0.50, 0.52, 0.54]):
+        write_record(tmp_path, record("ref:dkd_100", "dkd", seed, acc))
+        write_record(tmp_path, record("ref:student", "ce", seed, acc - 0.1))
+    write_record(tmp_path, record("", "kd", 0, 0.99))  # not a reproduce run: must not appear
+    text = results_table.render(tmp_path)
+    assert "DKD α=1 β=8" in text and "52.00 ± 2.00" in text and "42.00 ± 2.00" in text
+    assert "87.21" in text  # the reference's DKD (100 ep) beside ours
+    assert "99.00" not in text and "| KD" not in text
+    assert "6 runs; total wall time 6.0 min; hardware: CPU test" in text
+
+
+def test_readme_markers_are_filled_and_checked(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results_table.START}\nold\n{results_table.END}\nrest\n")
+    (tmp_path / "results").mkdir()
+    import sys
+
+    argv = sys.argv
+    try:
+        sys.argv = [
+            "results_table.py",
+            "--dir",
+            str(tmp_path / "results"),
+            "--readme",
+            str(readme),
+            "--check",
+        ]
+        assert results_table.main() == 1  # out of date
+        sys.argv = sys.argv[:-1]
+        assert results_table.main() == 0
+        sys.argv.append("--check")
+        assert results_table.main() == 0
+    finally:
+        sys.argv = argv
+    assert "old" not in readme.read_text() and "rest" in readme.read_text()
