@@ -526,17 +526,27 @@ def plot_tckd_vs_nckd(frame: pd.DataFrame, temperature: float = 4.0) -> Figure:
 
 def plot_dark_knowledge(matrix: np.ndarray, classes: Sequence[str], temperature: float = 4.0) -> Figure:
     """Heatmap of the teacher's mean non-target distribution p̂ for each true class (diagonal blank)."""
+
+    return _class_heatmap(
+        matrix, classes, xlabel="non-target class",
+        title=f"Dark knowledge: the teacher's non-target distribution (T = {temperature:g})",
+        mask=~np.isfinite(matrix), fmt=".2f", cmap="magma_r", vmin=0,
+        cbar_kws={"label": "mean $\\hat p$ (share of the non-target mass)"},
+    )  # fmt: skip
+
+
+def _class_heatmap(matrix: np.ndarray, classes: Sequence[str], xlabel: str, title: str, **heatmap) -> Figure:
+    """A square class × class heatmap (rows: true class), annotated when there are few classes."""
     import seaborn as sns
 
     k = len(classes)
     size = max(5.0, 0.6 * k + 2)
     fig, ax = _fig(size + 1.2, size)
-    sns.heatmap(matrix, mask=~np.isfinite(matrix), annot=k <= 12, fmt=".2f", cmap="magma_r", vmin=0,
-                square=True, xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7},
-                cbar_kws={"label": "mean $\\hat p$ (share of the non-target mass)"}, ax=ax)  # fmt: skip
-    ax.set_xlabel("non-target class")
+    sns.heatmap(matrix, annot=k <= 12, square=True, xticklabels=classes, yticklabels=classes,
+                annot_kws={"fontsize": 7}, ax=ax, **heatmap)  # fmt: skip
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("true class")
-    ax.set_title(f"Dark knowledge: the teacher's non-target distribution (T = {temperature:g})")
+    ax.set_title(title)
     ax.grid(False)
     ax.tick_params(axis="x", labelrotation=45)
     ax.tick_params(axis="y", labelrotation=0)
@@ -582,7 +592,6 @@ def plot_class_delta(
 def plot_confusion_delta(confusion_a: np.ndarray, confusion_b: np.ndarray, classes: Sequence[str],
                          labels: tuple[str, str] = ("A", "B")) -> Figure:  # fmt: skip
     """Heatmap of (row-normalised confusion of B) − (that of A), in percentage points."""
-    import seaborn as sns
 
     def norm(c: np.ndarray) -> np.ndarray:
         c = np.asarray(c, float)
@@ -590,19 +599,12 @@ def plot_confusion_delta(confusion_a: np.ndarray, confusion_b: np.ndarray, class
 
     delta = 100 * (norm(confusion_b) - norm(confusion_a))
     limit = max(float(np.abs(delta).max()), 1e-9)
-    k = len(classes)
-    size = max(5.0, 0.6 * k + 2)
-    fig, ax = _fig(size + 1.2, size)
-    sns.heatmap(delta, annot=k <= 12, fmt=".0f", cmap="RdBu_r", vmin=-limit, vmax=limit,
-                square=True, xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7},
-                cbar_kws={"label": "change (percentage points of the true class)"}, ax=ax)  # fmt: skip
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"Confusion: {labels[1]} − {labels[0]} (diagonal: more correct is red)")
-    ax.grid(False)
-    ax.tick_params(axis="x", labelrotation=45)
-    ax.tick_params(axis="y", labelrotation=0)
-    return fig
+    return _class_heatmap(
+        delta, classes, xlabel="predicted class",
+        title=f"Confusion: {labels[1]} − {labels[0]} (diagonal: more correct is red)",
+        fmt=".0f", cmap="RdBu_r", vmin=-limit, vmax=limit,
+        cbar_kws={"label": "change (percentage points of the true class)"},
+    )  # fmt: skip
 
 
 def plot_grid(frame: pd.DataFrame, value: str = "test_acc", title: str | None = None) -> Figure:
