@@ -71,9 +71,13 @@ def load_model(
     *,
     num_classes: int | None = None,
     dataset: str | None = None,
+    state: dict | None = None,
 ) -> nn.Module:
-    """Rebuild the model saved in a checkpoint, in eval mode. Optionally check its classes/dataset."""
-    state = load_checkpoint(path)
+    """Rebuild the model saved in a checkpoint, in eval mode. Optionally check its classes/dataset.
+
+    state: the checkpoint already read by `load_checkpoint(path)`, to avoid reading it twice.
+    """
+    state = load_checkpoint(path) if state is None else state
     if num_classes is not None and state["num_classes"] != num_classes:
         raise DKDError(
             f"checkpoint {path} predicts {state['num_classes']} classes ({state['dataset']}) but "

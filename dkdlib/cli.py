@@ -203,7 +203,7 @@ def _evaluate(args) -> int:
     state = load_checkpoint(args.checkpoint)
     device = pick_device(args.device)
     data = load_data(state["dataset"], npz=args.data, root=args.out_dir, val_size=0)
-    model = load_model(args.checkpoint, device, num_classes=data.num_classes, dataset=data.name)
+    model = load_model(args.checkpoint, device, num_classes=data.num_classes, dataset=data.name, state=state)
     loader = DeviceLoader(
         data.x_test, data.y_test, 1000, mean=data.mean, std=data.std, train=False, device=device
     )

@@ -366,7 +366,7 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
             f"{state['config']['epochs']}); distilling from it anyway",
             stacklevel=3,
         )
-    teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name)
+    teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name, state=state)
     if _channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
     return teacher.requires_grad_(False).eval()
