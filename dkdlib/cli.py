@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every row's epochs (0.1 = reduced)")
     p.add_argument("--rows", nargs="+", help="only these rows (teacher, student, dkd_100, ...)")
     p.add_argument("--teacher", help="use this teacher checkpoint instead of training the teacher row")
+    p.add_argument("--teacher-model", help="teacher row's model (default resnet18; resnet20 for CPU runs)")
+    p.add_argument("--teacher-epochs", type=int, help="teacher row's epochs (default: 50 × --scale)")
     p.add_argument("--data", help="an .npz of CIFAR-10 to use instead of downloading")
     p.add_argument("--train-size", type=int, help="use only this many training images")
     p.add_argument("--val-size", type=int, help="validation images held out (default 5000)")
@@ -264,7 +266,12 @@ def _reproduce(args) -> int:
     for seed in args.seeds:
         teacher = args.teacher
         if teacher is None:
-            tcfg = reference_configs(None, seed=0, scale=args.scale, **over)["teacher"]
+            tover = {"model": args.teacher_model} if args.teacher_model else {}
+            if args.teacher_epochs:
+                tover["epochs"] = args.teacher_epochs
+            tcfg = reference_configs(None, seed=0, scale=args.scale, teacher_overrides=tover, **over)[
+                "teacher"
+            ]
             teacher = str(
                 fit(tcfg, progress=args.progress).checkpoint
             )  # one teacher for all seeds of the students

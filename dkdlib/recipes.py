@@ -126,6 +126,6 @@ def reference_configs(
         if method == "kd":
             cfg = replace(cfg, ce_weight=0.1, kd_weight=0.9)
         if name == "teacher":
-            cfg = replace(cfg, model="resnet18", **(teacher_overrides or {}))
+            cfg = replace(cfg, **{"model": "resnet18", **(teacher_overrides or {})})
         configs[name] = replace(cfg, **overrides)
     return configs

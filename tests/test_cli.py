@@ -98,3 +98,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
     code, _, err = run([*args, "--out-dir", tmp_path] if args[0] != "evaluate" else args, capsys)
     assert code == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_reproduce_trains_a_smaller_teacher_row(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(200) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    code, out, _ = run(["reproduce", "--rows", "teacher", "--seeds", "0", "--scale", "0.01",
+                        "--teacher-model", "resnet8", "--teacher-epochs", "2", "--data", tmp_path / "c10.npz",
+                        "--val-size", "40", "--no-progress", "--out-dir", tmp_path], capsys)  # fmt: skip
+    assert code == 0
+    (record,) = (json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json"))
+    assert record["config"]["tag"] == "ref:teacher"
+    assert (record["config"]["model"], record["config"]["epochs"]) == ("resnet8", 2)
+    assert record["config"]["optimizer"] == "adam"  # still the reference recipe
