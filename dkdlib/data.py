@@ -33,7 +33,11 @@ __all__ = [
     "synthetic",
     "DeviceLoader",
     "crop_flip",
+    "crop_flip_views",
     "normalize",
+    "N_VIEWS",
+    "view_index",
+    "view_offsets",
 ]
 
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
@@ -44,6 +48,20 @@ STATS = {
 }
 DATASETS = ("cifar10", "cifar100", "synthetic")
 PAD = 4  # random-crop padding, as in the official recipe
+# Every augmented view of an image is one of (2·PAD+1)² crop offsets × 2 flips = 162 views. Numbering
+# them lets a cache hold the teacher's logits for exactly the view the student is shown.
+N_VIEWS = (2 * PAD + 1) ** 2 * 2
+CENTRE_VIEW = (PAD * (2 * PAD + 1) + PAD) * 2  # no shift, no flip: the un-augmented image
+
+
+def view_index(dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """The view id in [0, N_VIEWS) of crop offsets (dy, dx) in [0, 2·PAD] and flip in {0, 1}."""
+    return (dy * (2 * PAD + 1) + dx) * 2 + flip
+
+
+def view_offsets(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inverse of `view_index`: (dy, dx, flip)."""
+    return view // (2 * (2 * PAD + 1)), (view // 2) % (2 * PAD + 1), view % 2
 
 
 @dataclass
@@ -270,6 +288,11 @@ def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.T
     return out.permute(0, 3, 1, 2)
 
 
+def crop_flip_views(x: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    """`crop_flip` with each image's view given as one id (see `view_index`)."""
+    return crop_flip(x, *view_offsets(view))
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 N×C×H×W → float32, (x/255 − mean) / std per channel."""
     mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255
@@ -309,11 +332,15 @@ class DeviceLoader:
         # NHWC uint8 numpy → NCHW uint8 tensor on the device, once.
         x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x)  # torch wants writable
         self.x = torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2)
-        self.y = torch.from_numpy(np.asarray(y, np.int64)).to(self.device)
+        self.y = torch.from_numpy(np.array(y, np.int64)).to(self.device)  # a copy: y may be read-only
         self.batch_size, self.train, self.seed = batch_size, train, seed
         # Training drops the last partial batch: fixed shapes (no recompiles) and no tiny noisy step.
         self.drop_last = train if drop_last is None else drop_last
         self.mean, self.std, self.channels_last = mean, std, channels_last
+        # On the device once: a tensor built from Python floats inside a captured CUDA graph would be
+        # a host-to-device copy, which capture forbids.
+        self._mean255 = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
+        self._std255 = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -337,16 +364,38 @@ class DeviceLoader:
         flip = torch.randint(0, 2, (n,), generator=g)
         return order, dy, dx, flip
 
+    def epoch_batches(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training epoch as two steps×batch tensors on the device: image indices and view ids.
+
+        Batch s is `self.batch(idx[s], view[s])`. Having the whole plan on the device lets a captured
+        training step pick its own batch from a step counter, with no host work per step.
+        """
+        if not self.drop_last:
+            raise DKDError("epoch_batches needs whole batches (drop_last=True, as in training)")
+        order, dy, dx, flip = self.epoch_plan(epoch)
+        steps = len(self)
+        idx = order[: steps * self.batch_size].view(steps, self.batch_size)
+        view = view_index(dy, dx, flip)[idx] if self.train else torch.full_like(idx, CENTRE_VIEW)
+        return idx.to(self.device), view.to(self.device)
+
+    def batch(self, idx: torch.Tensor, view: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images `idx` (device tensor) seen through `view` (None: un-augmented), normalised, and labels."""
+        xb = self.x[idx]
+        if view is not None:
+            xb = crop_flip_views(xb, view)
+        xb = (xb.float() - self._mean255) / self._std255  # = normalize(xb, self.mean, self.std)
+        xb = xb.contiguous(
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+        )
+        return xb, self.y[idx]
+
     def __iter__(self):
+        if self.train and self.drop_last:
+            idx, view = self.epoch_batches()
+            for s in range(len(self)):
+                yield self.batch(idx[s], view[s])
+            return
         order, dy, dx, flip = (t.to(self.device) for t in self.epoch_plan())
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            if self.train:
-                xb = crop_flip(self.x[idx], dy[idx], dx[idx], flip[idx])
-            else:
-                xb = self.x[idx]
-            xb = normalize(xb, self.mean, self.std)
-            xb = xb.contiguous(
-                memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
-            )
-            yield xb, self.y[idx]
+            yield self.batch(idx, view_index(dy[idx], dx[idx], flip[idx]) if self.train else None)

@@ -48,7 +48,9 @@ def check_logits(logits_student: Tensor, logits_teacher: Tensor, target: Tensor 
 
 
 def _target_mask(logits: Tensor, target: Tensor) -> Tensor:
-    return F.one_hot(target.long(), logits.shape[1]).bool()
+    # A comparison, not F.one_hot: one_hot validates the labels with a host sync on some devices,
+    # and a CUDA-graph-captured step must not sync.
+    return target.long()[:, None] == torch.arange(logits.shape[1], device=logits.device)
 
 
 def _dkd_terms(zs: Tensor, zt: Tensor, target: Tensor, temperature: float):

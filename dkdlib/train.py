@@ -20,6 +20,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
+from .cache import teacher_logit_cache
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .data import Data, DeviceLoader, load_data
 from .errors import DKDError
@@ -76,16 +78,19 @@ class Config:
     kd_weight: float = 1.0  # classic KD's weight (the official KD baseline: ce 0.1, kd 0.9)
     # machinery
     seed: int = 0
+    data_seed: int | None = None  # shuffle/augmentation seed; None: `seed`
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16/fp16 autocast on CUDA
     channels_last: bool = True  # NHWC memory layout (faster on GPU and CPU)
     compile: bool = False  # torch.compile the student
+    graph: bool = False  # capture the whole training step as one CUDA graph (CUDA only)
+    cache_teacher: bool = False  # precompute the teacher's logits on all 162 views of every image
     name: str | None = None  # run name; default: method-model-dataset-seed-confighash
     tag: str = ""  # free label for grouping results (e.g. "ref:dkd_100"); not part of the identity
     out_dir: str = "data"  # checkpoints/ and results/ go here
 
     # Fields that do not change what is learned: left out of the run's identity hash.
-    _NOT_IDENTITY = ("name", "tag", "out_dir", "device", "compile", "channels_last")
+    _NOT_IDENTITY = ("name", "tag", "out_dir", "device", "compile", "channels_last", "graph", "cache_teacher")
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what is learned. The teacher counts by its file name, not its folder,
@@ -132,6 +137,10 @@ class Config:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 bad(f"{key} must be an integer > 0; got {value!r}")
+        if self.data_seed is not None and (
+            not isinstance(self.data_seed, int) or isinstance(self.data_seed, bool)
+        ):
+            bad(f"data_seed must be an integer or None (= seed); got {self.data_seed!r}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             bad(f"warmup must be an integer number of epochs >= 0 (0 = off); got {self.warmup!r}")
         if not self.temperature > 0:
@@ -148,6 +157,8 @@ class Config:
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
     ident = {k: v for k, v in config.items() if k not in Config._NOT_IDENTITY}
+    if ident.get("data_seed") is None:  # the default: older runs keep their names
+        ident.pop("data_seed", None)
     if ident.get("teacher"):
         ident["teacher"] = Path(ident["teacher"]).name
     return ident
@@ -198,19 +209,24 @@ def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+def _make_optimizer(cfg: Config, model: nn.Module, graph: bool = False) -> torch.optim.Optimizer:
     # No weight decay on BN and biases (1-D tensors): decaying them only slows learning.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = {"fused": True} if next(model.parameters()).is_cuda else {}  # one kernel for all params
+    device = next(model.parameters()).device
+    extra: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}  # one kernel for all params
+    lr: float | torch.Tensor = cfg.lr
+    if graph:
+        # A captured step reads the learning rate from a device tensor that the scheduler fills in
+        # place; a Python float would be frozen into the graph. Adam keeps its step count on the device.
+        lr = torch.tensor(cfg.lr, device=device)
+        if cfg.optimizer == "adam":
+            extra["capturable"] = True
     if cfg.optimizer == "adam":
-        return (
-            torch.optim.AdamW(groups, lr=cfg.lr, **fused)
-            if cfg.weight_decay
-            else torch.optim.Adam(groups, lr=cfg.lr, **fused)
-        )
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **fused)
+        adam = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
+        return adam(groups, lr=lr, **extra)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **extra)
 
 
 def _make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
@@ -258,6 +274,158 @@ class NonFiniteLoss(DKDError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+# A loss function for TrainStep: (student logits K×N×C, teacher logits N×C or None, labels N,
+# distillation weights K) → the K students' losses (K,).
+LossFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainStep:
+    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students.
+
+    Everything a step reads sits in tensors that stay in place — the epoch plan (image indices and
+    view ids), a step counter, the distillation weights, the accumulators, the teacher-logit cache —
+    so on CUDA the whole step (augmentation, teacher forward or cache lookup, student forward and
+    backward, fused optimizer) can be captured once as a CUDA graph and replayed: one launch per step
+    instead of hundreds, and no host sync. Elsewhere, or with graph=False, the same code runs eagerly.
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        model: nn.Module,
+        loader: DeviceLoader,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None = None,
+        *,
+        k: int = 1,
+        teacher: nn.Module | None = None,
+        cache: torch.Tensor | None = None,
+        amp_dtype: torch.dtype | None = None,
+        graph: bool = False,
+        warmup_steps: int = 3,
+    ):
+        dev = loader.device
+        if graph and dev.type != "cuda":
+            raise DKDError("graph=True captures a CUDA graph and needs a CUDA device")
+        if graph and scaler is not None and scaler.is_enabled():
+            raise DKDError("graph capture does not support fp16 loss scaling; use bf16 or no autocast")
+        self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
+        self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
+        self.graph, self.warmup_steps = graph, warmup_steps
+        steps, batch = len(loader), loader.batch_size
+        self.plan_idx = torch.zeros(steps, batch, dtype=torch.long, device=dev)
+        self.plan_view = torch.zeros(steps, batch, dtype=torch.long, device=dev)
+        self.counter = torch.zeros((), dtype=torch.long, device=dev)  # batch number within the epoch
+        self.weight = torch.zeros(k, device=dev)  # this epoch's distillation weights
+        self.loss_sum = torch.zeros(k, device=dev)
+        self.correct = torch.zeros(k, dtype=torch.long, device=dev)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a bad loss
+        self._cuda_graph: torch.cuda.CUDAGraph | None = None
+        self._eager_steps = 0
+
+    def start_epoch(self, epoch: int, weights: list[float] | float) -> None:
+        """Load epoch `epoch`'s plan and distillation weights into the step's buffers (in place)."""
+        idx, view = self.loader.epoch_batches(epoch)
+        self.plan_idx.copy_(idx)
+        self.plan_view.copy_(view)
+        self.weight.copy_(torch.as_tensor(weights, dtype=torch.float32).expand(self.k))
+        for t in (self.counter, self.loss_sum, self.correct):
+            t.zero_()
+        self.first_bad.fill_(-1)
+
+    def _step(self, zero_grad: bool = True) -> None:
+        s = self.counter.view(1)
+        idx = self.plan_idx.index_select(0, s).view(-1)  # device-side pick: no host involvement
+        view = self.plan_view.index_select(0, s).view(-1)
+        x, y = self.loader.batch(idx, view)
+        # Autocast's weight-cast cache must be off inside a captured graph (PyTorch's CUDA-graph notes).
+        with torch.autocast(
+            x.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+            cache_enabled=not self.graph,
+        ):
+            logits = self.model(x)
+            if self.cache is not None:
+                logits_teacher = self.cache[idx, view].float()  # exactly this view's teacher logits
+            elif self.teacher is not None:
+                with torch.no_grad():
+                    logits_teacher = self.teacher(x)
+            else:
+                logits_teacher = None
+            logits = logits.view(x.shape[0], self.k, -1).transpose(0, 1)  # K×N×C (K=1: one student)
+            losses_k = self.loss_fn(logits, logits_teacher, y, self.weight)
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None and self.scaler.is_enabled():
+            self.scaler.scale(losses_k.sum()).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:  # the students' parameters are disjoint: the sum's gradient is each one's own
+            losses_k.sum().backward()
+            self.optimizer.step()
+        losses_k = losses_k.detach()
+        self.loss_sum += losses_k
+        self.correct += (logits.detach().argmax(-1) == y).sum(-1)
+        bad = (self.first_bad < 0) & ~torch.isfinite(losses_k).all()
+        self.first_bad.copy_(torch.where(bad, self.counter, self.first_bad))
+        self.counter += 1
+
+    def __call__(self) -> None:
+        """Train on the next batch of the epoch."""
+        if not self.graph:
+            return self._step()
+        if self._cuda_graph is None:
+            if self._eager_steps < self.warmup_steps:
+                # Warm-up steps (real ones, counted) on a side stream: cuDNN picks its kernels and the
+                # optimizer creates its state before capture, as PyTorch's whole-network example does.
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self._step()
+                torch.cuda.current_stream().wait_stream(side)
+                self._eager_steps += 1
+                return None
+            self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates static grads
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._step(zero_grad=False)
+            self._cuda_graph = graph  # capture records, it does not run: replay for this step too
+        self._cuda_graph.replay()
+        return None
+
+    def check_finite(self, epoch: int, steps: int) -> None:
+        """Raise `NonFiniteLoss` if a step of this epoch had a NaN/inf loss (one host sync)."""
+        first_bad = int(self.first_bad)
+        if first_bad >= 0:
+            sums = self.loss_sum.tolist()
+            bad = [i for i, v in enumerate(sums) if not math.isfinite(v)]
+            what = f"{sums[0]}" if self.k == 1 else f"{[sums[i] for i in bad]} (students {bad})"
+            raise NonFiniteLoss(
+                f"the training loss became {what} at epoch {epoch}, step "
+                f"{first_bad + 1} of {steps}; the checkpoint of the last good epoch "
+                "is kept. Lower the learning rate, or check the data and loss weights"
+            )
+
+    def epoch_stats(self) -> list[dict[str, float]]:
+        """Each student's mean training loss and accuracy over the steps so far (one host sync)."""
+        steps = max(int(self.counter), 1)
+        seen = steps * self.loader.batch_size
+        return [
+            {"train_loss": loss / steps, "train_acc": correct / seen}
+            for loss, correct in zip(self.loss_sum.tolist(), self.correct.tolist(), strict=True)
+        ]
+
+
+def solo_loss(cfg: Config) -> LossFn:
+    """`_loss` of one student in TrainStep's K=1 form."""
+
+    def loss_fn(logits, logits_teacher, y, weight):
+        return _loss(cfg, logits[0], logits_teacher, y, weight[0])[None]
+
+    return loss_fn
+
+
 def train_one_epoch(
     cfg: Config,
     model: nn.Module,
@@ -271,44 +439,27 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     check_every: int = 50,
+    step: TrainStep | None = None,
 ) -> dict[str, float]:
-    """One pass over `loader`. Returns the epoch's mean loss and accuracy (one host sync at the end)."""
+    """One pass over `loader`. Returns the epoch's mean loss and accuracy (one host sync at the end).
+
+    step: a `TrainStep` kept across epochs (so a CUDA graph is captured once); made here if None.
+    """
     from tqdm.auto import tqdm
 
     model.train()
-    device = loader.device
-    weight = distill_weight(cfg, epoch)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a bad loss
-    seen = 0
-    for step, (x, y) in enumerate(tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)):
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x)
-            if teacher is not None:
-                with torch.no_grad():
-                    logits_teacher = teacher(x)
-            else:
-                logits_teacher = None
-            loss = _loss(cfg, logits, logits_teacher, y, weight)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    if step is None:
+        step = TrainStep(
+            solo_loss(cfg), model, loader, optimizer, scaler, teacher=teacher, amp_dtype=amp_dtype
+        )
+    step.start_epoch(epoch, distill_weight(cfg, epoch))
+    steps = len(loader)
+    for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
+        step()
         scheduler.step()
-        loss = loss.detach()
-        loss_sum += loss
-        correct += (logits.detach().argmax(1) == y).sum()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        seen += len(y)
-        if (step + 1) % check_every == 0 or step + 1 == len(loader):
-            if int(first_bad) >= 0:  # a host sync, but only every `check_every` steps
-                raise NonFiniteLoss(
-                    f"the training loss became {loss_sum.item()} at epoch {epoch}, step "
-                    f"{int(first_bad) + 1} of {len(loader)}; the checkpoint of the last good epoch "
-                    "is kept. Lower the learning rate, or check the data and loss weights"
-                )
-    return {"train_loss": loss_sum.item() / len(loader), "train_acc": correct.item() / seen}
+        if (s + 1) % check_every == 0 or s + 1 == steps:
+            step.check_finite(epoch, steps)  # a host sync, but only every `check_every` steps
+    return step.epoch_stats()[0]
 
 
 @torch.no_grad()
@@ -341,15 +492,35 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int | None = N
     }
 
 
+def data_seed(cfg: Config) -> int:
+    """The seed of a run's shuffling and augmentation: `data_seed` if set, else `seed`."""
+    return cfg.seed if cfg.data_seed is None else cfg.data_seed
+
+
 def _loaders(cfg: Config, data: Data, device: torch.device):
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=_channels_last(cfg, device))
-    train = DeviceLoader(data.x_train, data.y_train, cfg.batch_size, train=True, seed=cfg.seed, **common)
+    train = DeviceLoader(
+        data.x_train, data.y_train, cfg.batch_size, train=True, seed=data_seed(cfg), **common
+    )
     evals = {
         split: DeviceLoader(x, y, 1000, train=False, **common)
         for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test))
         if len(y)
     }
     return train, evals
+
+
+def _use_graph(cfg: Config, device: torch.device) -> bool:
+    """cfg.graph where it can work: on CUDA, without fp16 loss scaling. Otherwise eager, with a warning."""
+    if not cfg.graph:
+        return False
+    if device.type != "cuda":
+        warnings.warn(f"graph=True needs CUDA; training eagerly on {device.type}", stacklevel=3)
+        return False
+    if _amp_dtype(cfg, device) == torch.float16:
+        warnings.warn("graph=True does not support fp16 loss scaling (no bf16 here); eager", stacklevel=3)
+        return False
+    return True
 
 
 def _channels_last(cfg: Config, device: torch.device) -> bool:
@@ -416,11 +587,22 @@ def fit(
     if _channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     train_loader, eval_loaders = _loaders(cfg, data, device)
-    optimizer = _make_optimizer(cfg, model)
+    graph = _use_graph(cfg, device)
+    optimizer = _make_optimizer(cfg, model, graph)
     scheduler = _make_scheduler(cfg, optimizer, len(train_loader))
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     step_model = torch.compile(model) if cfg.compile else model
+    cache = None
+    if teacher is not None and cfg.cache_teacher:
+        cache = teacher_logit_cache(
+            teacher, train_loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
+            amp_dtype=amp_dtype, progress=progress,
+        )  # fmt: skip
+    step = TrainStep(
+        solo_loss(cfg), step_model, train_loader, optimizer, scaler,
+        teacher=teacher if cache is None else None, cache=cache, amp_dtype=amp_dtype, graph=graph,
+    )  # fmt: skip
 
     history: list[dict[str, float]] = []
     start_epoch = 1
@@ -437,14 +619,10 @@ def fit(
     def checkpoint(epoch: int, complete: bool, metrics: dict | None = None) -> None:
         nonlocal last_saved
         if save:
-            save_checkpoint(path, {
-                "model_name": cfg.model, "num_classes": data.num_classes, "classes": data.classes,
-                "dataset": data.name, "mean": list(data.mean), "std": list(data.std),
-                "config": cfg.to_dict(), "epoch": epoch, "complete": complete,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "history": history, "metrics": metrics or {},
-            })  # fmt: skip
+            save_checkpoint(path, checkpoint_dict(
+                cfg, data, epoch, complete, model.state_dict(), optimizer.state_dict(),
+                scheduler.state_dict(), scaler.state_dict(), history, metrics,
+            ))  # fmt: skip
             last_saved = epoch
 
     from tqdm.auto import tqdm
@@ -457,10 +635,10 @@ def fit(
         for epoch in epochs:
             train_loader.set_epoch(epoch)
             t0 = time.perf_counter()
-            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+            row = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"])}  # a tensor in graph mode
             row.update(train_one_epoch(
                 cfg, step_model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
-                teacher=teacher, amp_dtype=amp_dtype, progress=progress,
+                teacher=teacher, amp_dtype=amp_dtype, progress=progress, step=step,
             ))  # fmt: skip
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -497,14 +675,37 @@ def fit(
     checkpoint(cfg.epochs, complete=True, metrics=metrics)
     record = None
     if save:
-        record = write_record(Path(cfg.out_dir) / "results", {
-            "name": cfg.run_name(), "config": cfg.to_dict(), "dataset": data.name,
-            "data_source": data.source, "train_images": len(data.y_train),
-            "val_images": len(data.y_val), "test_images": len(data.y_test),
-            "metrics": metrics, "history": history, "checkpoint": str(path),
-            "wall_time_s": round(wall, 2), "environment": environment(str(device)),
-        })  # fmt: skip
+        record = write_record(
+            Path(cfg.out_dir) / "results", record_dict(cfg, data, metrics, history, wall, device)
+        )
     return Run(cfg, model.eval(), history, metrics, path, record, data)
+
+
+def checkpoint_dict(
+    cfg: Config, data: Data, epoch: int, complete: bool, model_state: dict, optimizer_state: dict,
+    scheduler_state: dict, scaler_state: dict, history: list, metrics: dict | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What a run's checkpoint holds: the model and its data's description, and all it takes to resume."""
+    return {
+        "model_name": cfg.model, "num_classes": data.num_classes, "classes": data.classes,
+        "dataset": data.name, "mean": list(data.mean), "std": list(data.std),
+        "config": cfg.to_dict(), "epoch": epoch, "complete": complete,
+        "model": model_state, "optimizer": optimizer_state, "scheduler": scheduler_state,
+        "scaler": scaler_state, "history": history, "metrics": metrics or {},
+    }  # fmt: skip
+
+
+def record_dict(
+    cfg: Config, data: Data, metrics: dict, history: list, wall: float, device: torch.device, **extra
+) -> dict[str, Any]:
+    """A finished run's results record: config, data, metrics, history, wall time, environment."""
+    return {
+        "name": cfg.run_name(), "config": cfg.to_dict(), "dataset": data.name,
+        "data_source": data.source, "train_images": len(data.y_train),
+        "val_images": len(data.y_val), "test_images": len(data.y_test),
+        "metrics": metrics, "history": history, "checkpoint": str(cfg.checkpoint_path),
+        "wall_time_s": round(wall, 2), "environment": environment(str(device)), **extra,
+    }  # fmt: skip
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
