@@ -6,16 +6,24 @@ batch size, in one process:
 
   conventional, W workers   torchvision-style Dataset of PIL images + transforms, torch DataLoader with W
                             worker processes, a plain fp32 eager step
-  dkdlib                    dkdlib.train.train_one_epoch over a DeviceLoader: the code fit() runs, with
-                            the settings fit() picks on this device (channels_last; on CUDA also bf16
-                            autocast and fused SGD)
+  dkdlib eager              dkdlib.train.TrainStep over a DeviceLoader — the step fit() runs — with the
+                            settings fit() picks on this device (channels_last; on CUDA also bf16
+                            autocast and fused SGD), kernels launched one by one
   dkdlib + torch.compile    the same with the student compiled (only with --compile)
+  dkdlib graphed            (CUDA) the whole step captured once as a CUDA graph, replayed per batch
+  ... + logit cache         the teacher's logits looked up from the exact 162-view cache (dkdlib.cache)
+                            instead of a teacher forward; the cache's build time is reported apart
+  ..., K students           K ResNet8 students packed into one grouped network (dkdlib.packed, as
+                            fit_many trains them), sharing each batch and the cached teacher logits
 
 Warm-up steps (worker start-up, cuDNN's first calls, compilation) are not timed; CUDA is synchronised
 before every timer read. Prints a table (images/s, ratio to the 2-worker loop) and writes a JSON record.
 
     python benchmarks/bench_step.py --data /tmp/cifar10.npz              # CPU here: small default steps
     python benchmarks/bench_step.py --device cuda --data cifar10.npz     # GPU: 300 timed steps each
+
+On a CPU there are no CUDA graphs, so "fastest" is the eager step, and packing K students into grouped
+convolutions is slower than K separate steps (it is a GPU technique: it removes launch overhead).
 """
 
 from __future__ import annotations
@@ -40,17 +48,22 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without installing dkdlib
 
-from dkdlib.data import DeviceLoader, load_data  # noqa: E402
+from dkdlib.cache import compute_teacher_logits  # noqa: E402
+from dkdlib.data import N_VIEWS, DeviceLoader, load_data  # noqa: E402
 from dkdlib.losses import _dkd_loss  # noqa: E402  (the unchecked core both loops share)
 from dkdlib.models import create_model  # noqa: E402
+from dkdlib.packed import pack  # noqa: E402
+from dkdlib.sweep import packed_loss  # noqa: E402
 from dkdlib.train import (  # noqa: E402
     Config,
+    TrainStep,
     _amp_dtype,
     _channels_last,
     _make_optimizer,
     _make_scheduler,
+    _use_graph,
     pick_device,
-    train_one_epoch,
+    solo_loss,
 )
 
 BATCH, ALPHA, BETA, TEMPERATURE = 128, 1.0, 8.0, 4.0
@@ -151,55 +164,99 @@ def bench_conventional(data, device: torch.device, workers: int, steps: int, war
 # --- 2. dkdlib's loop ---------------------------------------------------------------------------
 
 
-def bench_dkdlib(data, device: torch.device, steps: int, warmup: int, compile: bool) -> dict:
+_CACHES: dict = {}  # teacher-logit caches built by earlier variants of this run
+
+
+def bench_dkdlib(
+    data, device: torch.device, steps: int, warmup: int, *, compile: bool = False, graph: bool = False,
+    cache: bool = False, k: int = 1, cache_images: int | None = None,
+) -> dict:  # fmt: skip
+    """dkdlib's TrainStep — the step fit() and fit_many() run — with the chosen speed features."""
     cfg = Config(
         model=STUDENT, method="dkd", teacher="(a random ResNet18, built below)", batch_size=BATCH,
         alpha=ALPHA, beta=BETA, temperature=TEMPERATURE, warmup=0, epochs=1, lr=LR, momentum=MOMENTUM,
-        weight_decay=WEIGHT_DECAY, device=str(device), compile=compile,
+        weight_decay=WEIGHT_DECAY, device=str(device), compile=compile, graph=graph,
     )  # fmt: skip
     channels_last = _channels_last(cfg, device)  # NHWC convolutions (tensor cores on GPU)
+    students = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        students.append(create_model(cfg.model, data.num_classes))
+    model = (pack(students) if k > 1 else students[0]).to(device)  # K students: one grouped network
     torch.manual_seed(0)
-    model = create_model(cfg.model, data.num_classes).to(device)
     teacher = create_model(TEACHER, data.num_classes).to(device)  # as fit()'s load_teacher, minus the file
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         teacher = teacher.to(memory_format=torch.channels_last)
     teacher.requires_grad_(False).eval()
-
-    def loader(n_steps: int, seed: int) -> DeviceLoader:
-        # Exactly n_steps batches (images repeated if the dataset is smaller). The uint8 images are
-        # copied to the device once, here; crop + flip + normalise happen there, a whole batch at a time.
-        idx = np.arange(n_steps * BATCH) % len(data.y_train)
-        return DeviceLoader(
-            data.x_train[idx], data.y_train[idx], BATCH, mean=data.mean, std=data.std, train=True,
-            device=device, seed=seed, channels_last=channels_last,
-        )  # fmt: skip
-
-    warm_loader, timed_loader = loader(warmup, seed=1), loader(steps, seed=2)
-    optimizer = _make_optimizer(cfg, model)  # fused SGD on CUDA: one kernel for all parameters
-    scheduler = _make_scheduler(cfg, optimizer, warmup + steps)
+    # One epoch of exactly warmup + steps batches (images repeated if the dataset is smaller). The uint8
+    # images are copied to the device once, here; crop + flip + normalise happen there, a batch at a time.
+    idx = np.arange((warmup + steps) * BATCH) % len(data.y_train)
+    loader = DeviceLoader(
+        data.x_train[idx], data.y_train[idx], BATCH, mean=data.mean, std=data.std, train=True,
+        device=device, seed=1, channels_last=channels_last,
+    )  # fmt: skip
     amp_dtype = _amp_dtype(cfg, device)  # bf16 autocast on CUDA (fp16 + GradScaler without bf16)
+    use_graph = _use_graph(cfg, device)
+    optimizer = _make_optimizer(cfg, model, use_graph)  # fused SGD on CUDA; lr a device tensor if graphed
+    scheduler = _make_scheduler(cfg, optimizer, warmup + steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    step_model = torch.compile(model) if cfg.compile else model  # fixed batch shape: compiled once
-    result = {}
+    step_model = torch.compile(model) if compile else model  # fixed batch shape: compiled once
+    logits_cache, cache_s = None, None
+    if cache:  # every view of every image the run will see, computed once (not part of the step time)
+        # The loader repeats its images with period len(data); a CPU run caches only the first
+        # `cache_images` of them (162 teacher forwards each) and repeats those.
+        unique = min(len(data.y_train), len(idx), cache_images or len(idx))
+        pool = DeviceLoader(
+            data.x_train[:unique],
+            data.y_train[:unique],
+            BATCH,
+            mean=data.mean,
+            std=data.std,
+            train=False,
+            device=device,
+            channels_last=channels_last,
+        )
+        key = (unique, str(amp_dtype), channels_last)  # the same random teacher (seed 0) every variant
+        if key not in _CACHES:
+            sync(device)
+            t0 = time.perf_counter()
+            _CACHES[key] = compute_teacher_logits(teacher, pool, amp_dtype=amp_dtype), None
+            sync(device)
+            _CACHES[key] = _CACHES[key][0], time.perf_counter() - t0
+        logits_cache, cache_s = _CACHES[key]
+        logits_cache = logits_cache[torch.as_tensor(idx % unique, device=device)]
+    loss_fn = packed_loss([cfg] * k) if k > 1 else solo_loss(cfg)
+    step = TrainStep(
+        loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=None if cache else teacher,
+        cache=logits_cache, amp_dtype=amp_dtype, graph=use_graph,
+    )  # fmt: skip
+    step.start_epoch(1, 1.0)
 
-    def run(loader: DeviceLoader, epoch: int):
-        # Loss and accuracy accumulate on the device: one host sync per 50 steps (NaN check), not per step.
-        result.update(train_one_epoch(
-            cfg, step_model, loader, optimizer, scheduler, scaler, epoch=epoch, teacher=teacher,
-            amp_dtype=amp_dtype,
-        ))  # fmt: skip
+    def run(n: int):
+        for _ in range(n):
+            step()  # on CUDA with graph=True: warm-up steps, one capture, then one replay per step
+            scheduler.step()
 
-    startup = timed(device, lambda: run(warm_loader, 1))  # includes cuDNN's first calls / compilation
-    seconds = timed(device, lambda: run(timed_loader, 2))
-    return {
+    startup = timed(device, lambda: run(warmup))  # cuDNN's first calls, compilation, graph capture
+    seconds = timed(device, lambda: run(steps))
+    step.check_finite(1, warmup + steps)
+    stats = step.epoch_stats()
+    result = {
         "startup_s": startup,
         "seconds": seconds,
-        "last_loss": result["train_loss"],  # the timed epoch's mean loss
+        "last_loss": float(np.mean([s["train_loss"] for s in stats])),  # the epoch's mean loss
         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
         "channels_last": channels_last,
         "fused_sgd": device.type == "cuda",
+        "cuda_graph": use_graph,
+        "students": k,
     }
+    if cache_s is not None:
+        result.update(
+            cache_build_s=cache_s, cache_images=unique, cache_views_per_s=unique * N_VIEWS / cache_s
+        )
+    return result
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -241,6 +298,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", help="CIFAR-10 .npz with x_train/y_train uint8 (default: SYNTHETIC images)")
     p.add_argument("--workers", type=int, nargs="*", default=[2, 8], help="DataLoader workers (default: 2 8)")
     p.add_argument("--compile", action="store_true", help="also time dkdlib's loop with torch.compile")
+    p.add_argument(
+        "--cache-images",
+        type=int,
+        help="distinct images in the logit cache (default: all on GPU, 128 on CPU)",
+    )
+    p.add_argument("--students", type=int, nargs="*", default=[8], help="K students in one loop (default: 8)")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/step-<device>-<UTC time>.json)")
     args = p.parse_args(argv)
     for key in ("steps", "warmup"):
@@ -289,9 +352,23 @@ def main(argv=None) -> dict:
     for w in args.workers:
         record(f"conventional, {w} workers", bench_conventional(data, device, w, steps, warmup))
         gc.collect()
-    record("dkdlib", bench_dkdlib(data, device, steps, warmup, compile=False))
+    graph = on_gpu  # CUDA graphs exist only on CUDA; elsewhere "fastest" is the eager step
+    fastest = "dkdlib graphed" if graph else "dkdlib eager"
+    cache_images = args.cache_images or (None if on_gpu else 128)
+    record("dkdlib eager", bench_dkdlib(data, device, steps, warmup))
     if args.compile:
         record("dkdlib + torch.compile", bench_dkdlib(data, device, steps, warmup, compile=True))
+    if graph:
+        record(fastest, bench_dkdlib(data, device, steps, warmup, graph=True))
+    record(
+        f"{fastest} + logit cache",
+        bench_dkdlib(data, device, steps, warmup, graph=graph, cache=True, cache_images=cache_images),
+    )
+    for k in args.students:
+        result = bench_dkdlib(
+            data, device, steps, warmup, graph=graph, cache=True, k=k, cache_images=cache_images
+        )
+        record(f"{fastest} + logit cache, {k} students", result)
     wall = time.perf_counter() - t_start
 
     base = next((v for v in variants if v["variant"] == "conventional, 2 workers"), variants[0])
@@ -299,10 +376,22 @@ def main(argv=None) -> dict:
         v["ratio"] = v["images_per_s"] / base["images_per_s"]
     col = f"x vs {base['variant']}"
     width = max(len(v["variant"]) for v in variants)
-    print(f"\n{'variant':<{width}}  {'images/s':>9}  {'ms/step':>8}  {col}")
+    print(f"\n{'variant':<{width}}  {'images/s':>9}  {'ms/step':>8}  {col:>{len(col)}}  startup s")
     for v in variants:
-        figures = f"{v['images_per_s']:>9.1f}  {v['ms_per_step']:>8.1f}  {v['ratio']:.2f}"
-        print(f"{v['variant']:<{width}}  {figures}")
+        figures = f"{v['images_per_s']:>9.1f}  {v['ms_per_step']:>8.1f}  {v['ratio']:>{len(col)}.2f}"
+        print(f"{v['variant']:<{width}}  {figures}  {v['startup_s']:>9.1f}")
+    print("images/s: batches × 128 per second (with K students, each image trains all K)")
+    for v in variants:
+        if "cache_build_s" in v:
+            print(
+                f"{v['variant']}: cache of {v['cache_images']} images × {N_VIEWS} views built in "
+                f"{v['cache_build_s']:.1f} s ({v['cache_views_per_s']:.0f} views/s), not timed"
+            )
+    one = next((v for v in variants if v["variant"] == f"{fastest} + logit cache"), None)
+    for v in variants:
+        if one and v.get("students", 1) > 1:
+            v["wall_vs_one_student"] = v["ms_per_step"] / one["ms_per_step"]
+            print(f"{v['students']} students take {v['wall_vs_one_student']:.2f}x the wall time of one")
     load = _loadavg()
     print(f"wall time {wall:.0f} s; load average (1 min) {load_before} before, {load} after")
 
@@ -313,8 +402,8 @@ def main(argv=None) -> dict:
     config = dict(
         teacher=TEACHER, student=STUDENT, batch_size=BATCH, alpha=ALPHA, beta=BETA, temperature=TEMPERATURE,
         lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, steps=steps, warmup=warmup,
-        workers=args.workers, compile=args.compile, data=data.source, synthetic=data.name == "synthetic",
-        train_images=len(data.y_train),
+        workers=args.workers, compile=args.compile, students=args.students, data=data.source,
+        synthetic=data.name == "synthetic", train_images=len(data.y_train),
     )  # fmt: skip
     versions = {"torch": torch.__version__, "torchvision": _version("torchvision"),
                 "pillow": _version("PIL"), "python": platform.python_version()}  # fmt: skip

@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, help="use only this many test images")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the students")
+    p.add_argument("--graph", action="store_true", help="capture each training step as a CUDA graph (GPU)")
+    p.add_argument(
+        "--cache-teacher", action="store_true", help="compute the teacher's logits once on all 162 views"
+    )
+    p.add_argument(
+        "--packed", action="store_true", help="train rows that share a schedule together (fit_many; GPU)"
+    )
     p.add_argument("--out-dir", default="data")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
@@ -246,11 +253,27 @@ def _demo(args) -> int:
     return 0
 
 
+def _schedule_groups(configs: list) -> list[list]:
+    """Configs grouped by what fit_many needs them to share (data, schedule, teacher), in order."""
+    from .sweep import SHARED
+    from .train import data_seed
+
+    groups: dict[tuple, list] = {}
+    for cfg in configs:
+        key = tuple(repr(getattr(cfg, k)) for k in SHARED if k != "teacher") + (data_seed(cfg),)
+        group = groups.setdefault(key, [])
+        if cfg.run_name() not in {c.run_name() for c in group}:  # one run can fill two rows (tiny scales)
+            group.append(cfg)
+    return list(groups.values())
+
+
 def _reproduce(args) -> int:
     from .recipes import REFERENCE, reference_configs
+    from .sweep import fit_many
     from .train import fit
 
-    over = {"device": args.device, "out_dir": args.out_dir, "compile": args.compile}
+    over = {"device": args.device, "out_dir": args.out_dir, "compile": args.compile, "graph": args.graph,
+            "cache_teacher": args.cache_teacher}  # fmt: skip
     if args.data:
         over["data"] = args.data
     for key in ("train_size", "val_size", "test_size"):
@@ -269,15 +292,16 @@ def _reproduce(args) -> int:
             tover = {"model": args.teacher_model} if args.teacher_model else {}
             if args.teacher_epochs:
                 tover["epochs"] = args.teacher_epochs
-            tcfg = reference_configs(None, seed=0, scale=args.scale, teacher_overrides=tover, **over)[
-                "teacher"
-            ]
-            teacher = str(
-                fit(tcfg, progress=args.progress).checkpoint
-            )  # one teacher for all seeds of the students
+            rows_t = reference_configs(None, seed=0, scale=args.scale, teacher_overrides=tover, **over)
+            teacher = str(fit(rows_t["teacher"], progress=args.progress).checkpoint)  # one for all seeds
         configs = reference_configs(teacher, seed=seed, scale=args.scale, **over)
-        for name in rows:
-            if name == "teacher":
-                continue
-            _print_run(fit(configs[name], progress=args.progress))
+        names_now = [name for name in rows if name != "teacher"]
+        groups = _schedule_groups([configs[n] for n in names_now]) if args.packed else None
+        for group in groups or [[configs[n]] for n in names_now]:
+            if len(group) > 1:
+                runs = fit_many(group, progress=args.progress)
+            else:
+                runs = [fit(group[0], progress=args.progress)]
+            for run in runs:
+                _print_run(run)
     return 0

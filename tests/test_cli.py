@@ -113,3 +113,23 @@ def test_reproduce_trains_a_smaller_teacher_row(tmp_path, capsys):
     assert record["config"]["tag"] == "ref:teacher"
     assert (record["config"]["model"], record["config"]["epochs"]) == ("resnet8", 2)
     assert record["config"]["optimizer"] == "adam"  # still the reference recipe
+
+
+def test_reproduce_packed_trains_rows_that_share_a_schedule_together(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(200) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    code, out, _ = run(["train", "--model", "resnet8", "--dataset", "cifar10", "--data", tmp_path / "c10.npz",
+                        "--val-size", "40", "--epochs", "1", "--no-progress", "--out-dir", tmp_path,
+                        "--name", "t"], capsys)  # fmt: skip
+    code, out, _ = run(["reproduce", "--rows", "student", "tckd_a1", "nckd_b2", "ce_100", "--seeds", "0",
+                        "--scale", "0.02", "--packed", "--cache-teacher", "--teacher",
+                        tmp_path / "checkpoints" / "t.pt", "--data", tmp_path / "c10.npz", "--val-size", "40",
+                        "--no-progress", "--out-dir", tmp_path], capsys)  # fmt: skip
+    assert code == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
+    together = sorted(r["config"]["tag"] for r in records if "trained_with" in r)
+    assert together == ["ref:ce_100", "ref:nckd_b2", "ref:tckd_a1"]  # the 2-epoch rows; "student" (1) alone
+    assert any(r["config"]["tag"] == "ref:student" and "trained_with" not in r for r in records)
+    assert list((tmp_path / "cache").glob("teacher-logits-*.pt"))
