@@ -211,3 +211,12 @@ def test_a_sweep_refuses_students_that_cannot_share_a_loop(tmp_path, teacher):
     # Different seeds train together once they share one data seed.
     assert fit_many([replace(c, data_seed=0, epochs=1), replace(c, seed=1, data_seed=0, epochs=1)],
                     progress=False, save=False)[1].config.seed == 1  # fmt: skip
+
+
+def test_data_seed_is_part_of_a_runs_identity_only_when_set(tmp_path):
+    c = cfg(tmp_path)
+    assert "data_seed" not in c.identity()  # runs named before the field existed keep their names
+    assert replace(c, data_seed=0).run_name() != c.run_name()
+    assert replace(c, graph=True, cache_teacher=True).run_name() == c.run_name()  # speed, not maths
+    with pytest.raises(DKDError, match="data_seed must be an integer"):
+        replace(c, data_seed="0").validate()
