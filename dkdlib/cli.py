@@ -256,23 +256,9 @@ def _demo(args) -> int:
     return 0
 
 
-def _schedule_groups(configs: list) -> list[list]:
-    """Configs grouped by what fit_many needs them to share (data, schedule, teacher), in order."""
-    from .sweep import SHARED
-    from .train import data_seed
-
-    groups: dict[tuple, list] = {}
-    for cfg in configs:
-        key = tuple(repr(getattr(cfg, k)) for k in SHARED if k != "teacher") + (data_seed(cfg),)
-        group = groups.setdefault(key, [])
-        if cfg.run_name() not in {c.run_name() for c in group}:  # one run can fill two rows (tiny scales)
-            group.append(cfg)
-    return list(groups.values())
-
-
 def _reproduce(args) -> int:
     from .recipes import REFERENCE, reference_configs
-    from .sweep import fit_many
+    from .sweep import fit_all
     from .train import fit
 
     over = {"device": args.device, "out_dir": args.out_dir, "compile": args.compile, "graph": args.graph,
@@ -298,13 +284,7 @@ def _reproduce(args) -> int:
             rows_t = reference_configs(None, seed=0, scale=args.scale, teacher_overrides=tover, **over)
             teacher = str(fit(rows_t["teacher"], progress=args.progress).checkpoint)  # one for all seeds
         configs = reference_configs(teacher, seed=seed, scale=args.scale, **over)
-        names_now = [name for name in rows if name != "teacher"]
-        groups = _schedule_groups([configs[n] for n in names_now]) if args.packed else None
-        for group in groups or [[configs[n]] for n in names_now]:
-            if len(group) > 1:
-                runs = fit_many(group, progress=args.progress)
-            else:
-                runs = [fit(group[0], progress=args.progress)]
-            for run in runs:
-                _print_run(run)
+        students = [configs[name] for name in rows if name != "teacher"]
+        for run in fit_all(students, packed=args.packed, progress=args.progress):
+            _print_run(run)
     return 0

@@ -61,7 +61,7 @@ from .train import (
     summarize,
 )
 
-__all__ = ["fit_many", "packed_loss", "SHARED"]
+__all__ = ["fit_many", "fit_all", "schedule_groups", "packed_loss", "SHARED"]
 
 # What the students of one sweep must share: their data, schedule and teacher.
 SHARED = (
@@ -390,3 +390,60 @@ def fit_many(
     for i, run in zip(todo, students, strict=True):
         runs[i] = run
     return [runs[i] for i in range(len(configs))]
+
+
+def schedule_groups(configs: list[Config]) -> list[list[Config]]:
+    """The configs grouped so that each group can train together (`fit_many`), in first-seen order.
+
+    Students group by what they must share (data, schedule, data seed, teacher); CE students need no
+    teacher and join the first group that matches them otherwise. A config describing the same run as
+    one already grouped is left out (its result is that run's).
+    """
+
+    def key(cfg: Config) -> tuple:
+        return tuple(repr(getattr(cfg, k)) for k in SHARED if k != "teacher") + (data_seed(cfg),)
+
+    groups: dict[tuple, list[Config]] = {}
+    seen: set[str] = set()
+    for cfg in sorted(configs, key=lambda c: c.method == "ce"):  # distilled students first (stable)
+        if cfg.run_name() in seen:
+            continue
+        seen.add(cfg.run_name())
+        if cfg.method == "ce":
+            home = next((k for k in groups if k[:-1] == key(cfg)), key(cfg) + (None,))
+        else:
+            home = key(cfg) + (cfg.teacher,)
+        groups.setdefault(home, []).append(cfg)
+    order = {c.run_name(): i for i, c in reversed(list(enumerate(configs)))}
+    return sorted(groups.values(), key=lambda g: min(order[c.run_name()] for c in g))
+
+
+def fit_all(
+    configs: list[Config], *, data: Data | None = None, packed: bool | None = None, progress: bool = True
+) -> list[Run]:
+    """Train (or load) every config; returns their runs in order.
+
+    packed: train the configs that can share a loop together with `fit_many` (default: on CUDA, where
+    that is faster; on a CPU each runs alone with `fit`). Either way each run is the same experiment,
+    with its own checkpoint and record.
+    """
+    from .train import fit, pick_device
+
+    if not configs:
+        return []
+    if packed is None:
+        packed = pick_device(configs[0].device).type == "cuda"
+    runs: dict[str, Run] = {}
+    if packed:
+        for group in schedule_groups(configs):
+            done = (
+                fit_many(group, data=data, progress=progress)
+                if len(group) > 1
+                else [fit(group[0], data=data, progress=progress)]
+            )
+            runs.update({run.config.run_name(): run for run in done})
+    else:
+        for cfg in configs:
+            if cfg.run_name() not in runs:
+                runs[cfg.run_name()] = fit(cfg, data=data, progress=progress)
+    return [runs[c.run_name()] for c in configs]

@@ -220,3 +220,22 @@ def test_data_seed_is_part_of_a_runs_identity_only_when_set(tmp_path):
     assert replace(c, graph=True, cache_teacher=True).run_name() == c.run_name()  # speed, not maths
     with pytest.raises(DKDError, match="data_seed must be an integer"):
         replace(c, data_seed="0").validate()
+
+
+def test_schedule_groups_and_fit_all(tmp_path, teacher, data):
+    from dkdlib.sweep import fit_all, schedule_groups
+
+    t = str(teacher.checkpoint)
+    ce1, ce2 = cfg(tmp_path, epochs=1), cfg(tmp_path, epochs=2)
+    dkd, nckd = cfg(tmp_path, method="dkd", teacher=t), cfg(tmp_path, method="nckd", teacher=t, beta=2.0)
+    other_teacher = cfg(tmp_path, method="kd", teacher=str(tmp_path / "other.pt"))
+    groups = schedule_groups([ce1, dkd, ce2, nckd, replace(dkd), other_teacher])
+    names = [[c.run_name() for c in g] for g in groups]
+    assert names == [[ce1.run_name()], [dkd.run_name(), nckd.run_name(), ce2.run_name()],
+                     [other_teacher.run_name()]]  # fmt: skip
+    configs = [replace(c, epochs=1) for c in (dkd, ce1, nckd, dkd)]
+    runs = fit_all(configs, data=data, packed=True, progress=False)
+    assert [r.config.run_name() for r in runs] == [c.run_name() for c in configs]
+    assert runs[0] is runs[3]  # the same run asked for twice
+    records = [r for r in runs[:3] if r.record is not None]
+    assert len(records) == 3  # trained (together), each with its own record
