@@ -55,6 +55,7 @@ from .train import (
     checkpoint_dict,
     data_seed,
     distill_weight,
+    load_optimizer_state,
     load_teacher,
     predict,
     record_dict,
@@ -245,10 +246,7 @@ def fit_many(
     histories: list[list[dict]] = [[] for _ in group]
     if start_epoch > 1:
         first = states[todo[0]]
-        optimizer.load_state_dict(pack_optimizer_states([states[i]["optimizer"] for i in todo]))
-        if graph:  # load_state_dict replaces the lr tensor by the saved value; keep it a device tensor
-            for g in optimizer.param_groups:
-                g["lr"] = torch.as_tensor(g["lr"], device=device, dtype=torch.float32)
+        load_optimizer_state(optimizer, pack_optimizer_states([states[i]["optimizer"] for i in todo]), graph)
         scheduler.load_state_dict(first["scheduler"])
         scaler.load_state_dict(first["scaler"])
         histories = [states[i]["history"] for i in todo]

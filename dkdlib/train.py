@@ -229,6 +229,19 @@ def _make_optimizer(cfg: Config, model: nn.Module, graph: bool = False) -> torch
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **extra)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: bool) -> None:
+    """`optimizer.load_state_dict`, keeping a graphed step's learning rate a device tensor.
+
+    A checkpoint may hold the rate as a float (an eager run) or a tensor; loading replaces the group's
+    value, and a float would be frozen into the captured graph.
+    """
+    optimizer.load_state_dict(state)
+    if graph:
+        device = optimizer.param_groups[0]["params"][0].device
+        for group in optimizer.param_groups:
+            group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
+
+
 def _make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     """Per-step learning-rate schedule over the whole run."""
     total = cfg.epochs * steps_per_epoch
@@ -608,7 +621,7 @@ def fit(
     start_epoch = 1
     if state is not None:  # resume an unfinished run where its last checkpoint left off
         history = state["history"]
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"], graph)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1

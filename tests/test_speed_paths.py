@@ -239,3 +239,20 @@ def test_schedule_groups_and_fit_all(tmp_path, teacher, data):
     assert runs[0] is runs[3]  # the same run asked for twice
     records = [r for r in runs[:3] if r.record is not None]
     assert len(records) == 3  # trained (together), each with its own record
+
+
+def test_a_graphed_resume_keeps_the_learning_rate_a_device_tensor():
+    from dkdlib.train import _make_optimizer, load_optimizer_state
+
+    model = create_model("resnet8", 10)
+    c = Config(optimizer="adam", lr=1e-3)
+    saved = _make_optimizer(c, model).state_dict()  # an eager run saved a float rate
+    optimizer = _make_optimizer(c, model, graph=True)
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)
+    load_optimizer_state(optimizer, saved, graph=True)
+    assert all(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
+    assert float(optimizer.param_groups[0]["lr"]) == pytest.approx(1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    optimizer.step()  # no gradients: a no-op, in the order PyTorch expects
+    scheduler.step()  # the scheduler fills the tensor in place: what a captured graph reads
+    assert float(optimizer.param_groups[0]["lr"]) == pytest.approx(5e-4)
