@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import losses
 from .cache import teacher_logit_cache
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Data, load_data
+from .data import Data
 from .errors import DKDError
 from .models import create_model
 from .packed import (
@@ -53,10 +53,12 @@ from .train import (
     _make_scheduler,
     _use_graph,
     checkpoint_dict,
+    data_for,
     data_seed,
     distill_weight,
     load_optimizer_state,
     load_teacher,
+    pick_device,
     predict,
     record_dict,
     summarize,
@@ -182,18 +184,8 @@ def fit_many(
 
     _check_group(configs)
     cfg0 = configs[0]
-    from .train import pick_device
-
     device = pick_device(cfg0.device)
-    if data is None:
-        data = load_data(
-            cfg0.dataset,
-            npz=cfg0.data,
-            val_size=cfg0.val_size,
-            train_size=cfg0.train_size,
-            test_size=cfg0.test_size,
-            root=Path(cfg0.out_dir),
-        )
+    data = data_for(cfg0, data)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -425,7 +417,7 @@ def fit_all(
     that is faster; on a CPU each runs alone with `fit`). Either way each run is the same experiment,
     with its own checkpoint and record.
     """
-    from .train import fit, pick_device
+    from .train import fit
 
     if not configs:
         return []

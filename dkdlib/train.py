@@ -556,6 +556,16 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     return teacher.requires_grad_(False).eval()
 
 
+def data_for(cfg: Config, data: Data | None = None) -> Data:
+    """The run's data: `data` if given (checked to be the config's dataset), else loaded from the config."""
+    if data is None:
+        return load_data(cfg.dataset, npz=cfg.data, val_size=cfg.val_size, train_size=cfg.train_size,
+                         test_size=cfg.test_size, root=Path(cfg.out_dir))  # fmt: skip
+    if data.name != cfg.dataset:
+        raise DKDError(f"the data given are {data.name!r} but the config says dataset={cfg.dataset!r}")
+    return data
+
+
 def fit(
     config: Config,
     *,
@@ -573,17 +583,7 @@ def fit(
     cfg = config
     cfg.validate()
     device = pick_device(cfg.device)
-    if data is None:
-        data = load_data(
-            cfg.dataset,
-            npz=cfg.data,
-            val_size=cfg.val_size,
-            train_size=cfg.train_size,
-            test_size=cfg.test_size,
-            root=Path(cfg.out_dir),
-        )
-    elif data.name != cfg.dataset:
-        raise DKDError(f"the data given are {data.name!r} but the config says dataset={cfg.dataset!r}")
+    data = data_for(cfg, data)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(cfg.seed)  # model initialisation; the loader has its own seeded generator

@@ -61,7 +61,8 @@ def test_evaluate_on_an_npz(tmp_path, capsys):
     assert code == 0 and "accuracy" in out and "airplane" in out
 
 
-def test_reproduce_rows_on_tiny_data(tmp_path, capsys):
+def tiny_cifar_and_teacher(tmp_path, capsys):
+    """A 200-image stand-in for CIFAR-10 as an .npz, and a 1-epoch teacher checkpoint t.pt trained on it."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
     y = np.arange(200) % 10
@@ -70,6 +71,10 @@ def test_reproduce_rows_on_tiny_data(tmp_path, capsys):
                         "--val-size", "40", "--epochs", "1", "--no-progress", "--out-dir", tmp_path,
                         "--name", "t"], capsys)  # fmt: skip
     assert code == 0
+
+
+def test_reproduce_rows_on_tiny_data(tmp_path, capsys):
+    tiny_cifar_and_teacher(tmp_path, capsys)
     code, out, _ = run(["reproduce", "--rows", "student", "nckd_b2", "--seeds", "0", "--scale", "0.01",
                         "--teacher", tmp_path / "checkpoints" / "t.pt", "--data", tmp_path / "c10.npz",
                         "--val-size", "40", "--out-dir", tmp_path], capsys)  # fmt: skip
@@ -116,13 +121,7 @@ def test_reproduce_trains_a_smaller_teacher_row(tmp_path, capsys):
 
 
 def test_reproduce_packed_trains_rows_that_share_a_schedule_together(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(200) % 10
-    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
-    code, out, _ = run(["train", "--model", "resnet8", "--dataset", "cifar10", "--data", tmp_path / "c10.npz",
-                        "--val-size", "40", "--epochs", "1", "--no-progress", "--out-dir", tmp_path,
-                        "--name", "t"], capsys)  # fmt: skip
+    tiny_cifar_and_teacher(tmp_path, capsys)
     code, out, _ = run(["reproduce", "--rows", "student", "tckd_a1", "nckd_b2", "ce_100", "--seeds", "0",
                         "--scale", "0.02", "--packed", "--cache-teacher", "--teacher",
                         tmp_path / "checkpoints" / "t.pt", "--data", tmp_path / "c10.npz", "--val-size", "40",
