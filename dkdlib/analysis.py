@@ -237,14 +237,17 @@ def _isnan(value: Any) -> bool:
 
 
 def _setting(row: Mapping[str, Any]) -> str:
-    """Which data a run saw: 'synthetic (fast)', 'cifar10 subset of N (reduced)' or 'cifar10 (full)'."""
+    """Which data and recipe a run had: 'synthetic (…)', 'cifar10, N training images[, reference recipe]
+    (reduced)' or 'cifar10[, reference recipe] (full)'."""
     dataset = row.get("dataset")
     if dataset == "synthetic":
         return "synthetic (fast mode smoke run)"
+    # The reference table's recipe (`reproduce`, tag "ref:…") and the series' own recipe never mix.
+    recipe = ", reference recipe" if str(row.get("tag") or "").startswith("ref:") else ""
     size = row.get("train_size")
     if size is not None and not _isnan(size):
-        return f"{dataset}, {int(size):,} training images (reduced)"
-    return f"{dataset} (full)"
+        return f"{dataset}, {int(size):,} training images{recipe} (reduced)"
+    return f"{dataset}{recipe} (full)"
 
 
 def runs_frame(runs: Mapping[str, Run] | Iterable[Run]) -> pd.DataFrame:

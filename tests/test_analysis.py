@@ -171,3 +171,13 @@ def test_figures_return_figures(logits):
     for fig in figures:
         assert isinstance(fig, Figure)
         assert any(ax.get_title() for ax in fig.axes)
+
+
+def test_reference_recipe_runs_never_share_a_setting_with_the_series_runs():
+    series = {"dataset": "cifar10", "train_size": 5000, "tag": ""}
+    reference = {**series, "tag": "ref:dkd_100"}
+    assert A._setting(series) == "cifar10, 5,000 training images (reduced)"
+    assert A._setting(reference) == "cifar10, 5,000 training images, reference recipe (reduced)"
+    assert A._setting({"dataset": "cifar10", "train_size": None, "tag": "ref:teacher"}) == (
+        "cifar10, reference recipe (full)"
+    )
