@@ -39,6 +39,11 @@ def _git_commit() -> str | None:
     return (commit + ("-dirty" if dirty else "")) or None
 
 
+# Read once, when dkdlib is imported: the commit of the code this process runs. (Asking git when a
+# record is written would name whatever the checkout holds by then; a long run outlives many commits.)
+_COMMIT_AT_IMPORT = _git_commit()
+
+
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Hardware, software versions, commit and date, for a record."""
     import numpy
@@ -61,7 +66,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "numpy": numpy.__version__,
         "dkdlib": __version__,
         "platform": platform.platform(),
-        "git_commit": _git_commit(),
+        "git_commit": _COMMIT_AT_IMPORT,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

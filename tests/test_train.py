@@ -205,3 +205,11 @@ def test_resuming_with_a_different_config_is_refused(tmp_path, tiny_data):
     with pytest.raises(DKDError, match="belongs to a different run.*lr: 0.05 there, 0.1 here"):
         fit(cfg(tmp_path, epochs=1, name="run", lr=0.1), data=tiny_data, progress=False)
     fit(cfg(tmp_path, epochs=1, name="run", lr=0.1), data=tiny_data, progress=False, fresh=True)
+
+
+def test_a_record_names_the_commit_of_the_code_that_ran(monkeypatch):
+    import dkdlib.results as results_mod
+
+    at_import = results_mod._COMMIT_AT_IMPORT
+    monkeypatch.setattr(results_mod, "_git_commit", lambda: "a-later-commit")  # the checkout moved on
+    assert results_mod.environment()["git_commit"] == at_import
