@@ -10,7 +10,7 @@ set -euo pipefail
 data=${1:?usage: bash benchmarks/gpu_session.sh CIFAR10.npz [OUT]}
 out=${2:-${OUT:-gpu-out}}
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu_check.log"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi") | tee "$out/gpu_check.log"
 python benchmarks/gpu_check.py 2>&1 | tee -a "$out/gpu_check.log"
 python benchmarks/bench_step.py --device cuda --data "$data" --compile --out "$out/bench.json" 2>&1 \
     | tee "$out/bench.log"
