@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from . import losses
-from .cache import teacher_logit_cache
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Data
 from .errors import DKDError
@@ -44,7 +43,6 @@ from .train import (
     Config,
     LossFn,
     Run,
-    TrainStep,
     _amp_dtype,
     _channels_last,
     _check_same_run,
@@ -56,8 +54,10 @@ from .train import (
     data_for,
     data_seed,
     distill_weight,
+    fit,
     load_optimizer_state,
     load_teacher,
+    make_step,
     pick_device,
     predict,
     record_dict,
@@ -243,29 +243,8 @@ def fit_many(
         scaler.load_state_dict(first["scaler"])
         histories = [states[i]["history"] for i in todo]
         print(f"resuming {k} students from epoch {start_epoch - 1}")
-    step_model = torch.compile(model) if cfg0.compile else model
-    cache = None
-    if teacher is not None and cfg0.cache_teacher:
-        cache = teacher_logit_cache(
-            teacher,
-            train_loader,
-            data.x_train,
-            cache_dir=Path(cfg0.out_dir) / "cache",
-            amp_dtype=amp_dtype,
-            progress=progress,
-        )
-    step = TrainStep(
-        packed_loss(group),
-        step_model,
-        train_loader,
-        optimizer,
-        scaler,
-        k=k,
-        teacher=teacher if cache is None else None,
-        cache=cache,
-        amp_dtype=amp_dtype,
-        graph=graph,
-    )
+    step = make_step(cfg0, packed_loss(group), model, train_loader, optimizer, scaler, data=data,
+                     teacher=teacher, amp_dtype=amp_dtype, graph=graph, k=k, progress=progress)  # fmt: skip
 
     def save_all(epoch: int, complete: bool, metrics: list[dict] | None = None) -> None:
         if not save:
@@ -417,8 +396,6 @@ def fit_all(
     that is faster; on a CPU each runs alone with `fit`). Either way each run is the same experiment,
     with its own checkpoint and record.
     """
-    from .train import fit
-
     if not configs:
         return []
     if packed is None:

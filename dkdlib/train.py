@@ -439,6 +439,22 @@ def solo_loss(cfg: Config) -> LossFn:
     return loss_fn
 
 
+def make_step(
+    cfg: Config, loss_fn: LossFn, model: nn.Module, loader: DeviceLoader, optimizer, scaler, *, data: Data,
+    teacher: nn.Module | None, amp_dtype: torch.dtype | None, graph: bool, k: int = 1, progress: bool = False,
+) -> TrainStep:  # fmt: skip
+    """The run's `TrainStep`: the model compiled if cfg.compile, the teacher replaced by its logit cache
+    if cfg.cache_teacher (loaded from, or built into, <out_dir>/cache/)."""
+    cache = None
+    if teacher is not None and cfg.cache_teacher:
+        cache = teacher_logit_cache(teacher, loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
+                                    amp_dtype=amp_dtype, progress=progress)  # fmt: skip
+        teacher = None
+    step_model = torch.compile(model) if cfg.compile else model  # fixed batch shapes: compiled once
+    return TrainStep(loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=teacher, cache=cache,
+                     amp_dtype=amp_dtype, graph=graph)  # fmt: skip
+
+
 def train_one_epoch(
     cfg: Config,
     model: nn.Module,
@@ -605,17 +621,8 @@ def fit(
     scheduler = _make_scheduler(cfg, optimizer, len(train_loader))
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    step_model = torch.compile(model) if cfg.compile else model
-    cache = None
-    if teacher is not None and cfg.cache_teacher:
-        cache = teacher_logit_cache(
-            teacher, train_loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
-            amp_dtype=amp_dtype, progress=progress,
-        )  # fmt: skip
-    step = TrainStep(
-        solo_loss(cfg), step_model, train_loader, optimizer, scaler,
-        teacher=teacher if cache is None else None, cache=cache, amp_dtype=amp_dtype, graph=graph,
-    )  # fmt: skip
+    step = make_step(cfg, solo_loss(cfg), model, train_loader, optimizer, scaler, data=data, teacher=teacher,
+                     amp_dtype=amp_dtype, graph=graph, progress=progress)  # fmt: skip
 
     history: list[dict[str, float]] = []
     start_epoch = 1
@@ -650,7 +657,7 @@ def fit(
             t0 = time.perf_counter()
             row = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"])}  # a tensor in graph mode
             row.update(train_one_epoch(
-                cfg, step_model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
+                cfg, model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
                 teacher=teacher, amp_dtype=amp_dtype, progress=progress, step=step,
             ))  # fmt: skip
             if device.type == "cuda":

@@ -175,23 +175,23 @@ def test_students_trained_together_end_where_they_would_alone(tmp_path, teacher,
 
 
 def test_a_sweep_resumes_exactly_after_an_interrupt(tmp_path, teacher, data, monkeypatch):
-    import dkdlib.sweep as sweep_mod
+    import dkdlib.train as train_mod
 
     configs = [cfg(tmp_path, teacher=str(teacher.checkpoint), epochs=3, **m) for m in METHODS[1:3]]
     straight = fit_many([replace(c, out_dir=str(tmp_path / "straight")) for c in configs], data=data,
                         progress=False)  # fmt: skip
-    original = sweep_mod.TrainStep.start_epoch
+    original = train_mod.TrainStep.start_epoch
 
     def start_epoch(self, epoch, weights):
         if epoch == 3:
             raise KeyboardInterrupt
         return original(self, epoch, weights)
 
-    monkeypatch.setattr(sweep_mod.TrainStep, "start_epoch", start_epoch)
+    monkeypatch.setattr(train_mod.TrainStep, "start_epoch", start_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit_many(configs, data=data, progress=False)
     assert all(load_checkpoint(c.checkpoint_path)["epoch"] == 2 for c in configs)
-    monkeypatch.setattr(sweep_mod.TrainStep, "start_epoch", original)
+    monkeypatch.setattr(train_mod.TrainStep, "start_epoch", original)
     resumed = fit_many(configs, data=data, progress=False)
     for a, b in zip(straight, resumed, strict=True):
         sa, sb = a.model.state_dict(), b.model.state_dict()
