@@ -11,9 +11,9 @@ from .data import Data, DeviceLoader, load_data  # noqa: E402
 from .errors import DKDError  # noqa: E402
 from .losses import dkd_loss, dkd_terms, kd_loss  # noqa: E402
 from .models import count_macs, count_parameters, create_model  # noqa: E402
-from .train import Config, Run, evaluate, fit, predict  # noqa: E402
+from .train import Config, Run, amp_dtype, evaluate, fit, predict  # noqa: E402
 
 __all__ = [
-    "Config", "Data", "DKDError", "DeviceLoader", "Run", "count_macs", "count_parameters",
+    "Config", "Data", "DKDError", "DeviceLoader", "Run", "amp_dtype", "count_macs", "count_parameters",
     "create_model", "dkd_loss", "dkd_terms", "evaluate", "fit", "kd_loss", "load_data", "predict",
 ]  # fmt: skip

@@ -56,6 +56,7 @@ from .train import (
     distill_weight,
     fit,
     load_optimizer_state,
+    load_scaler_state,
     load_teacher,
     make_step,
     pick_device,
@@ -240,7 +241,7 @@ def fit_many(
         first = states[todo[0]]
         load_optimizer_state(optimizer, pack_optimizer_states([states[i]["optimizer"] for i in todo]), graph)
         scheduler.load_state_dict(first["scheduler"])
-        scaler.load_state_dict(first["scaler"])
+        load_scaler_state(scaler, first["scaler"])
         histories = [states[i]["history"] for i in todo]
         print(f"resuming {k} students from epoch {start_epoch - 1}")
     step = make_step(cfg0, packed_loss(group), model, train_loader, optimizer, scaler, data=data,
@@ -353,6 +354,7 @@ def fit_many(
                         "group": [c.run_name() for c in group],
                         "group_wall_time_s": round(wall, 2),
                     },
+                    **({"graph_error": step.graph_error} if step.graph_error else {}),
                 ),
             )
         students.append(Run(cfg, solo.eval(), histories[j], metrics[j], cfg.checkpoint_path, record, data))

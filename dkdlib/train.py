@@ -7,7 +7,7 @@ notebook cell or a CLI command after a disconnect loses at most the epoch in pro
 
 Speed tricks, each on by default where it helps (CUDA) and off where it does not (CPU):
 - the dataset lives on the device and is augmented there (`DeviceLoader`), no worker processes;
-- bf16 autocast (fp16 + GradScaler on GPUs without bf16), channels_last convolutions, fused optimizer;
+- bf16 autocast (fp16 + GradScaler before compute capability 8.0: T4, V100), channels_last, fused optimizer;
 - no host syncs inside the epoch: losses and accuracies accumulate on the device;
 - optional `torch.compile` (fixed batch shapes: the last partial batch is dropped).
 """
@@ -38,7 +38,7 @@ from .errors import DKDError
 from .models import MODELS, create_model
 from .results import environment, write_record
 
-__all__ = ["Config", "Run", "fit", "evaluate", "predict", "pick_device", "METHODS"]
+__all__ = ["Config", "Run", "fit", "evaluate", "predict", "pick_device", "amp_dtype", "METHODS"]
 
 METHODS = ("ce", "kd", "dkd", "tckd", "nckd")
 OPTIMIZERS = ("sgd", "adam")
@@ -203,10 +203,23 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    if not (cfg.amp and device.type == "cuda"):
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for training on `device`: None (fp32) off CUDA, bf16 from compute capability
+    8.0 (Ampere: A100, L4, H100), fp16 + GradScaler below it (T4, V100).
+
+    `torch.cuda.is_bf16_supported()` answers True on a T4 because bf16 can be emulated there, but cuDNN
+    has no native bf16 convolutions before sm_80: they would fail or crawl. So ask the capability.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
         return None  # CPU autocast is slower than fp32 on most CPUs
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """`amp_dtype(device)` if the run asks for autocast (cfg.amp), else None."""
+    return amp_dtype(device) if cfg.amp else None
 
 
 def _make_optimizer(cfg: Config, model: nn.Module, graph: bool = False) -> torch.optim.Optimizer:
@@ -229,17 +242,44 @@ def _make_optimizer(cfg: Config, model: nn.Module, graph: bool = False) -> torch
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **extra)
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: bool) -> None:
-    """`optimizer.load_state_dict`, keeping a graphed step's learning rate a device tensor.
+# Param-group keys that say how the optimizer runs, not where training is: a resumed run keeps the
+# values its own optimizer was built with (a checkpoint of an eager run has capturable=False).
+_MACHINERY = ("capturable", "fused", "foreach")
 
-    A checkpoint may hold the rate as a float (an eager run) or a tensor; loading replaces the group's
-    value, and a float would be frozen into the captured graph.
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: bool) -> None:
+    """`optimizer.load_state_dict` for a run that may have been saved in another mode (eager ↔ graph,
+    CPU ↔ CUDA).
+
+    `load_state_dict` replaces the param groups with the saved ones, so it would undo what this run's
+    optimizer was built with: `capturable` (without it a captured Adam step fails), `fused`, and the
+    graphed step's learning-rate tensor (a float would be frozen into the graph). Those are put back;
+    the rate tensor keeps its identity, filled with the saved value, so a graph that reads it still does.
     """
+    machinery = [{k: g[k] for k in _MACHINERY if k in g} for g in optimizer.param_groups]
+    lr_tensors = [g["lr"] if isinstance(g["lr"], torch.Tensor) else None for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
-    if graph:
-        device = optimizer.param_groups[0]["params"][0].device
-        for group in optimizer.param_groups:
-            group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
+    for group, keep, lr in zip(optimizer.param_groups, machinery, lr_tensors, strict=True):
+        group.update(keep)
+        if lr is not None:
+            group["lr"] = lr.fill_(float(group["lr"]))
+        elif graph:  # the optimizer was built without a tensor rate: make one
+            device = group["params"][0].device
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+        if group.get("capturable") or group.get("fused"):
+            # These implementations keep Adam's step count on the parameters' device, in float32; an
+            # eager CPU checkpoint holds it on the CPU.
+            for p in group["params"]:
+                step = optimizer.state.get(p, {}).get("step")
+                if isinstance(step, torch.Tensor):
+                    optimizer.state[p]["step"] = step.to(p.device, torch.float32)
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """`scaler.load_state_dict`, where the checkpoint may come from a run without loss scaling (bf16, or
+    the CPU: an empty state) — the scaler then starts afresh instead of refusing to resume."""
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)
 
 
 def _make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
@@ -318,10 +358,10 @@ class TrainStep:
         warmup_steps: int = 3,
     ):
         dev = loader.device
-        if graph and dev.type != "cuda":
-            raise DKDError("graph=True captures a CUDA graph and needs a CUDA device")
         if graph and scaler is not None and scaler.is_enabled():
             raise DKDError("graph capture does not support fp16 loss scaling; use bf16 or no autocast")
+        if graph and dev.type != "cuda":
+            raise DKDError("graph=True captures a CUDA graph and needs a CUDA device")
         self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
         self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
         self.graph, self.warmup_steps = graph, warmup_steps
@@ -335,6 +375,7 @@ class TrainStep:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a bad loss
         self._cuda_graph: torch.cuda.CUDAGraph | None = None
         self._eager_steps = 0
+        self.graph_error: str | None = None  # why capture failed, if it did (the step then runs eagerly)
 
     def start_epoch(self, epoch: int, weights: list[float] | float) -> None:
         """Load epoch `epoch`'s plan and distillation weights into the step's buffers (in place)."""
@@ -390,22 +431,44 @@ class TrainStep:
             return self._step()
         if self._cuda_graph is None:
             if self._eager_steps < self.warmup_steps:
-                # Warm-up steps (real ones, counted) on a side stream: cuDNN picks its kernels and the
-                # optimizer creates its state before capture, as PyTorch's whole-network example does.
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    self._step()
-                torch.cuda.current_stream().wait_stream(side)
-                self._eager_steps += 1
+                self._warmup_step()
                 return None
-            self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates static grads
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._step(zero_grad=False)
-            self._cuda_graph = graph  # capture records, it does not run: replay for this step too
+            try:
+                self._cuda_graph = self._capture()
+            except Exception as err:  # whatever made capture fail, the eager step still works
+                self._fall_back(err)
+                return self._step()
         self._cuda_graph.replay()
         return None
+
+    def _warmup_step(self) -> None:
+        # Warm-up steps (real ones, counted) on a side stream: cuDNN picks its kernels and the optimizer
+        # creates its state before capture, as PyTorch's whole-network example does.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self._eager_steps += 1
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        """Record one step as a CUDA graph. Capture records, it does not run: the caller replays it."""
+        self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates static grads
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step(zero_grad=False)
+        return graph
+
+    def _fall_back(self, err: Exception) -> None:
+        """A capture failed: this run goes on eagerly, at the same step and learning rate (a failed
+        capture ran nothing), and says so once."""
+        self.graph = False
+        self.graph_error = f"{type(err).__name__}: {err}"
+        self.optimizer.zero_grad(set_to_none=True)  # drop gradients allocated inside the failed capture
+        warnings.warn(
+            f"CUDA-graph capture failed ({self.graph_error}); this run goes on with the eager step",
+            stacklevel=3,
+        )
 
     def check_finite(self, epoch: int, steps: int) -> None:
         """Raise `NonFiniteLoss` if a step of this epoch had a NaN/inf loss (one host sync)."""
@@ -547,7 +610,11 @@ def _use_graph(cfg: Config, device: torch.device) -> bool:
         warnings.warn(f"graph=True needs CUDA; training eagerly on {device.type}", stacklevel=3)
         return False
     if _amp_dtype(cfg, device) == torch.float16:
-        warnings.warn("graph=True does not support fp16 loss scaling (no bf16 here); eager", stacklevel=3)
+        warnings.warn(
+            "graph=True: this GPU trains in fp16 with loss scaling (bf16 needs compute capability 8.0), "
+            "which a CUDA graph cannot capture; training eagerly",
+            stacklevel=3,
+        )
         return False
     return True
 
@@ -630,7 +697,7 @@ def fit(
         history = state["history"]
         load_optimizer_state(optimizer, state["optimizer"], graph)
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        load_scaler_state(scaler, state["scaler"])
         start_epoch = state["epoch"] + 1
         print(f"resuming {cfg.run_name()} from epoch {state['epoch']} ({path})")
 
@@ -695,8 +762,9 @@ def fit(
     checkpoint(cfg.epochs, complete=True, metrics=metrics)
     record = None
     if save:
+        extra = {"graph_error": step.graph_error} if step.graph_error else {}  # the run fell back to eager
         record = write_record(
-            Path(cfg.out_dir) / "results", record_dict(cfg, data, metrics, history, wall, device)
+            Path(cfg.out_dir) / "results", record_dict(cfg, data, metrics, history, wall, device, **extra)
         )
     return Run(cfg, model.eval(), history, metrics, path, record, data)
 

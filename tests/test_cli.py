@@ -9,7 +9,7 @@ from dkdlib.cli import main
 from dkdlib.results import load_records
 
 TINY = ["--dataset", "synthetic", "--train-size", "256", "--val-size", "100", "--test-size", "100",
-        "--epochs", "1", "--batch-size", "32", "--no-progress"]  # fmt: skip
+        "--epochs", "1", "--batch-size", "32", "--no-progress", "--device", "cpu"]  # fmt: skip
 
 
 def run(args, capsys):

@@ -31,7 +31,7 @@ from dkdlib.train import _loss, solo_loss
 
 def cfg(tmp_path, **kw):
     base = dict(model="resnet8", dataset="synthetic", epochs=2, batch_size=32, lr=0.05, val_size=200,
-                train_size=320, test_size=200, warmup=2, out_dir=str(tmp_path))  # fmt: skip
+                train_size=320, test_size=200, warmup=2, out_dir=str(tmp_path), device="cpu")  # fmt: skip
     return Config(**{**base, **kw})
 
 

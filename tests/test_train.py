@@ -15,7 +15,7 @@ from dkdlib.results import load_records, load_results, write_record
 
 def cfg(tmp_path, **kw):
     base = dict(model="resnet8", dataset="synthetic", epochs=2, batch_size=32, lr=0.05, val_size=200,
-                train_size=600, test_size=200, warmup=2, out_dir=str(tmp_path))  # fmt: skip
+                train_size=600, test_size=200, warmup=2, out_dir=str(tmp_path), device="cpu")  # fmt: skip
     return Config(**{**base, **kw})
 
 
