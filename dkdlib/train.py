@@ -20,7 +20,6 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,17 +29,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import losses
 from .cache import teacher_logit_cache
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .data import Data, DeviceLoader, load_data
 from .errors import DKDError
+from .methods import METHODS, LossFn, distills, student_losses
 from .models import MODELS, create_model
+from .packed import (
+    pack,
+    pack_optimizer_states,
+    pack_state_dicts,
+    split_logits,
+    unpack,
+    unpack_optimizer_state,
+)
 from .results import environment, write_record
+from .step import TrainStep
 
-__all__ = ["Config", "Run", "fit", "evaluate", "predict", "pick_device", "amp_dtype", "METHODS"]
+__all__ = ["Config", "Run", "fit", "fit_many", "evaluate", "predict", "pick_device", "amp_dtype"]
 
-METHODS = ("ce", "kd", "dkd", "tckd", "nckd")
+# What the students of one sweep must share: their data, schedule and teacher.
+SHARED = (
+    "model",
+    "teacher",
+    "pretrained",
+    "dataset",
+    "data",
+    "val_size",
+    "train_size",
+    "test_size",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "milestones",
+    "gamma",
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "graph",
+    "cache_teacher",
+    "out_dir",
+)
+
+
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
@@ -51,7 +87,7 @@ class Config:
 
     # what to train
     model: str = "resnet8"
-    method: str = "ce"  # ce | kd | dkd | tckd (α·TCKD only) | nckd (β·NCKD only)
+    method: str = "ce"  # a name in dkdlib.methods.METHODS: ce | kd | dkd | tckd | nckd | kd_ls | dkd_ls
     teacher: str | None = None  # teacher checkpoint path, for kd/dkd/tckd/nckd
     pretrained: bool = False  # ImageNet weights (resnet18_imagenet only)
     dataset: str = "cifar10"  # cifar10 | cifar100 | synthetic
@@ -127,7 +163,7 @@ class Config:
             bad(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
         if self.method not in METHODS:
             bad(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        if self.method != "ce" and not self.teacher:
+        if distills(self.method) and not self.teacher:
             bad(f"method {self.method!r} distils from a teacher: set teacher= to its checkpoint")
         if self.optimizer not in OPTIMIZERS:
             bad(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
@@ -150,7 +186,7 @@ class Config:
                 bad(f"{key} must be >= 0; got {getattr(self, key)!r}")
         if not self.lr > 0:
             bad(f"lr must be > 0; got {self.lr!r}")
-        if self.method != "ce" and not Path(self.teacher).is_file():
+        if distills(self.method) and not Path(self.teacher).is_file():
             bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
 
 
@@ -305,201 +341,11 @@ def _make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
 
 
 def distill_weight(cfg: Config, epoch: int) -> float:
-    """DKD's warm-up: the distillation term is scaled by min(epoch / warmup, 1), epochs from 1."""
+    """DKD's warm-up: the distillation term is scaled by min(epoch / warmup, 1), epochs from 1 (0 for
+    a method without a teacher)."""
+    if not distills(cfg.method):
+        return 0.0
     return min(epoch / cfg.warmup, 1.0) if cfg.warmup > 0 else 1.0
-
-
-def _loss(cfg: Config, logits, logits_teacher, y, weight: float) -> torch.Tensor:
-    """The training loss of one batch (checked inputs: the data were validated when loaded)."""
-    ce = F.cross_entropy(logits.float(), y)
-    if cfg.method == "ce":
-        return ce
-    if cfg.method == "kd":
-        distill = cfg.kd_weight * losses._kd_loss(logits, logits_teacher, cfg.temperature)
-    else:
-        alpha = 0.0 if cfg.method == "nckd" else cfg.alpha
-        beta = 0.0 if cfg.method == "tckd" else cfg.beta
-        distill = losses._dkd_loss(logits, logits_teacher, y, alpha, beta, cfg.temperature)
-    return cfg.ce_weight * ce + weight * distill
-
-
-class NonFiniteLoss(DKDError, FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-
-# A loss function for TrainStep: (student logits K×N×C, teacher logits N×C or None, labels N,
-# distillation weights K) → the K students' losses (K,).
-LossFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class TrainStep:
-    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students.
-
-    Everything a step reads sits in tensors that stay in place — the epoch plan (image indices and
-    view ids), a step counter, the distillation weights, the accumulators, the teacher-logit cache —
-    so on CUDA the whole step (augmentation, teacher forward or cache lookup, student forward and
-    backward, fused optimizer) can be captured once as a CUDA graph and replayed: one launch per step
-    instead of hundreds, and no host sync. Elsewhere, or with graph=False, the same code runs eagerly.
-    """
-
-    def __init__(
-        self,
-        loss_fn: LossFn,
-        model: nn.Module,
-        loader: DeviceLoader,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None = None,
-        *,
-        k: int = 1,
-        teacher: nn.Module | None = None,
-        cache: torch.Tensor | None = None,
-        amp_dtype: torch.dtype | None = None,
-        graph: bool = False,
-        warmup_steps: int = 3,
-    ):
-        dev = loader.device
-        if graph and scaler is not None and scaler.is_enabled():
-            raise DKDError("graph capture does not support fp16 loss scaling; use bf16 or no autocast")
-        if graph and dev.type != "cuda":
-            raise DKDError("graph=True captures a CUDA graph and needs a CUDA device")
-        self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
-        self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
-        self.graph, self.warmup_steps = graph, warmup_steps
-        steps, batch = len(loader), loader.batch_size
-        self.plan_idx = torch.zeros(steps, batch, dtype=torch.long, device=dev)
-        self.plan_view = torch.zeros(steps, batch, dtype=torch.long, device=dev)
-        self.counter = torch.zeros((), dtype=torch.long, device=dev)  # batch number within the epoch
-        self.weight = torch.zeros(k, device=dev)  # this epoch's distillation weights
-        self.loss_sum = torch.zeros(k, device=dev)
-        self.correct = torch.zeros(k, dtype=torch.long, device=dev)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a bad loss
-        self._cuda_graph: torch.cuda.CUDAGraph | None = None
-        self._eager_steps = 0
-        self.graph_error: str | None = None  # why capture failed, if it did (the step then runs eagerly)
-
-    def start_epoch(self, epoch: int, weights: list[float] | float) -> None:
-        """Load epoch `epoch`'s plan and distillation weights into the step's buffers (in place)."""
-        idx, view = self.loader.epoch_batches(epoch)
-        self.plan_idx.copy_(idx)
-        self.plan_view.copy_(view)
-        self.weight.copy_(torch.as_tensor(weights, dtype=torch.float32).expand(self.k))
-        for t in (self.counter, self.loss_sum, self.correct):
-            t.zero_()
-        self.first_bad.fill_(-1)
-
-    def _step(self, zero_grad: bool = True) -> None:
-        s = self.counter.view(1)
-        idx = self.plan_idx.index_select(0, s).view(-1)  # device-side pick: no host involvement
-        view = self.plan_view.index_select(0, s).view(-1)
-        x, y = self.loader.batch(idx, view)
-        # Autocast's weight-cast cache must be off inside a captured graph (PyTorch's CUDA-graph notes).
-        with torch.autocast(
-            x.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-            cache_enabled=not self.graph,
-        ):
-            logits = self.model(x)
-            if self.cache is not None:
-                logits_teacher = self.cache[idx, view].float()  # exactly this view's teacher logits
-            elif self.teacher is not None:
-                with torch.no_grad():
-                    logits_teacher = self.teacher(x)
-            else:
-                logits_teacher = None
-            logits = logits.view(x.shape[0], self.k, -1).transpose(0, 1)  # K×N×C (K=1: one student)
-            losses_k = self.loss_fn(logits, logits_teacher, y, self.weight)
-        if zero_grad:
-            self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None and self.scaler.is_enabled():
-            self.scaler.scale(losses_k.sum()).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:  # the students' parameters are disjoint: the sum's gradient is each one's own
-            losses_k.sum().backward()
-            self.optimizer.step()
-        losses_k = losses_k.detach()
-        self.loss_sum += losses_k
-        self.correct += (logits.detach().argmax(-1) == y).sum(-1)
-        bad = (self.first_bad < 0) & ~torch.isfinite(losses_k).all()
-        self.first_bad.copy_(torch.where(bad, self.counter, self.first_bad))
-        self.counter += 1
-
-    def __call__(self) -> None:
-        """Train on the next batch of the epoch."""
-        if not self.graph:
-            return self._step()
-        if self._cuda_graph is None:
-            if self._eager_steps < self.warmup_steps:
-                self._warmup_step()
-                return None
-            try:
-                self._cuda_graph = self._capture()
-            except Exception as err:  # whatever made capture fail, the eager step still works
-                self._fall_back(err)
-                return self._step()
-        self._cuda_graph.replay()
-        return None
-
-    def _warmup_step(self) -> None:
-        # Warm-up steps (real ones, counted) on a side stream: cuDNN picks its kernels and the optimizer
-        # creates its state before capture, as PyTorch's whole-network example does.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self._eager_steps += 1
-
-    def _capture(self) -> torch.cuda.CUDAGraph:
-        """Record one step as a CUDA graph. Capture records, it does not run: the caller replays it."""
-        self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates static grads
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._step(zero_grad=False)
-        return graph
-
-    def _fall_back(self, err: Exception) -> None:
-        """A capture failed: this run goes on eagerly, at the same step and learning rate (a failed
-        capture ran nothing), and says so once."""
-        self.graph = False
-        self.graph_error = f"{type(err).__name__}: {err}"
-        self.optimizer.zero_grad(set_to_none=True)  # drop gradients allocated inside the failed capture
-        warnings.warn(
-            f"CUDA-graph capture failed ({self.graph_error}); this run goes on with the eager step",
-            stacklevel=3,
-        )
-
-    def check_finite(self, epoch: int, steps: int) -> None:
-        """Raise `NonFiniteLoss` if a step of this epoch had a NaN/inf loss (one host sync)."""
-        first_bad = int(self.first_bad)
-        if first_bad >= 0:
-            sums = self.loss_sum.tolist()
-            bad = [i for i, v in enumerate(sums) if not math.isfinite(v)]
-            what = f"{sums[0]}" if self.k == 1 else f"{[sums[i] for i in bad]} (students {bad})"
-            raise NonFiniteLoss(
-                f"the training loss became {what} at epoch {epoch}, step "
-                f"{first_bad + 1} of {steps}; the checkpoint of the last good epoch "
-                "is kept. Lower the learning rate, or check the data and loss weights"
-            )
-
-    def epoch_stats(self) -> list[dict[str, float]]:
-        """Each student's mean training loss and accuracy over the steps so far (one host sync)."""
-        steps = max(int(self.counter), 1)
-        seen = steps * self.loader.batch_size
-        return [
-            {"train_loss": loss / steps, "train_acc": correct / seen}
-            for loss, correct in zip(self.loss_sum.tolist(), self.correct.tolist(), strict=True)
-        ]
-
-
-def solo_loss(cfg: Config) -> LossFn:
-    """`_loss` of one student in TrainStep's K=1 form."""
-
-    def loss_fn(logits, logits_teacher, y, weight):
-        return _loss(cfg, logits[0], logits_teacher, y, weight[0])[None]
-
-    return loss_fn
 
 
 def make_step(
@@ -516,42 +362,6 @@ def make_step(
     step_model = torch.compile(model) if cfg.compile else model  # fixed batch shapes: compiled once
     return TrainStep(loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=teacher, cache=cache,
                      amp_dtype=amp_dtype, graph=graph)  # fmt: skip
-
-
-def train_one_epoch(
-    cfg: Config,
-    model: nn.Module,
-    loader: DeviceLoader,
-    optimizer,
-    scheduler,
-    scaler,
-    *,
-    epoch: int,
-    teacher: nn.Module | None = None,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    check_every: int = 50,
-    step: TrainStep | None = None,
-) -> dict[str, float]:
-    """One pass over `loader`. Returns the epoch's mean loss and accuracy (one host sync at the end).
-
-    step: a `TrainStep` kept across epochs (so a CUDA graph is captured once); made here if None.
-    """
-    from tqdm.auto import tqdm
-
-    model.train()
-    if step is None:
-        step = TrainStep(
-            solo_loss(cfg), model, loader, optimizer, scaler, teacher=teacher, amp_dtype=amp_dtype
-        )
-    step.start_epoch(epoch, distill_weight(cfg, epoch))
-    steps = len(loader)
-    for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
-        step()
-        scheduler.step()
-        if (s + 1) % check_every == 0 or s + 1 == steps:
-            step.check_finite(epoch, steps)  # a host sync, but only every `check_every` steps
-    return step.epoch_stats()[0]
 
 
 @torch.no_grad()
@@ -571,15 +381,23 @@ def predict(model: nn.Module, loader: DeviceLoader, amp_dtype: torch.dtype | Non
 
 def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int | None = None, amp_dtype=None) -> dict:
     """Accuracy, mean CE loss, per-class accuracy and the confusion matrix (rows: true, cols: predicted)."""
+    return _metrics(*predict(model, loader, amp_dtype), num_classes)
+
+
+def evaluate_students(model: nn.Module, loader: DeviceLoader, k: int, amp_dtype=None) -> list[dict]:
+    """`evaluate` for each of the K students of a packed model (one forward pass for all)."""
     logits, y = predict(model, loader, amp_dtype)
-    k = num_classes or logits.shape[1]
+    return [_metrics(z, y) for z in (split_logits(logits, k) if k > 1 else [logits])]
+
+
+def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> dict:
+    c = num_classes or logits.shape[1]
     pred = logits.argmax(1)
-    confusion = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu().numpy()
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    confusion = torch.bincount(y * c + pred, minlength=c * c).view(c, c).cpu().numpy()
     return {
         "acc": float((pred == y).float().mean()),
         "loss": float(F.cross_entropy(logits, y)),
-        "per_class_acc": per_class,
+        "per_class_acc": confusion.diagonal() / np.maximum(confusion.sum(1), 1),
         "confusion": confusion,
     }
 
@@ -650,123 +468,216 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
 
 
 def fit(
-    config: Config,
-    *,
-    data: Data | None = None,
-    fresh: bool = False,
-    progress: bool = True,
-    save: bool = True,
+    config: Config, *, data: Data | None = None, fresh: bool = False, progress: bool = True, save: bool = True
 ) -> Run:
-    """Train (or resume, or load if finished) the run that `config` describes.
+    """Train (or resume, or load if finished) the run that `config` describes: `fit_many([config])[0]`.
 
     data: already loaded `Data` (else loaded from the config). fresh: ignore an existing checkpoint and
     start over. progress: tqdm bars. save: write the checkpoint after every epoch and a results record
     at the end (into config.out_dir).
     """
-    cfg = config
-    cfg.validate()
-    device = pick_device(cfg.device)
-    data = data_for(cfg, data)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
-    torch.manual_seed(cfg.seed)  # model initialisation; the loader has its own seeded generator
-    model = create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained).to(device)
-    path = cfg.checkpoint_path
-    state = load_checkpoint(path) if path.exists() and not fresh and save else None
-    if state is not None:
-        _check_same_run(state, cfg, path)
-        model.load_state_dict(state["model"])
-        if state.get("complete"):  # train-or-load: a finished run is just loaded
-            print(f"loaded finished run {cfg.run_name()} from {path}")
-            return Run(cfg, model.eval(), state["history"], state["metrics"], path, None, data)
-    teacher = load_teacher(cfg, data, device) if cfg.method != "ce" else None
-    if _channels_last(cfg, device):
-        model = model.to(memory_format=torch.channels_last)
-    train_loader, eval_loaders = _loaders(cfg, data, device)
-    graph = _use_graph(cfg, device)
-    optimizer = _make_optimizer(cfg, model, graph)
-    scheduler = _make_scheduler(cfg, optimizer, len(train_loader))
-    amp_dtype = _amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    step = make_step(cfg, solo_loss(cfg), model, train_loader, optimizer, scaler, data=data, teacher=teacher,
-                     amp_dtype=amp_dtype, graph=graph, progress=progress)  # fmt: skip
+    return fit_many([config], data=data, fresh=fresh, progress=progress, save=save)[0]
 
-    history: list[dict[str, float]] = []
-    start_epoch = 1
-    if state is not None:  # resume an unfinished run where its last checkpoint left off
-        history = state["history"]
-        load_optimizer_state(optimizer, state["optimizer"], graph)
-        scheduler.load_state_dict(state["scheduler"])
-        load_scaler_state(scaler, state["scaler"])
-        start_epoch = state["epoch"] + 1
-        print(f"resuming {cfg.run_name()} from epoch {state['epoch']} ({path})")
 
-    last_saved = start_epoch - 1  # the newest epoch whose checkpoint is on disk
+def fit_many(
+    configs: list[Config],
+    *,
+    data: Data | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+    save: bool = True,
+) -> list[Run]:
+    """Train K ≥ 1 students in one loop (arguments as `fit`); returns one `Run` each, in order.
 
-    def checkpoint(epoch: int, complete: bool, metrics: dict | None = None) -> None:
-        nonlocal last_saved
-        if save:
-            save_checkpoint(path, checkpoint_dict(
-                cfg, data, epoch, complete, model.state_dict(), optimizer.state_dict(),
-                scheduler.state_dict(), scaler.state_dict(), history, metrics,
-            ))  # fmt: skip
-            last_saved = epoch
-
+    K = 1 trains the plain model. K > 1 students share data, schedule and teacher (`check_group`) and
+    may differ in their loss and initialisation seed: they become one grouped network
+    (`dkdlib.packed`), every batch and its teacher logits are shared, and each student's loss is its
+    own, so each follows the path it would follow alone (up to float rounding). Every student gets its
+    own checkpoint and record, exactly as alone. Train-or-load: finished students are loaded and left
+    out; the others resume from their checkpoints if they all stopped at the same epoch.
+    """
     from tqdm.auto import tqdm
 
+    check_group(configs)
+    cfg0 = configs[0]
+    device = pick_device(cfg0.device)
+    data = data_for(cfg0, data)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
+
+    runs, states = _load_existing(configs, data, device, fresh=fresh or not save)
+    todo = [i for i in range(len(configs)) if i not in runs]
+    if not todo:
+        return [runs[i] for i in range(len(configs))]
+    group, saved = [configs[i] for i in todo], [states.get(i) for i in todo]
+    k, start_epoch = len(group), _resume_epoch(group, saved) + 1
+
+    # The model: each student initialised from its own seed, exactly as it would be alone; K > 1 of
+    # them become one grouped network.
+    solos = []
+    for cfg in group:
+        torch.manual_seed(cfg.seed)
+        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained))
+    model = (pack(solos) if k > 1 else solos[0]).to(device)
+    if start_epoch > 1:
+        states = [s["model"] for s in saved]
+        model.load_state_dict(pack_state_dicts(states, model) if k > 1 else states[0])
+    teacher_cfg = next((c for c in group if distills(c.method)), None)
+    teacher = load_teacher(teacher_cfg, data, device) if teacher_cfg else None
+    if _channels_last(cfg0, device):
+        model = model.to(memory_format=torch.channels_last)
+    train_loader, eval_loaders = _loaders(cfg0, data, device)
+    graph = _use_graph(cfg0, device)
+    optimizer = _make_optimizer(cfg0, model, graph)
+    scheduler = _make_scheduler(cfg0, optimizer, len(train_loader))
+    amp_dtype = _amp_dtype(cfg0, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    histories: list[list[dict]] = [[] for _ in group]
+    if start_epoch > 1:  # resume where the last checkpoints left off
+        opt_states = [s["optimizer"] for s in saved]
+        load_optimizer_state(optimizer, pack_optimizer_states(opt_states) if k > 1 else opt_states[0], graph)
+        scheduler.load_state_dict(saved[0]["scheduler"])
+        load_scaler_state(scaler, saved[0]["scaler"])
+        histories = [s["history"] for s in saved]
+        print(f"resuming {_names(group)} from epoch {start_epoch - 1}")
+    step = make_step(cfg0, student_losses(group), model, train_loader, optimizer, scaler, data=data,
+                     teacher=teacher, amp_dtype=amp_dtype, graph=graph, k=k, progress=progress)  # fmt: skip
+
+    last_saved = start_epoch - 1  # the newest epoch whose checkpoints are on disk
+
+    def checkpoint(epoch: int, complete: bool, metrics: list[dict] | None = None) -> None:
+        nonlocal last_saved
+        if not save:
+            return
+        model_states = unpack(model, k) if k > 1 else [model.state_dict()]
+        opt_state = optimizer.state_dict()
+        opt_states = unpack_optimizer_state(opt_state, k) if k > 1 else [opt_state]
+        for j, cfg in enumerate(group):
+            save_checkpoint(cfg.checkpoint_path, checkpoint_dict(
+                cfg, data, epoch, complete, model_states[j], opt_states[j], scheduler.state_dict(),
+                scaler.state_dict(), histories[j], metrics[j] if metrics else None,
+            ))  # fmt: skip
+        last_saved = epoch
+
     t_start = time.perf_counter()
-    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=cfg.run_name(), disable=not progress,
-                  initial=start_epoch - 1, total=cfg.epochs)  # fmt: skip
+    steps = len(train_loader)
+    bar = tqdm(range(start_epoch, cfg0.epochs + 1), desc=_names(group), disable=not progress,
+               initial=start_epoch - 1, total=cfg0.epochs)  # fmt: skip
     epoch = start_epoch - 1
     try:
-        for epoch in epochs:
-            train_loader.set_epoch(epoch)
+        for epoch in bar:
             t0 = time.perf_counter()
-            row = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"])}  # a tensor in graph mode
-            row.update(train_one_epoch(
-                cfg, model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
-                teacher=teacher, amp_dtype=amp_dtype, progress=progress, step=step,
-            ))  # fmt: skip
+            lr = float(optimizer.param_groups[0]["lr"])  # a device tensor in graph mode
+            weights = [distill_weight(cfg, epoch) for cfg in group]
+            stats = train_epoch(step, scheduler, epoch, weights, progress)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            row.update(seconds=seconds, images_per_s=len(train_loader) * cfg.batch_size / seconds)
-            row["distill_weight"] = distill_weight(cfg, epoch) if cfg.method != "ce" else 0.0
+            rows = [{"epoch": epoch, "lr": lr, **stats[j], "seconds": seconds,
+                     "images_per_s": steps * cfg0.batch_size / seconds, "distill_weight": weights[j],
+                     **({"students": k} if k > 1 else {})} for j in range(k)]  # fmt: skip
             for split, loader in eval_loaders.items():
-                result = evaluate(model, loader, data.num_classes, amp_dtype)
-                row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
-            history.append(row)
-            epochs.set_postfix(
-                {k: f"{row[k]:.3f}" for k in ("train_loss", "val_acc", "test_acc") if k in row}
-            )
-            if epoch < cfg.epochs:
+                for row, result in zip(rows, evaluate_students(model, loader, k, amp_dtype), strict=True):
+                    row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
+            for history, row in zip(histories, rows, strict=True):
+                history.append(row)
+            bar.set_postfix({key: " ".join(f"{r[key]:.3f}" for r in rows) for key in
+                             ("train_loss", "val_acc", "test_acc") if key in rows[0]})  # fmt: skip
+            if epoch < cfg0.epochs:
                 checkpoint(epoch, complete=False)
     except KeyboardInterrupt:
+        where = group[0].checkpoint_path if k == 1 else f"the {k} students' checkpoints in {cfg0.out_dir}"
         if save and last_saved > 0:
-            print(
-                f"\ninterrupted during epoch {epoch}. The checkpoint of epoch {last_saved} is intact: "
-                f"{path}\nRun the same command (or fit(config)) again to resume from it."
-            )
+            print(f"\ninterrupted during epoch {epoch}. The checkpoint of epoch {last_saved} is intact: "
+                  f"{where}\nRun the same command (or fit(config)) again to resume from it.")  # fmt: skip
         else:
             print(f"\ninterrupted during epoch {epoch}, before any checkpoint was written.")
         raise
 
     wall = time.perf_counter() - t_start
-    final = (
-        evaluate(model, eval_loaders["test"], data.num_classes, amp_dtype) if "test" in eval_loaders else None
+    metrics = [summarize(h) for h in histories]
+    if "test" in eval_loaders:
+        tests = evaluate_students(model, eval_loaders["test"], k, amp_dtype)
+        for m, result in zip(metrics, tests, strict=True):
+            m["per_class_acc"] = result["per_class_acc"].round(4).tolist()
+            m["confusion"] = result["confusion"].tolist()
+    checkpoint(cfg0.epochs, complete=True, metrics=metrics)
+    extra = {"graph_error": step.graph_error} if step.graph_error else {}  # the run fell back to eager
+    if k > 1:
+        extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in group],
+                                 "group_wall_time_s": round(wall, 2)}  # fmt: skip
+    trained = (
+        [model]
+        if k == 1
+        else [_solo(c, sd, data, device) for c, sd in zip(group, unpack(model, k), strict=True)]
     )
-    metrics = summarize(history)
-    if final is not None:
-        metrics["per_class_acc"] = final["per_class_acc"].round(4).tolist()
-        metrics["confusion"] = final["confusion"].tolist()
-    checkpoint(cfg.epochs, complete=True, metrics=metrics)
-    record = None
-    if save:
-        extra = {"graph_error": step.graph_error} if step.graph_error else {}  # the run fell back to eager
-        record = write_record(
-            Path(cfg.out_dir) / "results", record_dict(cfg, data, metrics, history, wall, device, **extra)
+    for j, cfg in enumerate(group):
+        record = None
+        if save:  # each student's record, with its share of the wall time
+            row = record_dict(cfg, data, metrics[j], histories[j], wall / k, device, **extra)
+            record = write_record(Path(cfg.out_dir) / "results", row)
+        runs[todo[j]] = Run(
+            cfg, trained[j].eval(), histories[j], metrics[j], cfg.checkpoint_path, record, data
         )
-    return Run(cfg, model.eval(), history, metrics, path, record, data)
+    return [runs[i] for i in range(len(configs))]
+
+
+def train_epoch(step: TrainStep, scheduler, epoch: int, weights: list[float], progress: bool = False):
+    """One pass over the epoch's batches; each student's mean loss and accuracy (one host sync at the
+    end, and one every 50 steps to stop on a NaN loss)."""
+    from tqdm.auto import tqdm
+
+    step.model.train()
+    step.start_epoch(epoch, weights)
+    steps = len(step.loader)
+    for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
+        step()
+        scheduler.step()
+        if (s + 1) % 50 == 0 or s + 1 == steps:
+            step.check_finite(epoch, steps)
+    return step.epoch_stats()
+
+
+def _names(group: list[Config]) -> str:
+    return group[0].run_name() if len(group) == 1 else f"{len(group)} students"
+
+
+def _solo(cfg: Config, state: dict, data: Data, device: torch.device) -> nn.Module:
+    """A student's own network, holding `state`."""
+    model = create_model(cfg.model, data.num_classes).to(device)
+    model.load_state_dict(state)
+    return model
+
+
+def _load_existing(configs: list[Config], data: Data, device: torch.device, fresh: bool):
+    """Train-or-load: ({index: Run} of the finished runs, {index: checkpoint} of the unfinished ones)."""
+    runs: dict[int, Run] = {}
+    states: dict[int, dict] = {}
+    for i, cfg in enumerate(configs):
+        path = cfg.checkpoint_path
+        if fresh or not path.exists():
+            continue
+        state = load_checkpoint(path)
+        _check_same_run(state, cfg, path)
+        if state.get("complete"):
+            print(f"loaded finished run {cfg.run_name()} from {path}")
+            model = _solo(cfg, state["model"], data, device)
+            runs[i] = Run(cfg, model.eval(), state["history"], state["metrics"], path, None, data)
+        else:
+            states[i] = state
+    return runs, states
+
+
+def _resume_epoch(group: list[Config], saved: list[dict | None]) -> int:
+    """The epoch the unfinished students' checkpoints reached (0: none); they must agree."""
+    done = {s["epoch"] if s else 0 for s in saved}
+    if len(done) > 1:
+        at = {c.run_name(): s["epoch"] if s else 0 for c, s in zip(group, saved, strict=True)}
+        raise DKDError(
+            f"the unfinished students' checkpoints stopped at different epochs ({at}); "
+            "resume them one by one with fit(), or pass fresh=True"
+        )
+    return done.pop()
 
 
 def checkpoint_dict(
@@ -813,6 +724,40 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
             best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
         )
     return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def check_group(configs: list[Config]) -> None:
+    """Raise `DKDError` unless `configs` can train in one loop: each valid, all sharing data, schedule,
+    data seed and teacher, no run twice."""
+    if not configs:
+        raise DKDError("fit_many needs at least one config")
+    first = configs[0]
+    for i, cfg in enumerate(configs):
+        cfg.validate()
+        diff = [
+            f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}"
+            for k in SHARED
+            if getattr(first, k) != getattr(cfg, k)
+        ]
+        if cfg.method == "ce" or first.method == "ce":  # a CE student needs no teacher
+            diff = [d for d in diff if not d.startswith("teacher:")]
+        if diff:
+            raise DKDError(
+                f"configs[{i}] cannot train together with configs[0]: they must share data, schedule and "
+                f"teacher ({'; '.join(diff)})"
+            )
+        if data_seed(cfg) != data_seed(first):
+            raise DKDError(
+                f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with {data_seed(first)}: "
+                "students trained together see the same batches. Set the same data_seed on all of them "
+                "(it becomes part of each run's identity), or train them one by one with fit()"
+            )
+    names = [c.run_name() for c in configs]
+    if len(set(names)) != len(names):
+        raise DKDError(f"two configs describe the same run ({names}); a sweep needs distinct runs")
+    teachers = {c.teacher for c in configs if distills(c.method)}
+    if len(teachers) > 1:
+        raise DKDError(f"students trained together must share one teacher; got {sorted(teachers)}")
 
 
 def _check_same_run(state: dict, cfg: Config, path: Path) -> None:

@@ -17,10 +17,11 @@ import dkdlib.train as train_mod
 from dkdlib import Config, DKDError, fit
 from dkdlib.checkpoint import load_checkpoint
 from dkdlib.data import N_VIEWS, DeviceLoader, load_data
+from dkdlib.methods import student_losses
 from dkdlib.models import create_model
 from dkdlib.packed import pack
-from dkdlib.sweep import packed_loss
-from dkdlib.train import TrainStep, _make_optimizer, _use_graph, load_optimizer_state, solo_loss
+from dkdlib.step import TrainStep
+from dkdlib.train import _make_optimizer, _use_graph, load_optimizer_state
 
 
 def cfg(tmp_path, **kw):
@@ -77,7 +78,8 @@ def test_fp16_with_a_grad_scaler_trains_and_the_scale_moves(data):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
     before = [p.detach().clone() for p in model.parameters()]
-    step = TrainStep(solo_loss(Config()), model, loader, optimizer, scaler, amp_dtype=torch.float16)
+    loss_fn = student_losses([Config()])
+    step = TrainStep(loss_fn, model, loader, optimizer, scaler, amp_dtype=torch.float16)
     step.start_epoch(1, 1.0)
     scales = []
     for _ in range(3):
@@ -88,7 +90,9 @@ def test_fp16_with_a_grad_scaler_trains_and_the_scale_moves(data):
     assert all(torch.isfinite(torch.tensor(s["train_loss"])) for s in step.epoch_stats())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     with pytest.raises(DKDError, match="loss scaling"):
-        TrainStep(solo_loss(Config()), model, loader, optimizer, scaler, amp_dtype=torch.float16, graph=True)
+        TrainStep(
+            student_losses([Config()]), model, loader, optimizer, scaler, amp_dtype=torch.float16, graph=True
+        )
 
 
 def test_an_fp16_run_resumes_from_a_checkpoint_written_without_a_scaler(tmp_path, monkeypatch):
@@ -180,7 +184,7 @@ def test_a_failed_capture_goes_on_eagerly_at_the_same_step_and_lr(data, monkeypa
         loader = DeviceLoader(data.x_train, data.y_train, 32, mean=data.mean, std=data.std, seed=0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / 16)
-        step = TrainStep(solo_loss(Config()), model, loader, optimizer, warmup_steps=2)
+        step = TrainStep(student_losses([Config()]), model, loader, optimizer, warmup_steps=2)
         if graph:  # a CPU cannot capture; pretend, with warm-up steps that run eagerly
             step.graph = True
 
@@ -296,7 +300,7 @@ def test_the_step_has_no_host_sync_and_reads_the_same_buffers(
     cache = None
     if method != "ce" and teacher_kind == "cache":
         cache = torch.randn(len(data.y_train), N_VIEWS, 10).half()
-    loss_fn = packed_loss(configs) if packed else solo_loss(configs[0])
+    loss_fn = student_losses(configs)
     step = TrainStep(loss_fn, model, loader, opt, k=k, teacher=teacher, cache=cache)
     step.start_epoch(1, [0.5] * k)
     for _ in range(3):  # what a graphed run does before capture: warm-up steps, unguarded

@@ -31,7 +31,8 @@ def test_resnet8_learns_real_cifar10_on_cpu(cifar10_npz, tmp_path):
     data = load_data("cifar10", npz=cifar10_npz, val_size=1000, train_size=8000, test_size=2000)
     assert data.classes[:3] == ["airplane", "automobile", "bird"] and len(data.y_train) == 8000
     cfg = Config(model="resnet8", dataset="cifar10", data=str(cifar10_npz), epochs=3, batch_size=64,
-                 lr=0.05, val_size=1000, train_size=8000, test_size=2000, out_dir=str(tmp_path), device="cpu")  # fmt: skip
+                 lr=0.05, val_size=1000, train_size=8000, test_size=2000, out_dir=str(tmp_path),
+                 device="cpu")  # fmt: skip
     run = fit(cfg, data=data, progress=False)
     # Measured on the 2-core CPU (2026-11-26, seed 0): test accuracy 0.464 after 3 epochs; chance 0.10.
     assert run.metrics["test_acc"] > 0.40

@@ -24,9 +24,10 @@ from dkdlib.data import (
     view_index,
     view_offsets,
 )
+from dkdlib.losses import dkd_loss, kd_loss
+from dkdlib.methods import student_losses
 from dkdlib.models import create_model
-from dkdlib.sweep import fit_many, packed_loss
-from dkdlib.train import _loss, solo_loss
+from dkdlib.train import fit_many
 
 
 def cfg(tmp_path, **kw):
@@ -120,12 +121,14 @@ def test_training_from_the_cache_matches_the_live_teacher(tmp_path, teacher, dat
 
 
 def test_graph_needs_cuda_and_falls_back_with_a_warning(tmp_path, data):
-    from dkdlib.train import TrainStep
+    from dkdlib.step import TrainStep
 
     ld = DeviceLoader(data.x_train, data.y_train, 32, mean=data.mean, std=data.std)
     model = create_model("resnet8", 10)
     with pytest.raises(DKDError, match="needs a CUDA device"):
-        TrainStep(solo_loss(cfg(tmp_path)), model, ld, torch.optim.SGD(model.parameters(), 0.1), graph=True)
+        TrainStep(
+            student_losses([cfg(tmp_path)]), model, ld, torch.optim.SGD(model.parameters(), 0.1), graph=True
+        )
     if not torch.cuda.is_available():
         with pytest.warns(UserWarning, match="graph=True needs CUDA"):
             fit(cfg(tmp_path, epochs=1, graph=True), data=data, progress=False, save=False)
@@ -156,9 +159,25 @@ def test_packed_loss_equals_each_students_own_loss(tmp_path):
     zs, zt = torch.randn(5, 16, 10, generator=g) * 3, torch.randn(16, 10, generator=g) * 3
     y = torch.randint(0, 10, (16,), generator=g)
     weight = torch.tensor([0.0, 1.0, 0.5, 0.5, 1 / 3])
-    together = packed_loss(configs)(zs, zt, y, weight)
-    alone = torch.stack([_loss(c, zs[i], zt, y, weight[i]) for i, c in enumerate(configs)])
+    together = student_losses(configs)(zs, zt, y, weight)
+    alone = torch.stack([own_loss(c, zs[i], zt, y, weight[i]) for i, c in enumerate(configs)])
     assert torch.allclose(together, alone, rtol=1e-5, atol=1e-6)
+    one_by_one = torch.cat([student_losses([c])(zs[i : i + 1], zt, y, weight[i : i + 1]) for i, c in
+                            enumerate(configs)])  # fmt: skip
+    assert torch.allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def own_loss(c, zs, zt, y, weight):
+    """A student's training loss from the public loss functions, method by method."""
+    ce = torch.nn.functional.cross_entropy(zs, y)
+    if c.method == "ce":
+        return ce
+    if c.method == "kd":
+        distill = c.kd_weight * kd_loss(zs, zt, c.temperature)
+    else:
+        alpha, beta = (0.0 if c.method == "nckd" else c.alpha), (0.0 if c.method == "tckd" else c.beta)
+        distill = dkd_loss(zs, zt, y, alpha, beta, c.temperature)
+    return c.ce_weight * ce + weight * distill
 
 
 def test_students_trained_together_end_where_they_would_alone(tmp_path, teacher, data):

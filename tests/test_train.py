@@ -116,16 +116,21 @@ class Interrupt:
 
     def __init__(self, monkeypatch, epoch, step):
         self.calls = 0
-        original = train_mod._loss
+        original = train_mod.student_losses
 
-        def loss(cfg, logits, logits_teacher, y, weight):
-            self.calls += 1
-            steps_per_epoch = 600 // 32
-            if self.calls == (epoch - 1) * steps_per_epoch + step:
-                raise KeyboardInterrupt
-            return original(cfg, logits, logits_teacher, y, weight)
+        def losses(configs):
+            loss_fn = original(configs)
 
-        monkeypatch.setattr(train_mod, "_loss", loss)
+            def loss(*args):
+                self.calls += 1
+                steps_per_epoch = 600 // 32
+                if self.calls == (epoch - 1) * steps_per_epoch + step:
+                    raise KeyboardInterrupt
+                return loss_fn(*args)
+
+            return loss
+
+        monkeypatch.setattr(train_mod, "student_losses", losses)
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_data, teacher, monkeypatch, capsys):
@@ -168,14 +173,19 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoin
     tmp_path, tiny_data, monkeypatch
 ):
     calls = {"n": 0}
-    original = train_mod._loss
+    original = train_mod.student_losses
 
-    def loss(*args):
-        calls["n"] += 1
-        value = original(*args)
-        return value * float("nan") if calls["n"] == 18 + 7 else value  # epoch 2, step 7
+    def losses(configs):
+        loss_fn = original(configs)
 
-    monkeypatch.setattr(train_mod, "_loss", loss)
+        def loss(*args):
+            calls["n"] += 1
+            value = loss_fn(*args)
+            return value * float("nan") if calls["n"] == 18 + 7 else value  # epoch 2, step 7
+
+        return loss
+
+    monkeypatch.setattr(train_mod, "student_losses", losses)
     c = cfg(tmp_path, epochs=3)
     with pytest.raises(DKDError, match="became nan at epoch 2, step 7 of 18.*last good epoch is kept"):
         fit(c, data=tiny_data, progress=False)

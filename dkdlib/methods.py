@@ -1,0 +1,148 @@
+r"""The training methods, one entry each: what a student learns from, and its loss.
+
+Every method trains on  ce_weight · CE(labels) + w · distill,  where w is the warm-up weight of the
+epoch (0 for CE) and `distill` is the entry's term, the batch mean of a per-sample loss × T². An entry
+computes that term for K students at once (a K×N×C block of logits against one teacher's N×C), so the
+same code trains one student (`fit`, K = 1) and a packed sweep (`fit_many`). Adding a method means
+adding one entry here; `Config` validation and the CLI's choices read this table.
+
+    ce      labels only
+    kd      Hinton: kd_weight · T² · KL(p^T ‖ p^S)
+    dkd     Zhao et al.: T² · (α · TCKD + β · NCKD)
+    tckd    α · TCKD alone;  nckd: β · NCKD alone (the paper's ablations)
+    kd_ls, dkd_ls   the same on z-scored logits (Sun et al., CVPR 2024, "Logit Standardization in KD"):
+            each sample's logits minus their mean, over their standard deviation, before the
+            temperature, so the student matches the teacher's logit *shape*, not its scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .losses import _dkd_terms
+
+if TYPE_CHECKING:
+    from .train import Config
+
+__all__ = ["Method", "METHODS", "distills", "student_losses"]
+
+# One distillation term for k students: (student logits k×N×C, teacher logits N×C, labels N,
+# hyperparameters {name: k×1 tensor}) → the k students' terms (k,). Inputs are float32.
+DistillFn = Callable[[Tensor, Tensor, Tensor, dict[str, Tensor]], Tensor]
+# What TrainStep calls: (student logits K×N×C, teacher logits N×C or None, labels N, warm-up weights K)
+# → the K students' losses (K,).
+LossFn = Callable[[Tensor, Tensor | None, Tensor, Tensor], Tensor]
+
+HYPERPARAMETERS = ("temperature", "alpha", "beta", "kd_weight")  # the Config fields a term may read
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: its distillation term (None: labels only) and a line of help."""
+
+    distill: DistillFn | None
+    help: str
+
+
+def _flat(zs: Tensor, zt: Tensor, y: Tensor, t: Tensor):
+    """The k students' logits and the teacher's, each divided by its student's temperature, as
+    (k·N)×C rows, with the labels repeated to match: the 2-D form the per-sample terms take."""
+    k, n, c = zs.shape
+    zs = (zs / t.view(k, 1, 1)).reshape(k * n, c)
+    zt = (zt[None] / t.view(k, 1, 1)).expand(k, n, c).reshape(k * n, c)
+    return zs, zt, y.repeat(k)
+
+
+def _kd(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, Tensor]) -> Tensor:
+    k, n, _ = zs.shape
+    t = hp["temperature"]
+    zs, zt, _ = _flat(zs, zt, y, t)
+    log_ps, log_pt = F.log_softmax(zs, dim=1), F.log_softmax(zt, dim=1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1).view(k, n)  # KL(p^T ‖ p^S) per sample
+    return hp["kd_weight"].view(k) * t.view(k) ** 2 * kl.mean(1)
+
+
+def _dkd(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, Tensor]) -> Tensor:
+    k, n, _ = zs.shape
+    t = hp["temperature"]
+    tckd, nckd, _ = (v.view(k, n) for v in _dkd_terms(*_flat(zs, zt, y, t), 1.0))
+    return t.view(k) ** 2 * (hp["alpha"].view(k) * tckd.mean(1) + hp["beta"].view(k) * nckd.mean(1))
+
+
+def _tckd(zs, zt, y, hp):
+    return _dkd(zs, zt, y, {**hp, "beta": torch.zeros_like(hp["beta"])})
+
+
+def _nckd(zs, zt, y, hp):
+    return _dkd(zs, zt, y, {**hp, "alpha": torch.zeros_like(hp["alpha"])})
+
+
+def standardize(z: Tensor) -> Tensor:
+    """Each sample's logits z-scored: (z − mean) / std over the classes (Sun et al., 2024)."""
+    return (z - z.mean(-1, keepdim=True)) / (z.std(-1, keepdim=True) + 1e-7)
+
+
+def _on_standardized(term: DistillFn) -> DistillFn:
+    return lambda zs, zt, y, hp: term(standardize(zs), standardize(zt), y, hp)
+
+
+METHODS: dict[str, Method] = {
+    "ce": Method(None, "labels only (a teacher or a baseline)"),
+    "kd": Method(_kd, "Hinton's KD: kd_weight · T² · KL(p_teacher ‖ p_student)"),
+    "dkd": Method(_dkd, "DKD: T² · (α · TCKD + β · NCKD)"),
+    "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)"),
+    "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)"),
+    "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)"),
+    "dkd_ls": Method(_on_standardized(_dkd), "DKD on z-scored logits (logit standardisation)"),
+}
+
+
+def distills(method: str) -> bool:
+    """Whether `method` learns from a teacher."""
+    return METHODS[method].distill is not None
+
+
+def student_losses(configs: list[Config]) -> LossFn:
+    """The training losses of K students (the configs, in order) in one computation.
+
+    Students of one method are computed together; the per-student hyperparameters become k×1 tensors,
+    made once on the logits' device (a captured CUDA graph must not copy from the host).
+    """
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(cfg.method, []).append(i)
+    consts: dict = {}
+
+    def make_consts(device: torch.device) -> None:
+        def column(values):
+            return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
+
+        consts["ce_weight"] = column([c.ce_weight for c in configs]).view(-1)
+        for method, members in groups.items():
+            if distills(method):
+                hp = {name: column([getattr(configs[i], name) for i in members]) for name in HYPERPARAMETERS}
+                consts[method] = (torch.tensor(members, device=device), hp)
+
+    def loss_fn(logits: Tensor, logits_teacher: Tensor | None, y: Tensor, weight: Tensor) -> Tensor:
+        k, n, c = logits.shape
+        if not consts:
+            make_consts(logits.device)
+        logits = logits.float()
+        ce = F.cross_entropy(logits.reshape(k * n, c), y.repeat(k), reduction="none").view(k, n).mean(1)
+        if logits_teacher is None:
+            return consts["ce_weight"] * ce
+        distill = torch.zeros(k, device=logits.device)
+        for method in groups:
+            if distills(method):
+                members, hp = consts[method]
+                term = METHODS[method].distill(logits.index_select(0, members), logits_teacher.float(), y, hp)
+                distill = distill.index_add(0, members, term)
+        return consts["ce_weight"] * ce + weight * distill
+
+    return loss_fn

@@ -1,0 +1,184 @@
+"""The training step: one optimisation step for K ≥ 1 students, ready to be captured as a CUDA graph.
+
+`fit_many` (and so `fit`) runs this step; the benchmarks time it. See `TrainStep` for why every
+tensor it reads stays in place.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+
+from .data import DeviceLoader
+from .errors import DKDError
+from .methods import LossFn
+
+__all__ = ["TrainStep", "NonFiniteLoss"]
+
+
+class NonFiniteLoss(DKDError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainStep:
+    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students.
+
+    Everything a step reads sits in tensors that stay in place — the epoch plan (image indices and
+    view ids), a step counter, the distillation weights, the accumulators, the teacher-logit cache —
+    so on CUDA the whole step (augmentation, teacher forward or cache lookup, student forward and
+    backward, fused optimizer) can be captured once as a CUDA graph and replayed: one launch per step
+    instead of hundreds, and no host sync. Elsewhere, or with graph=False, the same code runs eagerly.
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        model: nn.Module,
+        loader: DeviceLoader,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None = None,
+        *,
+        k: int = 1,
+        teacher: nn.Module | None = None,
+        cache: torch.Tensor | None = None,
+        amp_dtype: torch.dtype | None = None,
+        graph: bool = False,
+        warmup_steps: int = 3,
+    ):
+        dev = loader.device
+        if graph and scaler is not None and scaler.is_enabled():
+            raise DKDError("graph capture does not support fp16 loss scaling; use bf16 or no autocast")
+        if graph and dev.type != "cuda":
+            raise DKDError("graph=True captures a CUDA graph and needs a CUDA device")
+        self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
+        self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
+        self.graph, self.warmup_steps = graph, warmup_steps
+        steps, batch = len(loader), loader.batch_size
+        self.plan_idx = torch.zeros(steps, batch, dtype=torch.long, device=dev)
+        self.plan_view = torch.zeros(steps, batch, dtype=torch.long, device=dev)
+        self.counter = torch.zeros((), dtype=torch.long, device=dev)  # batch number within the epoch
+        self.weight = torch.zeros(k, device=dev)  # this epoch's distillation weights
+        self.loss_sum = torch.zeros(k, device=dev)
+        self.correct = torch.zeros(k, dtype=torch.long, device=dev)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a bad loss
+        self._cuda_graph: torch.cuda.CUDAGraph | None = None
+        self._eager_steps = 0
+        self.graph_error: str | None = None  # why capture failed, if it did (the step then runs eagerly)
+
+    def start_epoch(self, epoch: int, weights: list[float] | float) -> None:
+        """Load epoch `epoch`'s plan and distillation weights into the step's buffers (in place)."""
+        idx, view = self.loader.epoch_batches(epoch)
+        self.plan_idx.copy_(idx)
+        self.plan_view.copy_(view)
+        self.weight.copy_(torch.as_tensor(weights, dtype=torch.float32).expand(self.k))
+        for t in (self.counter, self.loss_sum, self.correct):
+            t.zero_()
+        self.first_bad.fill_(-1)
+
+    def _step(self, zero_grad: bool = True) -> None:
+        s = self.counter.view(1)
+        idx = self.plan_idx.index_select(0, s).view(-1)  # device-side pick: no host involvement
+        view = self.plan_view.index_select(0, s).view(-1)
+        x, y = self.loader.batch(idx, view)
+        # Autocast's weight-cast cache must be off inside a captured graph (PyTorch's CUDA-graph notes).
+        with torch.autocast(
+            x.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+            cache_enabled=not self.graph,
+        ):
+            logits = self.model(x)
+            if self.cache is not None:
+                logits_teacher = self.cache[idx, view].float()  # exactly this view's teacher logits
+            elif self.teacher is not None:
+                with torch.no_grad():
+                    logits_teacher = self.teacher(x)
+            else:
+                logits_teacher = None
+            logits = logits.view(x.shape[0], self.k, -1).transpose(0, 1)  # K×N×C (K=1: one student)
+            losses_k = self.loss_fn(logits, logits_teacher, y, self.weight)
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None and self.scaler.is_enabled():
+            self.scaler.scale(losses_k.sum()).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:  # the students' parameters are disjoint: the sum's gradient is each one's own
+            losses_k.sum().backward()
+            self.optimizer.step()
+        losses_k = losses_k.detach()
+        self.loss_sum += losses_k
+        self.correct += (logits.detach().argmax(-1) == y).sum(-1)
+        bad = (self.first_bad < 0) & ~torch.isfinite(losses_k).all()
+        self.first_bad.copy_(torch.where(bad, self.counter, self.first_bad))
+        self.counter += 1
+
+    def __call__(self) -> None:
+        """Train on the next batch of the epoch."""
+        if not self.graph:
+            return self._step()
+        if self._cuda_graph is None:
+            if self._eager_steps < self.warmup_steps:
+                self._warmup_step()
+                return None
+            try:
+                self._cuda_graph = self._capture()
+            except Exception as err:  # whatever made capture fail, the eager step still works
+                self._fall_back(err)
+                return self._step()
+        self._cuda_graph.replay()
+        return None
+
+    def _warmup_step(self) -> None:
+        # Warm-up steps (real ones, counted) on a side stream: cuDNN picks its kernels and the optimizer
+        # creates its state before capture, as PyTorch's whole-network example does.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self._eager_steps += 1
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        """Record one step as a CUDA graph. Capture records, it does not run: the caller replays it."""
+        self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates static grads
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step(zero_grad=False)
+        return graph
+
+    def _fall_back(self, err: Exception) -> None:
+        """A capture failed: this run goes on eagerly, at the same step and learning rate (a failed
+        capture ran nothing), and says so once."""
+        self.graph = False
+        self.graph_error = f"{type(err).__name__}: {err}"
+        self.optimizer.zero_grad(set_to_none=True)  # drop gradients allocated inside the failed capture
+        warnings.warn(
+            f"CUDA-graph capture failed ({self.graph_error}); this run goes on with the eager step",
+            stacklevel=3,
+        )
+
+    def check_finite(self, epoch: int, steps: int) -> None:
+        """Raise `NonFiniteLoss` if a step of this epoch had a NaN/inf loss (one host sync)."""
+        first_bad = int(self.first_bad)
+        if first_bad >= 0:
+            sums = self.loss_sum.tolist()
+            bad = [i for i, v in enumerate(sums) if not math.isfinite(v)]
+            what = f"{sums[0]}" if self.k == 1 else f"{[sums[i] for i in bad]} (students {bad})"
+            raise NonFiniteLoss(
+                f"the training loss became {what} at epoch {epoch}, step "
+                f"{first_bad + 1} of {steps}; the checkpoint of the last good epoch "
+                "is kept. Lower the learning rate, or check the data and loss weights"
+            )
+
+    def epoch_stats(self) -> list[dict[str, float]]:
+        """Each student's mean training loss and accuracy over the steps so far (one host sync)."""
+        steps = max(int(self.counter), 1)
+        seen = steps * self.loader.batch_size
+        return [
+            {"train_loss": loss / steps, "train_acc": correct / seen}
+            for loss, correct in zip(self.loss_sum.tolist(), self.correct.tolist(), strict=True)
+        ]
