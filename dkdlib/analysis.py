@@ -9,7 +9,6 @@ that ends with the call shows the figure exactly once.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -267,13 +266,11 @@ def unique_runs(frame: pd.DataFrame) -> pd.DataFrame:
     Keyed on the identity fields of `Config` rather than the `name` column, which `load_results` fills
     from the config's (usually empty) `name` field.
     """
-    from .train import Config
+    from .config import FIELDS
 
     if frame is None or frame.empty:
         return frame
-    fields = [
-        f.name for f in dataclasses.fields(Config) if f.name not in Config._NOT_IDENTITY and f.name in frame
-    ]
+    fields = [name for name, meta in FIELDS.items() if meta["identity"] != "no" and name in frame]
     if not fields:
         return frame
     key = pd.Series(

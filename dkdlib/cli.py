@@ -19,39 +19,9 @@ import typing
 
 from .errors import DKDError
 
-HELP = {
-    "model": "architecture: resnet8, resnet20, resnet8x4, resnet32x4, resnet18, resnet18_imagenet, ...",
-    "method": "loss: ce (labels only), kd (Hinton), dkd (α·TCKD + β·NCKD), tckd, nckd",
-    "teacher": "teacher checkpoint (.pt written by `train`), needed by kd/dkd/tckd/nckd",
-    "dataset": "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (offline, NOT CIFAR)",
-    "data": "an .npz with x_train, y_train, x_test, y_test (uint8 N×32×32×3) instead of downloading",
-    "val_size": "training images held out as a fixed validation split",
-    "train_size": "use only this many (class-balanced) training images — quick CPU runs",
-    "test_size": "use only this many test images",
-    "lr": "peak learning rate",
-    "schedule": "constant | step | cosine | onecycle (per step)",
-    "milestones": "step schedule: fractions of the run where lr is multiplied by --gamma",
-    "temperature": "softmax temperature T of KD/DKD (the paper: 4)",
-    "alpha": "DKD: weight of TCKD (target vs. rest)",
-    "beta": "DKD: weight of NCKD (among non-targets); 8 for confident teachers, 2 for weak ones",
-    "warmup": "epochs over which the distillation weight ramps up linearly (0 = off)",
-    "ce_weight": "weight of the cross-entropy on labels",
-    "kd_weight": "weight of classic KD (official KD baseline: --ce-weight 0.1 --kd-weight 0.9)",
-    "device": "auto | cpu | cuda | cuda:N | mps (a CUDA request without CUDA falls back to CPU)",
-    "amp": "bf16/fp16 autocast on CUDA",
-    "channels_last": "NHWC memory layout",
-    "compile": "torch.compile the student (worth it for long GPU runs)",
-    "graph": "capture the whole training step as one CUDA graph and replay it (CUDA; bf16 or fp32)",
-    "cache_teacher": "compute the teacher's logits once on all 162 crop×flip views, then look them up",
-    "data_seed": "seed of the shuffling and augmentation (default: --seed)",
-    "name": "run name (checkpoint file name); default derived from the config",
-    "tag": "free label stored with the results",
-    "out_dir": "where checkpoints/, results/ and downloads go",
-}
-
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    from .train import Config
+    from .config import Config
 
     hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("run configuration (dkdlib.Config)")
@@ -60,7 +30,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
             continue
         flag = "--" + f.name.replace("_", "-")
         hint, default = hints[f.name], f.default
-        text = f"{HELP.get(f.name, '')} (default: {default})".strip()
+        text = f"{f.metadata['help']} (default: {default})"
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif f.name == "milestones":
@@ -71,7 +41,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from .train import Config
+    from .config import Config
 
     names = {f.name for f in dataclasses.fields(Config)}
     out = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -97,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
-    p = sub.add_parser("distill", help="distil a student from a teacher checkpoint (kd/dkd/tckd/nckd)")
+    p = sub.add_parser("distill", help="distil a student from a teacher checkpoint (kd, dkd, ...)")
     _add_config_flags(p)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
@@ -165,14 +135,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from .train import Config, fit
+    from .config import Config
+    from .methods import METHODS, distills
+    from .train import fit
 
     if args.command in ("train", "distill"):
         over = _overrides(args)
         if args.command == "distill":
             over.setdefault("method", "dkd")
-            if over["method"] == "ce":
-                raise DKDError("distill needs --method kd, dkd, tckd or nckd; use `train` for ce")
+            if over["method"] in METHODS and not distills(over["method"]):
+                choices = ", ".join(m for m in METHODS if distills(m))
+                raise DKDError(f"distill needs a method with a teacher ({choices}); use `train` for ce")
         _print_run(fit(Config(**over), fresh=args.fresh, progress=args.progress))
         return 0
     if args.command == "evaluate":

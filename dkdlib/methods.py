@@ -28,7 +28,7 @@ from torch import Tensor
 from .losses import _dkd_terms
 
 if TYPE_CHECKING:
-    from .train import Config
+    from .config import Config
 
 __all__ = ["Method", "METHODS", "distills", "student_losses"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from .train import Config
+from .config import Config
 
 __all__ = ["mode", "fast_mode", "base", "teacher_config", "student_config", "REFERENCE", "reference_configs"]
 

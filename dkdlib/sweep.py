@@ -9,8 +9,9 @@ way every run is the same experiment, with its own checkpoint and record.
 
 from __future__ import annotations
 
+from .config import SHARED, Config, data_seed
 from .data import Data
-from .train import SHARED, Config, Run, data_seed, fit_many, pick_device
+from .train import Run, fit_many, pick_device
 
 __all__ = ["fit_all", "schedule_groups"]
 

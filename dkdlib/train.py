@@ -14,9 +14,6 @@ Speed tricks, each on by default where it helps (CUDA) and off where it does not
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -31,10 +28,11 @@ from torch import nn
 
 from .cache import teacher_logit_cache
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
+from .config import Config, check_group, data_seed, identity
 from .data import Data, DeviceLoader, load_data
 from .errors import DKDError
-from .methods import METHODS, LossFn, distills, student_losses
-from .models import MODELS, create_model
+from .methods import LossFn, distills, student_losses
+from .models import create_model
 from .packed import (
     pack,
     pack_optimizer_states,
@@ -47,157 +45,6 @@ from .results import environment, write_record
 from .step import TrainStep
 
 __all__ = ["Config", "Run", "fit", "fit_many", "evaluate", "predict", "pick_device", "amp_dtype"]
-
-# What the students of one sweep must share: their data, schedule and teacher.
-SHARED = (
-    "model",
-    "teacher",
-    "pretrained",
-    "dataset",
-    "data",
-    "val_size",
-    "train_size",
-    "test_size",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "milestones",
-    "gamma",
-    "device",
-    "amp",
-    "channels_last",
-    "compile",
-    "graph",
-    "cache_teacher",
-    "out_dir",
-)
-
-
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-
-
-@dataclass
-class Config:
-    """Everything that defines a run. Plain values, so it prints, saves and hashes cleanly."""
-
-    # what to train
-    model: str = "resnet8"
-    method: str = "ce"  # a name in dkdlib.methods.METHODS: ce | kd | dkd | tckd | nckd | kd_ls | dkd_ls
-    teacher: str | None = None  # teacher checkpoint path, for kd/dkd/tckd/nckd
-    pretrained: bool = False  # ImageNet weights (resnet18_imagenet only)
-    dataset: str = "cifar10"  # cifar10 | cifar100 | synthetic
-    data: str | None = None  # an .npz to read instead of downloading
-    val_size: int = 5000  # training images held out for validation (fixed split)
-    train_size: int | None = None  # use only this many training images (quick CPU runs)
-    test_size: int | None = None
-    # schedule
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)
-    lr: float = 0.05  # peak learning rate
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # constant | step | cosine | onecycle
-    milestones: tuple[float, ...] = (0.625, 0.75, 0.875)  # step: fractions of the run (150/240...)
-    gamma: float = 0.1  # step: lr factor at each milestone
-    # distillation (official DKD defaults)
-    temperature: float = 4.0
-    alpha: float = 1.0  # TCKD weight
-    beta: float = 8.0  # NCKD weight
-    warmup: int = 20  # distillation weight ramps as min(epoch / warmup, 1); 0 = off
-    ce_weight: float = 1.0
-    kd_weight: float = 1.0  # classic KD's weight (the official KD baseline: ce 0.1, kd 0.9)
-    # machinery
-    seed: int = 0
-    data_seed: int | None = None  # shuffle/augmentation seed; None: `seed`
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # bf16/fp16 autocast on CUDA
-    channels_last: bool = True  # NHWC memory layout (faster on GPU and CPU)
-    compile: bool = False  # torch.compile the student
-    graph: bool = False  # capture the whole training step as one CUDA graph (CUDA only)
-    cache_teacher: bool = False  # precompute the teacher's logits on all 162 views of every image
-    name: str | None = None  # run name; default: method-model-dataset-seed-confighash
-    tag: str = ""  # free label for grouping results (e.g. "ref:dkd_100"); not part of the identity
-    out_dir: str = "data"  # checkpoints/ and results/ go here
-
-    # Fields that do not change what is learned: left out of the run's identity hash.
-    _NOT_IDENTITY = ("name", "tag", "out_dir", "device", "compile", "channels_last", "graph", "cache_teacher")
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that decide what is learned. The teacher counts by its file name, not its folder,
-        so moving the output folder (to Drive, another machine) keeps every run's identity."""
-        return identity(self.to_dict())
-
-    def run_name(self) -> str:
-        if self.name:
-            return self.name
-        ident = self.identity()
-        digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.method}-{self.model}-{self.dataset}-s{self.seed}-{digest}"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["milestones"] = list(d["milestones"])
-        return d
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}.pt"
-
-    def validate(self) -> None:
-        """Raise `DKDError` naming the first bad value and what would be valid."""
-
-        def bad(msg: str):
-            raise DKDError(f"Config: {msg}")
-
-        if self.model not in MODELS:
-            bad(f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODELS))}")
-        from .data import DATASETS
-
-        if self.dataset not in DATASETS:
-            bad(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
-        if self.method not in METHODS:
-            bad(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        if distills(self.method) and not self.teacher:
-            bad(f"method {self.method!r} distils from a teacher: set teacher= to its checkpoint")
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            bad(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        for key in ("epochs", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                bad(f"{key} must be an integer > 0; got {value!r}")
-        if self.data_seed is not None and (
-            not isinstance(self.data_seed, int) or isinstance(self.data_seed, bool)
-        ):
-            bad(f"data_seed must be an integer or None (= seed); got {self.data_seed!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            bad(f"warmup must be an integer number of epochs >= 0 (0 = off); got {self.warmup!r}")
-        if not self.temperature > 0:
-            bad(f"temperature must be > 0 (the paper uses 4); got {self.temperature!r}")
-        for key in ("alpha", "beta", "ce_weight", "kd_weight", "weight_decay", "momentum"):
-            if not getattr(self, key) >= 0:
-                bad(f"{key} must be >= 0; got {getattr(self, key)!r}")
-        if not self.lr > 0:
-            bad(f"lr must be > 0; got {self.lr!r}")
-        if distills(self.method) and not Path(self.teacher).is_file():
-            bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
-
-
-def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
-    ident = {k: v for k, v in config.items() if k not in Config._NOT_IDENTITY}
-    if ident.get("data_seed") is None:  # the default: older runs keep their names
-        ident.pop("data_seed", None)
-    if ident.get("teacher"):
-        ident["teacher"] = Path(ident["teacher"]).name
-    return ident
 
 
 @dataclass
@@ -400,11 +247,6 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None = No
         "per_class_acc": confusion.diagonal() / np.maximum(confusion.sum(1), 1),
         "confusion": confusion,
     }
-
-
-def data_seed(cfg: Config) -> int:
-    """The seed of a run's shuffling and augmentation: `data_seed` if set, else `seed`."""
-    return cfg.seed if cfg.data_seed is None else cfg.data_seed
 
 
 def _loaders(cfg: Config, data: Data, device: torch.device):
@@ -724,40 +566,6 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
             best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
         )
     return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
-
-
-def check_group(configs: list[Config]) -> None:
-    """Raise `DKDError` unless `configs` can train in one loop: each valid, all sharing data, schedule,
-    data seed and teacher, no run twice."""
-    if not configs:
-        raise DKDError("fit_many needs at least one config")
-    first = configs[0]
-    for i, cfg in enumerate(configs):
-        cfg.validate()
-        diff = [
-            f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}"
-            for k in SHARED
-            if getattr(first, k) != getattr(cfg, k)
-        ]
-        if cfg.method == "ce" or first.method == "ce":  # a CE student needs no teacher
-            diff = [d for d in diff if not d.startswith("teacher:")]
-        if diff:
-            raise DKDError(
-                f"configs[{i}] cannot train together with configs[0]: they must share data, schedule and "
-                f"teacher ({'; '.join(diff)})"
-            )
-        if data_seed(cfg) != data_seed(first):
-            raise DKDError(
-                f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with {data_seed(first)}: "
-                "students trained together see the same batches. Set the same data_seed on all of them "
-                "(it becomes part of each run's identity), or train them one by one with fit()"
-            )
-    names = [c.run_name() for c in configs]
-    if len(set(names)) != len(names):
-        raise DKDError(f"two configs describe the same run ({names}); a sweep needs distinct runs")
-    teachers = {c.teacher for c in configs if distills(c.method)}
-    if len(teachers) > 1:
-        raise DKDError(f"students trained together must share one teacher; got {sorted(teachers)}")
 
 
 def _check_same_run(state: dict, cfg: Config, path: Path) -> None:

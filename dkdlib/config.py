@@ -1,0 +1,222 @@
+"""`Config`: everything that defines a run, one plain field each, and what each field means.
+
+Every field carries its facts in one place, its metadata:
+- help: the CLI's help text (every field is a flag: `--field-name`);
+- identity: whether it changes what is learned, and so the run's name — "yes", "no" (speed or
+  bookkeeping), "file" (a path that counts by its file name, so moving the output folder keeps every
+  run's identity), or "if_set" (counts only when not None, so runs named before the field existed keep
+  their names);
+- shared: whether the students of one packed loop (`fit_many`) must agree on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import DATASETS
+from .errors import DKDError
+from .methods import METHODS, distills
+from .models import MODELS
+
+__all__ = ["Config", "identity", "data_seed", "check_group", "SHARED", "OPTIMIZERS", "SCHEDULES"]
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+def _field(default, help: str, *, identity: str = "yes", shared: bool = False):
+    return dataclasses.field(default=default, metadata={"help": help, "identity": identity, "shared": shared})
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. Plain values, so it prints, saves and hashes cleanly."""
+
+    # what to train
+    model: str = _field("resnet8", f"architecture: {', '.join(sorted(MODELS))}", shared=True)
+    method: str = _field("ce", "loss: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()))
+    teacher: str | None = _field(
+        None,
+        "teacher checkpoint (.pt written by `train`), for every method but ce",
+        identity="file",
+        shared=True,
+    )
+    pretrained: bool = _field(False, "start from ImageNet weights (resnet18_imagenet only)", shared=True)
+    dataset: str = _field(
+        "cifar10", "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)", shared=True
+    )
+    data: str | None = _field(
+        None,
+        "an .npz with x_train, y_train, x_test, y_test (uint8 N×32×32×3) instead of downloading",
+        shared=True,
+    )
+    val_size: int = _field(5000, "training images held out as a fixed validation split", shared=True)
+    train_size: int | None = _field(None, "use only this many (class-balanced) training images", shared=True)
+    test_size: int | None = _field(None, "use only this many test images", shared=True)
+    # schedule
+    epochs: int = _field(30, "training epochs", shared=True)
+    batch_size: int = _field(128, "batch size", shared=True)
+    optimizer: str = _field(
+        "sgd", "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)", shared=True
+    )
+    lr: float = _field(0.05, "peak learning rate", shared=True)
+    momentum: float = _field(0.9, "SGD momentum", shared=True)
+    weight_decay: float = _field(5e-4, "weight decay (not on BN weights and biases)", shared=True)
+    schedule: str = _field(
+        "onecycle", "learning rate per step: constant | step | cosine | onecycle", shared=True
+    )
+    milestones: tuple[float, ...] = _field(
+        (0.625, 0.75, 0.875),
+        "step schedule: fractions of the run where lr is multiplied by gamma",
+        shared=True,
+    )
+    gamma: float = _field(0.1, "step schedule: lr factor at each milestone", shared=True)
+    # distillation (official DKD defaults)
+    temperature: float = _field(4.0, "softmax temperature T of the distillation term (the paper: 4)")
+    alpha: float = _field(1.0, "weight of TCKD (target vs. rest)")
+    beta: float = _field(8.0, "weight of NCKD (among non-targets); 8 for confident teachers, 2 for weak ones")
+    warmup: int = _field(20, "epochs over which the distillation weight ramps up linearly (0 = off)")
+    ce_weight: float = _field(1.0, "weight of the cross-entropy on labels")
+    kd_weight: float = _field(
+        1.0, "weight of classic KD (official KD baseline: ce_weight 0.1, kd_weight 0.9)"
+    )
+    # machinery
+    seed: int = _field(0, "seed of the initialisation (and of the data order unless data_seed is set)")
+    data_seed: int | None = _field(
+        None, "seed of the shuffling and augmentation (default: seed)", identity="if_set"
+    )
+    device: str = _field(
+        "auto",
+        "auto | cpu | cuda | cuda:N | mps (CUDA without CUDA falls back to the CPU)",
+        identity="no",
+        shared=True,
+    )
+    amp: bool = _field(True, "bf16/fp16 autocast on CUDA", shared=True)
+    channels_last: bool = _field(True, "NHWC memory layout", identity="no", shared=True)
+    compile: bool = _field(
+        False, "torch.compile the student (worth it for long GPU runs)", identity="no", shared=True
+    )
+    graph: bool = _field(
+        False,
+        "capture the whole training step as one CUDA graph (CUDA; bf16 or fp32)",
+        identity="no",
+        shared=True,
+    )
+    cache_teacher: bool = _field(
+        False,
+        "compute the teacher's logits once on all 162 crop×flip views, then look them up",
+        identity="no",
+        shared=True,
+    )
+    name: str | None = _field(
+        None, "run name (checkpoint file name); default derived from the config", identity="no"
+    )
+    tag: str = _field("", "free label stored with the results (e.g. ref:dkd_100)", identity="no")
+    out_dir: str = _field("data", "where checkpoints/, results/ and downloads go", identity="no", shared=True)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what is learned (see the module docstring)."""
+        return identity(self.to_dict())
+
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.method}-{self.model}-{self.dataset}-s{self.seed}-{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(d["milestones"])
+        return d
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}.pt"
+
+    def validate(self) -> None:
+        """Raise `DKDError` naming the first bad value and what would be valid."""
+
+        def bad(msg: str):
+            raise DKDError(f"Config: {msg}")
+
+        for key, choices in (("model", sorted(MODELS)), ("dataset", DATASETS), ("method", list(METHODS)),
+                             ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):  # fmt: skip
+            if getattr(self, key) not in choices:
+                bad(f"unknown {key} {getattr(self, key)!r}; choose one of: {', '.join(choices)}")
+        if distills(self.method) and not self.teacher:
+            bad(f"method {self.method!r} distils from a teacher: set teacher= to its checkpoint")
+        for key in ("epochs", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                bad(f"{key} must be an integer > 0; got {value!r}")
+        if self.data_seed is not None and (
+            not isinstance(self.data_seed, int) or isinstance(self.data_seed, bool)
+        ):
+            bad(f"data_seed must be an integer or None (= seed); got {self.data_seed!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            bad(f"warmup must be an integer number of epochs >= 0 (0 = off); got {self.warmup!r}")
+        if not self.temperature > 0:
+            bad(f"temperature must be > 0 (the paper uses 4); got {self.temperature!r}")
+        for key in ("alpha", "beta", "ce_weight", "kd_weight", "weight_decay", "momentum"):
+            if not getattr(self, key) >= 0:
+                bad(f"{key} must be >= 0; got {getattr(self, key)!r}")
+        if not self.lr > 0:
+            bad(f"lr must be > 0; got {self.lr!r}")
+        if distills(self.method) and not Path(self.teacher).is_file():
+            bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
+
+
+FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
+SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
+    ident = {}
+    for key, value in config.items():
+        kind = FIELDS[key]["identity"] if key in FIELDS else "yes"
+        if kind == "no" or (kind == "if_set" and value is None):
+            continue
+        ident[key] = Path(value).name if kind == "file" and value else value
+    return ident
+
+
+def data_seed(cfg: Config) -> int:
+    """The seed of a run's shuffling and augmentation: `data_seed` if set, else `seed`."""
+    return cfg.seed if cfg.data_seed is None else cfg.data_seed
+
+
+def check_group(configs: list[Config]) -> None:
+    """Raise `DKDError` unless `configs` can train in one loop: each valid, all sharing data, schedule,
+    data seed and teacher, no run twice."""
+    if not configs:
+        raise DKDError("fit_many needs at least one config")
+    first = configs[0]
+    for i, cfg in enumerate(configs):
+        cfg.validate()
+        diff = [f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}" for k in SHARED
+                if getattr(first, k) != getattr(cfg, k)]  # fmt: skip
+        if cfg.method == "ce" or first.method == "ce":  # a CE student needs no teacher
+            diff = [d for d in diff if not d.startswith("teacher:")]
+        if diff:
+            raise DKDError(
+                f"configs[{i}] cannot train together with configs[0]: they must share data, schedule and "
+                f"teacher ({'; '.join(diff)})"
+            )
+        if data_seed(cfg) != data_seed(first):
+            raise DKDError(
+                f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with {data_seed(first)}: "
+                "students trained together see the same batches. Set the same data_seed on all of them "
+                "(it becomes part of each run's identity), or train them one by one with fit()"
+            )
+    names = [c.run_name() for c in configs]
+    if len(set(names)) != len(names):
+        raise DKDError(f"two configs describe the same run ({names}); a sweep needs distinct runs")
+    teachers = {c.teacher for c in configs if distills(c.method)}
+    if len(teachers) > 1:
+        raise DKDError(f"students trained together must share one teacher; got {sorted(teachers)}")
