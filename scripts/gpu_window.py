@@ -13,6 +13,7 @@ Environment:
   GPU_WINDOW_TMP       what A leaves for B (default /tmp/gpu_window)
   GPU_WINDOW_BUDGET    B's seconds (default 520); GPU_WINDOW_BUDGET_A: A's (default 230)
   GPU_WINDOW_DRY=1     a rehearsal on a CPU: tiny sizes, the same code and packaging
+  GPU_WINDOW_PATHS     B: the speed paths it may use among those that passed (e.g. "graph cache packed")
   GPU_WINDOW_FAIL=1    queue a run that raises, to show that it stops nothing
 """
 
@@ -285,6 +286,10 @@ def call_b(budget: float) -> None:
     verdicts = read_verdicts(tmp / "verdicts.json")
     paths = verdicts or dict.fromkeys(PATHS, False)
     log("speed paths:", paths, "(from call A's checks)" if verdicts else "(no verdicts from call A: eager)")
+    if "GPU_WINDOW_PATHS" in os.environ:  # the operator may switch passed paths off, never failed ones on
+        allowed = set(os.environ["GPU_WINDOW_PATHS"].replace(",", " ").split())
+        paths = {p: ok and p in allowed for p, ok in paths.items()}
+        log("speed paths after GPU_WINDOW_PATHS:", paths)
 
     try:
         npz, data_note = decode_data(tmp)
@@ -350,6 +355,19 @@ def train_queue(queue: list, out: Path, manifest: dict, npz: Path | None, *, pac
                 pace[(cfg0.model, len(group))] = seconds / images
             for cfg, (run, error) in zip(group, results, strict=True):
                 package(out, manifest, cfg, run, error, where, seconds)
+            del results
+            free_memory()
+
+
+def free_memory() -> None:
+    """Drop the finished group's models, loaders and captured graphs before the next group."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def load(cfg, npz: Path | None):

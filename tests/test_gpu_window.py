@@ -61,7 +61,7 @@ def window(tmp_path_factory):
     prepared = _run(prep, tree)
     common = dict(GPU_WINDOW_DRY="1", GPU_WINDOW_TMP=str(base / "tmp"))
     a = _run(
-        ["bash", "scripts/gpu_window.sh", "A"], tree, OUT=str(base / "A"), GPU_WINDOW_BUDGET_A="40", **common
+        ["bash", "scripts/gpu_window.sh", "A"], tree, OUT=str(base / "A"), GPU_WINDOW_BUDGET_A="30", **common
     )
     b = _run(["bash", "scripts/gpu_window.sh", "B"], tree, OUT=str(base / "B"), GPU_WINDOW_BUDGET="150",
              GPU_WINDOW_FAIL="1", **common)  # fmt: skip
