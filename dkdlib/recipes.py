@@ -16,7 +16,10 @@ from dataclasses import replace
 
 from .config import Config
 
-__all__ = ["mode", "fast_mode", "base", "teacher_config", "student_config", "REFERENCE", "reference_configs"]
+__all__ = [
+    "mode", "fast_mode", "base", "teacher_config", "student_config", "ABLATION_SIZES", "ablation_specs",
+    "series_configs", "REFERENCE", "reference_configs",
+]  # fmt: skip
 
 MODES = ("full", "reduced", "fast")
 
@@ -82,6 +85,64 @@ def student_config(
     if method == "kd":
         cfg = replace(cfg, ce_weight=0.1, kd_weight=0.9, warmup=0)
     return replace(cfg, **overrides)
+
+
+# Chapter 6's sweeps: their sizes in full mode, and a small version for the fast and reduced modes.
+ABLATION_SIZES = {
+    "full": dict(
+        grid_alpha=(0.5, 1.0, 2.0),
+        grid_beta=(2.0, 4.0, 8.0),
+        temperatures=(1.0, 2.0, 4.0, 8.0),
+        seeds=(0, 1, 2),
+    ),
+    "small": dict(grid_alpha=(0.5, 1.0), grid_beta=(2.0, 8.0), temperatures=(2.0, 4.0), seeds=(0, 1)),
+}
+ALPHAS, BETAS = (1.0, 0.5, 0.25), (2.0, 4.0, 8.0)  # the reference's TCKD-only and NCKD-only rows
+
+
+def ablation_specs(mode_name: str | None = None) -> dict[str, dict]:
+    """Chapter 6's student sweeps, {sweep: {label: (method, overrides of student_config)}}.
+
+    mode_name: "full", "reduced" or "fast" (None: `mode()`); the latter two get the small sizes.
+    """
+    size = ABLATION_SIZES["full" if (mode_name or mode()) == "full" else "small"]
+    return {
+        "tckd": {f"α={a:g}": ("tckd", dict(alpha=a, beta=0.0)) for a in ALPHAS},
+        "nckd": {f"β={b:g}": ("nckd", dict(alpha=0.0, beta=b)) for b in BETAS},
+        "context": {"CE": ("ce", {}), "DKD": ("dkd", {})},
+        "grid": {
+            f"α={a:g} β={b:g}": ("dkd", dict(alpha=a, beta=b))
+            for a in size["grid_alpha"]
+            for b in size["grid_beta"]
+        },
+        "temperature": {f"T={t:g}": ("dkd", dict(temperature=t)) for t in size["temperatures"]},
+        "seeds": {f"{m} seed {s}": (m, dict(seed=s)) for m in ("ce", "kd", "dkd") for s in size["seeds"]},
+    }
+
+
+def series_configs(teacher: str | None = None, fast: bool | None = None) -> dict[str, Config]:
+    """Every run the chapters train, in the chapters' order and once each: {label: Config}.
+
+    The teacher (chapter 1), the CE, KD and DKD students (chapters 2–5), then chapter 6's sweeps
+    (`ablation_specs`). Students distil from `teacher` (default: the series teacher's checkpoint).
+    Chapter 1's optional ImageNet-pretrained teacher is left out: it needs internet.
+    """
+    m = _mode(fast)
+    teacher_cfg = teacher_config(fast)
+    teacher = teacher or str(teacher_cfg.checkpoint_path)
+    configs = {"teacher": teacher_cfg}
+    for method in ("ce", "kd", "dkd"):
+        configs[method] = student_config(method, teacher, fast)
+    for sweep, specs in ablation_specs(m).items():
+        for label, (method, overrides) in specs.items():
+            configs[f"{sweep} {label}"] = student_config(method, teacher, fast, **overrides)
+    seen: set[str] = set()
+    unique = {}
+    for label, cfg in configs.items():  # a run shown in several chapters trains once
+        if cfg.run_name() not in seen:
+            seen.add(cfg.run_name())
+            unique[label] = cfg
+    return unique
 
 
 # The reference table (CIFAR-10 test accuracy; val in brackets where reported). The reference's

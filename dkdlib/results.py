@@ -21,22 +21,31 @@ from .checkpoint import atomic_write
 __all__ = ["environment", "write_record", "load_records", "load_results"]
 
 
-def _git_commit() -> str | None:
+def _git_commit() -> str:
+    """The commit of this checkout (+ "-dirty" if tracked files changed), asked of git.
+
+    Where git or .git is absent (a GPU machine is sent the working tree alone), the commit named by
+    the environment variable DKDLIB_GIT_COMMIT (the GPU window's scripts set it), else "unknown".
+    """
     here = Path(__file__).resolve().parent
+    commit = dirty = ""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
+        if commit:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit + ("-dirty" if dirty else "")) or None
+        commit = ""
+    if commit:
+        return commit + ("-dirty" if dirty else "")
+    return os.environ.get("DKDLIB_GIT_COMMIT", "").strip() or "unknown"
 
 
 # Read once, when dkdlib is imported: the commit of the code this process runs. (Asking git when a
