@@ -50,9 +50,12 @@ class Config:
     dataset: str = _field(
         "cifar10", "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)", shared=True
     )
+    # Where the images are read from, not which: the dataset and the sizes say that, so a run trained on
+    # a downloaded CIFAR-10 and one on an .npz copy (offline, on a GPU machine) are the same run.
     data: str | None = _field(
         None,
         "an .npz with x_train, y_train, x_test, y_test (uint8 N×32×32×3) instead of downloading",
+        identity="no",
         shared=True,
     )
     val_size: int = _field(5000, "training images held out as a fixed validation split", shared=True)

@@ -1,17 +1,14 @@
 """Put what a GPU window's call B sent back into data/, where the chapters and `reproduce` find it.
 
-    python scripts/gpu_unpack.py DIR [--out data] [--data /tmp/cifar10.npz]
+    python scripts/gpu_unpack.py DIR [--out data]
 
 DIR: the folder the device's files came back in (runs.json, weights-N.bin). Each finished run's
 record goes to OUT/results/, its model-only fp16 checkpoint to OUT/checkpoints/<run name>.pt, so that
 `fit(config)` loads it as finished instead of training it (train-or-load). Failed and skipped runs are
 listed. Nothing already there is overwritten.
 
---data: the window trains with data=None (CIFAR-10 as torchvision downloads it; the .npz it decodes holds
-the same, checksummed images), so its runs match the chapters' configs where CIFAR-10 is downloaded. On
-a machine that reads CIFAR-10 from an .npz (DKDLIB_DATA), pass that path: every run trained on the full
-set is renamed as if trained with data=PATH (a run's identity includes `data`; its students follow their
-teacher's new name), and its record says so under "unpacked".
+A run's identity leaves out where its images were read from (`data`), so runs trained on the
+device's decoded CIFAR-10 match the chapters' configs on any machine.
 """
 
 from __future__ import annotations
@@ -36,10 +33,8 @@ def _config(d: dict):
     return Config(**{**d, "milestones": tuple(d.get("milestones", ()))})
 
 
-def unpack(
-    directory: Path, out: Path = Path("data"), data: str | None = None, relocate: bool = False
-) -> dict:
-    """Unpack DIR into OUT; returns {status: [run names]}. relocate: rename runs to data=`data`."""
+def unpack(directory: Path, out: Path = Path("data")) -> dict:
+    """Unpack DIR into OUT; returns {status: [run names]}."""
     import torch
 
     from dkdlib.checkpoint import atomic_write
@@ -61,8 +56,6 @@ def unpack(
         record = entry.get("record")
         cfg = _config(entry["config"])
         local = replace(cfg, out_dir=str(out))
-        if relocate and cfg.data is None and cfg.dataset != "synthetic":
-            local = replace(local, data=data)
         if local.teacher:
             teacher = Path(cfg.teacher).name
             local = replace(local, teacher=renamed.get(teacher, str(out / "checkpoints" / teacher)))
@@ -96,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dir", type=Path, help="the folder the device's files came back in")
     p.add_argument("--out", type=Path, default=ROOT / "data", help="where checkpoints/ and results/ go")
-    p.add_argument("--data", help="rename the full-set runs as if trained with data=DATA (an .npz path)")
     args = p.parse_args(argv)
-    unpack(args.dir, args.out, args.data, relocate=args.data is not None)
+    unpack(args.dir, args.out)
     return 0
 
 

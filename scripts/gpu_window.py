@@ -251,8 +251,13 @@ def adapt(queue: list, *, paths: dict, data_npz: Path | None, half: bool) -> lis
     adapted = []
     for stage, label, cfg in queue:
         new = replace(cfg, out_dir=out, **speed)
-        if half:  # the data differ from the full set: say so in every run's identity
-            new = replace(new, data=str(data_npz))
+        if half:  # fewer training images than the full set: say so in every run's identity
+            import numpy as np
+
+            images = len(np.load(data_npz)["y_train"])
+            new = replace(
+                new, data=str(data_npz), train_size=min(new.train_size or images, images - new.val_size)
+            )
         if dry():
             model = "resnet20" if new.model == "resnet18" else new.model
             new = replace(new, **DRY_SIZES, model=model, epochs=max(1, new.epochs // 50))
@@ -388,7 +393,7 @@ def train_group(group: list, data, where: dict) -> list[tuple]:
     A packed group that raises is retried one by one, so one bad run cannot take its group with it.
     """
     from dkdlib import fit
-    from dkdlib.sweep import fit_many
+    from dkdlib.train import fit_many
 
     log(f"training {len(group)}: " + ", ".join(f"{where[c.run_name()][1]} ({c.run_name()})" for c in group))
     if len(group) > 1:

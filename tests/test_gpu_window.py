@@ -144,23 +144,17 @@ def test_unpacked_runs_are_finished_runs_to_fit(window):
         )
 
 
-def test_unpack_can_rename_runs_for_an_npz(window, tmp_path):
+def test_unpacked_runs_keep_their_names_on_a_machine_that_reads_an_npz(window, tmp_path):
+    """Where images are read from is not part of a run's identity: the device's runs are found by
+    configs that name a local .npz."""
     from dkdlib.checkpoint import load_checkpoint
     from dkdlib.train import Config
 
-    if not SOURCE:
-        pytest.skip("synthetic runs are not renamed")
-    _module("gpu_unpack").unpack(window["base"] / "B", tmp_path, "/data/cifar10.npz", relocate=True)
-    from_device = set()
+    _module("gpu_unpack").unpack(window["base"] / "B", tmp_path)
     for path in (tmp_path / "checkpoints").glob("*.pt"):
         state = load_checkpoint(path)
         cfg = Config(**{**state["config"], "milestones": tuple(state["config"]["milestones"])})
-        assert cfg.data == "/data/cifar10.npz" and cfg.run_name() == path.stem
-        assert cfg.teacher is None or Path(cfg.teacher).is_file(), "a student follows its teacher's new name"
-        from_device.add(state["unpacked"]["run_name_on_device"])
-    runs = json.loads((window["base"] / "B" / "runs.json").read_text())["runs"]
-    assert from_device == {r["name"] for r in runs if r["status"] == "done"}
-    assert len(list((tmp_path / "results").glob("*.json"))) == len(from_device)
+        assert replace(cfg, data="/data/cifar10.npz").run_name() == path.stem
 
 
 def test_shards_split_large_weights_and_keep_to_the_limits(tmp_path):
