@@ -26,7 +26,7 @@ from .checkpoint import atomic_write
 from .data import N_VIEWS, PAD, DeviceLoader
 from .errors import DKDError
 
-__all__ = ["cache_key", "compute_teacher_logits", "teacher_logit_cache", "lookup"]
+__all__ = ["cache_key", "compute_teacher_logits", "teacher_logit_cache"]
 
 FORMAT = 1  # bump when the layout or the view numbering changes
 
@@ -107,8 +107,3 @@ def teacher_logit_cache(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: torch.save({"key": key, "logits": logits.cpu(), "seconds": seconds}, f))
     return logits
-
-
-def lookup(cache: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-    """The cached teacher logits (float32) of images `idx` seen through views `view`."""
-    return cache[idx, view].float()

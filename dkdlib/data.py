@@ -167,7 +167,7 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Data:
         y_test=np.asarray(test.targets, np.int64),
         mean=STATS[name][0],
         std=STATS[name][1],
-        source=f"torchvision {cls.__name__} in {root}/",
+        source=f"torchvision {cls.__name__}",  # no folder: records must not name the writer's folders
     )
 
 
@@ -217,7 +217,7 @@ def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
         y_test=arrays["y_test"].astype(np.int64),
         mean=mean,
         std=std,
-        source=f"npz {path}",
+        source=f"npz {Path(path).name}",
     )
 
 

@@ -17,11 +17,9 @@ from dataclasses import replace
 from .config import Config
 
 __all__ = [
-    "mode", "fast_mode", "base", "teacher_config", "student_config", "ABLATION_SIZES", "ablation_specs",
+    "mode", "base", "teacher_config", "student_config", "ABLATION_SIZES", "ablation_specs",
     "series_configs", "REFERENCE", "reference_configs",
 ]  # fmt: skip
-
-MODES = ("full", "reduced", "fast")
 
 
 def _flag(name: str) -> bool:
@@ -31,11 +29,6 @@ def _flag(name: str) -> bool:
 def mode() -> str:
     """ "fast" if DKDLIB_FAST is set, else "reduced" if DKDLIB_REDUCED is set, else "full"."""
     return "fast" if _flag("DKDLIB_FAST") else "reduced" if _flag("DKDLIB_REDUCED") else "full"
-
-
-def fast_mode() -> bool:
-    """True when the environment variable DKDLIB_FAST is set to 1/true/yes."""
-    return mode() == "fast"
 
 
 def _mode(fast: bool | None) -> str:

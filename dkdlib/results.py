@@ -18,7 +18,7 @@ from typing import Any
 
 from .checkpoint import atomic_write
 
-__all__ = ["environment", "write_record", "load_records", "load_results"]
+__all__ = ["environment", "portable", "write_record", "load_records", "load_results"]
 
 
 def _git_commit() -> str:
@@ -78,6 +78,26 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "git_commit": _COMMIT_AT_IMPORT,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def portable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as a record or checkpoint keeps it: no folder of the machine that wrote it.
+
+    The teacher becomes its path inside the output folder (`checkpoints/T.pt`) or its bare file name,
+    the data file its file name, and the output folder "." — the folder that holds the record's
+    results/. Identities are unchanged: they count the teacher by file name and leave out data and
+    out_dir.
+    """
+    out = dict(config)
+    root = Path(out.get("out_dir") or ".")
+    if out.get("teacher"):
+        teacher = Path(out["teacher"])
+        inside = teacher.is_relative_to(root) and teacher.parent.name == "checkpoints"
+        out["teacher"] = str(teacher.relative_to(root)) if inside else teacher.name
+    if out.get("data"):
+        out["data"] = Path(out["data"]).name
+    out["out_dir"] = "."
+    return out
 
 
 def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:

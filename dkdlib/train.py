@@ -41,7 +41,7 @@ from .packed import (
     unpack,
     unpack_optimizer_state,
 )
-from .results import environment, write_record
+from .results import environment, portable, write_record
 from .step import TrainStep
 
 __all__ = ["Config", "Run", "fit", "fit_many", "evaluate", "predict", "pick_device", "amp_dtype"]
@@ -530,7 +530,7 @@ def checkpoint_dict(
     return {
         "model_name": cfg.model, "num_classes": data.num_classes, "classes": data.classes,
         "dataset": data.name, "mean": list(data.mean), "std": list(data.std),
-        "config": cfg.to_dict(), "epoch": epoch, "complete": complete,
+        "config": portable(cfg.to_dict()), "epoch": epoch, "complete": complete,
         "model": model_state, "optimizer": optimizer_state, "scheduler": scheduler_state,
         "scaler": scaler_state, "history": history, "metrics": metrics or {},
     }  # fmt: skip
@@ -541,10 +541,10 @@ def record_dict(
 ) -> dict[str, Any]:
     """A finished run's results record: config, data, metrics, history, wall time, environment."""
     return {
-        "name": cfg.run_name(), "config": cfg.to_dict(), "dataset": data.name,
+        "name": cfg.run_name(), "config": portable(cfg.to_dict()), "dataset": data.name,
         "data_source": data.source, "train_images": len(data.y_train),
         "val_images": len(data.y_val), "test_images": len(data.y_test),
-        "metrics": metrics, "history": history, "checkpoint": str(cfg.checkpoint_path),
+        "metrics": metrics, "history": history, "checkpoint": f"checkpoints/{cfg.run_name()}.pt",
         "wall_time_s": round(wall, 2), "environment": environment(str(device)), **extra,
     }  # fmt: skip
 
