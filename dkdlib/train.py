@@ -44,7 +44,11 @@ from .packed import (
 from .results import environment, portable, write_record
 from .step import TrainStep
 
-__all__ = ["Config", "Run", "fit", "fit_many", "evaluate", "predict", "pick_device", "amp_dtype"]
+__all__ = [
+    "Config", "Run", "fit", "fit_many", "train_epoch", "evaluate", "evaluate_students", "predict",
+    "pick_device", "amp_dtype", "make_optimizer", "make_scheduler", "make_loaders", "make_step", "use_graph",
+    "use_channels_last", "load_teacher", "load_optimizer_state", "load_scaler_state", "distill_weight",
+]  # fmt: skip
 
 
 @dataclass
@@ -86,26 +90,21 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def amp_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for training on `device`: None (fp32) off CUDA, bf16 from compute capability
-    8.0 (Ampere: A100, L4, H100), fp16 + GradScaler below it (T4, V100).
+def amp_dtype(device: torch.device | str, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype for training on `device` (None: fp32): bf16 from CUDA compute capability 8.0
+    (A100, L4, H100), fp16 + GradScaler below it (T4, V100), None off CUDA or when not `enabled`.
 
     `torch.cuda.is_bf16_supported()` answers True on a T4 because bf16 can be emulated there, but cuDNN
     has no native bf16 convolutions before sm_80: they would fail or crawl. So ask the capability.
     """
     device = torch.device(device)
-    if device.type != "cuda":
+    if not enabled or device.type != "cuda":
         return None  # CPU autocast is slower than fp32 on most CPUs
     major, _ = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
-def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """`amp_dtype(device)` if the run asks for autocast (cfg.amp), else None."""
-    return amp_dtype(device) if cfg.amp else None
-
-
-def _make_optimizer(cfg: Config, model: nn.Module, graph: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(cfg: Config, model: nn.Module, graph: bool = False) -> torch.optim.Optimizer:
     # No weight decay on BN and biases (1-D tensors): decaying them only slows learning.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -165,7 +164,7 @@ def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
         scaler.load_state_dict(state)
 
 
-def _make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
+def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     """Per-step learning-rate schedule over the whole run."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":  # linear warm-up over the first 25%, then linear decay to ~0
@@ -249,8 +248,8 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None = No
     }
 
 
-def _loaders(cfg: Config, data: Data, device: torch.device):
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=_channels_last(cfg, device))
+def make_loaders(cfg: Config, data: Data, device: torch.device):
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=use_channels_last(cfg, device))
     train = DeviceLoader(
         data.x_train, data.y_train, cfg.batch_size, train=True, seed=data_seed(cfg), **common
     )
@@ -262,14 +261,14 @@ def _loaders(cfg: Config, data: Data, device: torch.device):
     return train, evals
 
 
-def _use_graph(cfg: Config, device: torch.device) -> bool:
+def use_graph(cfg: Config, device: torch.device) -> bool:
     """cfg.graph where it can work: on CUDA, without fp16 loss scaling. Otherwise eager, with a warning."""
     if not cfg.graph:
         return False
     if device.type != "cuda":
         warnings.warn(f"graph=True needs CUDA; training eagerly on {device.type}", stacklevel=3)
         return False
-    if _amp_dtype(cfg, device) == torch.float16:
+    if amp_dtype(device, cfg.amp) == torch.float16:
         warnings.warn(
             "graph=True: this GPU trains in fp16 with loss scaling (bf16 needs compute capability 8.0), "
             "which a CUDA graph cannot capture; training eagerly",
@@ -279,7 +278,7 @@ def _use_graph(cfg: Config, device: torch.device) -> bool:
     return True
 
 
-def _channels_last(cfg: Config, device: torch.device) -> bool:
+def use_channels_last(cfg: Config, device: torch.device) -> bool:
     # NHWC convolutions are faster on GPUs (tensor cores) and, measured here, ~1.3x on a 2-core CPU.
     return cfg.channels_last and device.type in ("cuda", "cpu")
 
@@ -294,7 +293,7 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
             stacklevel=3,
         )
     teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name, state=state)
-    if _channels_last(cfg, device):
+    if use_channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
     return teacher.requires_grad_(False).eval()
 
@@ -366,14 +365,14 @@ def fit_many(
         model.load_state_dict(pack_state_dicts(states, model) if k > 1 else states[0])
     teacher_cfg = next((c for c in group if distills(c.method)), None)
     teacher = load_teacher(teacher_cfg, data, device) if teacher_cfg else None
-    if _channels_last(cfg0, device):
+    if use_channels_last(cfg0, device):
         model = model.to(memory_format=torch.channels_last)
-    train_loader, eval_loaders = _loaders(cfg0, data, device)
-    graph = _use_graph(cfg0, device)
-    optimizer = _make_optimizer(cfg0, model, graph)
-    scheduler = _make_scheduler(cfg0, optimizer, len(train_loader))
-    amp_dtype = _amp_dtype(cfg0, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    train_loader, eval_loaders = make_loaders(cfg0, data, device)
+    graph = use_graph(cfg0, device)
+    optimizer = make_optimizer(cfg0, model, graph)
+    scheduler = make_scheduler(cfg0, optimizer, len(train_loader))
+    amp = amp_dtype(device, cfg0.amp)  # autocast dtype, None for fp32
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     histories: list[list[dict]] = [[] for _ in group]
     if start_epoch > 1:  # resume where the last checkpoints left off
         opt_states = [s["optimizer"] for s in saved]
@@ -383,7 +382,7 @@ def fit_many(
         histories = [s["history"] for s in saved]
         print(f"resuming {_names(group)} from epoch {start_epoch - 1}")
     step = make_step(cfg0, student_losses(group), model, train_loader, optimizer, scaler, data=data,
-                     teacher=teacher, amp_dtype=amp_dtype, graph=graph, k=k, progress=progress)  # fmt: skip
+                     teacher=teacher, amp_dtype=amp, graph=graph, k=k, progress=progress)  # fmt: skip
 
     last_saved = start_epoch - 1  # the newest epoch whose checkpoints are on disk
 
@@ -419,7 +418,7 @@ def fit_many(
                      "images_per_s": steps * cfg0.batch_size / seconds, "distill_weight": weights[j],
                      **({"students": k} if k > 1 else {})} for j in range(k)]  # fmt: skip
             for split, loader in eval_loaders.items():
-                for row, result in zip(rows, evaluate_students(model, loader, k, amp_dtype), strict=True):
+                for row, result in zip(rows, evaluate_students(model, loader, k, amp), strict=True):
                     row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
             for history, row in zip(histories, rows, strict=True):
                 history.append(row)
@@ -439,7 +438,7 @@ def fit_many(
     wall = time.perf_counter() - t_start
     metrics = [summarize(h) for h in histories]
     if "test" in eval_loaders:
-        tests = evaluate_students(model, eval_loaders["test"], k, amp_dtype)
+        tests = evaluate_students(model, eval_loaders["test"], k, amp)
         for m, result in zip(metrics, tests, strict=True):
             m["per_class_acc"] = result["per_class_acc"].round(4).tolist()
             m["confusion"] = result["confusion"].tolist()

@@ -21,7 +21,7 @@ from dkdlib.methods import student_losses
 from dkdlib.models import create_model
 from dkdlib.packed import pack
 from dkdlib.step import TrainStep
-from dkdlib.train import _make_optimizer, _use_graph, load_optimizer_state
+from dkdlib.train import load_optimizer_state, make_optimizer, use_graph
 
 
 def cfg(tmp_path, **kw):
@@ -52,7 +52,7 @@ def test_amp_dtype_follows_the_compute_capability_not_is_bf16_supported(monkeypa
     fake_gpu(monkeypatch, capability)
     assert dkdlib.amp_dtype(torch.device("cuda")) is dtype
     assert dkdlib.amp_dtype("cuda:0") is dtype
-    assert train_mod._amp_dtype(Config(amp=False), torch.device("cuda")) is None
+    assert dkdlib.amp_dtype("cuda", enabled=False) is None
 
 
 def test_amp_dtype_is_none_off_cuda():
@@ -62,10 +62,10 @@ def test_amp_dtype_is_none_off_cuda():
 def test_no_cuda_graph_where_training_needs_loss_scaling(monkeypatch):
     fake_gpu(monkeypatch, (7, 5))  # a T4: fp16 + GradScaler, which a graph cannot capture
     with pytest.warns(UserWarning, match="fp16"):
-        assert _use_graph(Config(graph=True), torch.device("cuda")) is False
-    assert _use_graph(Config(graph=True, amp=False), torch.device("cuda")) is True  # fp32 graphs work
+        assert use_graph(Config(graph=True), torch.device("cuda")) is False
+    assert use_graph(Config(graph=True, amp=False), torch.device("cuda")) is True  # fp32 graphs work
     fake_gpu(monkeypatch, (8, 6))
-    assert _use_graph(Config(graph=True), torch.device("cuda")) is True
+    assert use_graph(Config(graph=True), torch.device("cuda")) is True
 
 
 # 2. The fp16 + GradScaler path -----------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_an_fp16_run_resumes_from_a_checkpoint_written_without_a_scaler(tmp_path
     assert state["epoch"] == 1 and state["scaler"] == {}
     monkeypatch.setattr(TrainStep, "start_epoch", original)
     # Resume on "a T4": fp16 autocast with an enabled GradScaler (on the CPU, which supports both).
-    monkeypatch.setattr(train_mod, "amp_dtype", lambda device: torch.float16)
+    monkeypatch.setattr(train_mod, "amp_dtype", lambda device, enabled=True: torch.float16)
     resumed = fit(c, data=data, progress=False)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert load_checkpoint(c.checkpoint_path)["scaler"]["scale"] > 0  # the scaler ran and was saved
@@ -124,7 +124,7 @@ def test_an_fp16_run_resumes_from_a_checkpoint_written_without_a_scaler(tmp_path
 def adam_state_after_one_step(graph: bool) -> dict:
     torch.manual_seed(0)
     model = create_model("resnet8", 10)
-    optimizer = _make_optimizer(Config(optimizer="adam", lr=1e-3, weight_decay=0.0), model)
+    optimizer = make_optimizer(Config(optimizer="adam", lr=1e-3, weight_decay=0.0), model)
     model(torch.randn(4, 3, 32, 32)).sum().backward()
     optimizer.step()
     state = optimizer.state_dict()
@@ -136,7 +136,7 @@ def adam_state_after_one_step(graph: bool) -> dict:
 def test_an_eager_adam_checkpoint_resumed_in_graph_mode_stays_capturable():
     model = create_model("resnet8", 10)
     c = Config(optimizer="adam", lr=1e-3, weight_decay=0.0)
-    optimizer = _make_optimizer(c, model, graph=True)
+    optimizer = make_optimizer(c, model, graph=True)
     lr = optimizer.param_groups[0]["lr"]
     assert all(g["capturable"] for g in optimizer.param_groups)
     load_optimizer_state(optimizer, adam_state_after_one_step(graph=False), graph=True)
@@ -146,7 +146,7 @@ def test_an_eager_adam_checkpoint_resumed_in_graph_mode_stays_capturable():
     assert steps and all(t.dtype == torch.float32 and t.device == p.device for t, p in
                          zip(steps, optimizer.state.keys(), strict=True))  # fmt: skip
     # And the other way: a graphed checkpoint resumed eagerly is not made capturable.
-    eager = _make_optimizer(c, create_model("resnet8", 10))
+    eager = make_optimizer(c, create_model("resnet8", 10))
     load_optimizer_state(eager, adam_state_after_one_step(graph=True), graph=False)
     assert not any(g["capturable"] for g in eager.param_groups)
     assert all(isinstance(g["lr"], float) for g in eager.param_groups)
@@ -155,7 +155,7 @@ def test_an_eager_adam_checkpoint_resumed_in_graph_mode_stays_capturable():
 def test_the_learning_rate_tensor_keeps_its_identity_across_scheduler_steps_and_loads():
     model = create_model("resnet8", 10)
     c = Config(optimizer="sgd", lr=0.1)
-    optimizer = _make_optimizer(c, model, graph=True)
+    optimizer = make_optimizer(c, model, graph=True)
     lrs = [g["lr"] for g in optimizer.param_groups]
     assert all(isinstance(t, torch.Tensor) for t in lrs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
@@ -166,7 +166,7 @@ def test_the_learning_rate_tensor_keeps_its_identity_across_scheduler_steps_and_
         g["lr"] is t for g, t in zip(optimizer.param_groups, lrs, strict=True)
     )
     assert float(lrs[0]) == pytest.approx(0.1 * 0.5**3)
-    saved = _make_optimizer(c, create_model("resnet8", 10)).state_dict()  # a float rate of 0.1
+    saved = make_optimizer(c, create_model("resnet8", 10)).state_dict()  # a float rate of 0.1
     load_optimizer_state(optimizer, saved, graph=True)
     assert all(g["lr"] is t for g, t in zip(optimizer.param_groups, lrs, strict=True))
     assert float(lrs[0]) == pytest.approx(0.1)

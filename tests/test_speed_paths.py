@@ -261,12 +261,12 @@ def test_schedule_groups_and_fit_all(tmp_path, teacher, data):
 
 
 def test_a_graphed_resume_keeps_the_learning_rate_a_device_tensor():
-    from dkdlib.train import _make_optimizer, load_optimizer_state
+    from dkdlib.train import load_optimizer_state, make_optimizer
 
     model = create_model("resnet8", 10)
     c = Config(optimizer="adam", lr=1e-3)
-    saved = _make_optimizer(c, model).state_dict()  # an eager run saved a float rate
-    optimizer = _make_optimizer(c, model, graph=True)
+    saved = make_optimizer(c, model).state_dict()  # an eager run saved a float rate
+    optimizer = make_optimizer(c, model, graph=True)
     assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)
     load_optimizer_state(optimizer, saved, graph=True)
     assert all(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
