@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .data import Data, DeviceLoader
 from .losses import dkd_terms
+from .plots import figure
 from .train import distill_weight, predict
 
 if TYPE_CHECKING:
@@ -457,9 +458,7 @@ def conclusions(results: pd.DataFrame) -> list[str]:
 
 
 def _fig(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(1, ncols)
-    return fig, axes
+    return figure(width, height, 1, ncols)
 
 
 def plot_target_probability(p_t: Mapping[str, np.ndarray], title: str | None = None) -> Figure:

@@ -2,6 +2,11 @@
 
 Every function builds its own figure and returns it (the `Figure`), so a notebook cell can show it,
 save it (`fig.savefig(...)`) or tweak it. Nothing here trains or changes state.
+
+One convention for every figure (`figure`): a `matplotlib.figure.Figure` made outside pyplot, with
+constrained layout. pyplot's figures show twice in Jupyter (once as the cell's value, once when
+pyplot flushes them) or not at all (under `MPLBACKEND=Agg`, as nbconvert runs); a pyplot-free figure
+is shown exactly once, as the cell's value, under any backend.
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from .train import Run
 
 __all__ = [
+    "figure",
     "METRIC_LABELS",
     "plot_history",
     "plot_confusion",
@@ -45,6 +50,12 @@ METRIC_LABELS = {
 }
 
 
+def figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **subplots) -> tuple[Figure, Any]:
+    """A figure outside pyplot, with constrained layout, and its axes (`Figure.subplots` arguments)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **subplots)
+
+
 def _history(run: Run | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The per-epoch rows of a `Run` or of a plain list of dicts."""
     return list(run.history if hasattr(run, "history") else run)
@@ -61,7 +72,7 @@ def plot_history(
 ) -> Figure:
     """One panel per metric, one line per run (labelled by its key), against the epoch."""
     metrics = list(metrics)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
+    fig, axes = figure(5.2 * len(metrics), 3.8, 1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for label, run in runs.items():
             rows = [r for r in _history(run) if metric in r]
@@ -80,7 +91,6 @@ def plot_history(
             ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -97,7 +107,7 @@ def plot_confusion(
     if normalize:
         cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = max(4.5, 0.55 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = figure(size + 1, size)
     sns.heatmap(
         cm,
         annot=len(classes) <= 12,
@@ -117,7 +127,6 @@ def plot_confusion(
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=45)
     ax.tick_params(axis="y", labelrotation=0)
-    fig.tight_layout()
     return fig
 
 
@@ -138,7 +147,7 @@ def plot_per_class_accuracy(
             for c, a in zip(classes, accs, strict=True)
         ]
     )
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(classes) * max(1, len(series)) ** 0.5), 3.8))
+    fig, ax = figure(max(6.0, 0.7 * len(classes) * max(1, len(series)) ** 0.5), 3.8)
     sns.barplot(frame, x="class", y="accuracy", hue="run", ax=ax, legend=len(series) > 1)
     if len(series) > 1:
         ax.legend(title="run", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -148,7 +157,6 @@ def plot_per_class_accuracy(
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=45)
-    fig.tight_layout()
     return fig
 
 
@@ -162,7 +170,8 @@ def show_images(
     """A grid of uint8 N×H×W×C images: one row per class, the first `per_class` images of each."""
     x, y = np.asarray(x), np.asarray(y)
     k = len(classes)
-    fig, axes = plt.subplots(k, per_class, figsize=(0.75 * per_class + 1.4, 0.75 * k), squeeze=False)
+    fig, axes = figure(0.75 * per_class + 1.4, 0.75 * k, k, per_class, squeeze=False)
+    fig.set_layout_engine(None)  # a tight grid of images: spacing set by hand below
     for c, row in enumerate(axes):
         idx = np.flatnonzero(y == c)[:per_class]
         for j, ax in enumerate(row):
@@ -193,14 +202,13 @@ def plot_class_balance(data: Data, title: str = "Images per class and split") ->
             {"class": c, "split": f"{split} ({len(y):,})", "images": int(n)}
             for c, n in zip(data.classes, counts, strict=True)
         ]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * data.num_classes), 3.8))
+    fig, ax = figure(max(6.0, 0.8 * data.num_classes), 3.8)
     sns.barplot(pd.DataFrame(rows), x="class", y="images", hue="split", ax=ax)
     ax.set_xlabel("class")
     ax.set_ylabel("images")
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=45)
     ax.legend(title="split (images)", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
     return fig
 
 
@@ -214,7 +222,7 @@ def show_augmentations(data: Data, index: int = 0, n: int = 8, seed: int = 0) ->
     flip = torch.randint(0, 2, (n,), generator=g)
     image = torch.from_numpy(np.ascontiguousarray(data.x_train[index])).permute(2, 0, 1)  # C×H×W
     views = crop_flip(image[None].expand(n, -1, -1, -1), dy, dx, flip).permute(0, 2, 3, 1).numpy()
-    fig, axes = plt.subplots(1, n + 1, figsize=(1.45 * (n + 1), 2.1))
+    fig, axes = figure(1.45 * (n + 1), 2.1, 1, n + 1)
     axes[0].imshow(data.x_train[index], interpolation="nearest")
     axes[0].set_title(f"original\n{data.classes[int(data.y_train[index])]}", fontsize=9)
     for i, ax in enumerate(axes[1:]):
@@ -228,7 +236,6 @@ def show_augmentations(data: Data, index: int = 0, n: int = 8, seed: int = 0) ->
     fig.suptitle(
         f"Random crop (zero padding {PAD} px) + horizontal flip: {n} views of one image", fontsize=10
     )
-    fig.tight_layout()
     return fig
 
 
@@ -240,7 +247,7 @@ def plot_temperature(
 ) -> Figure:
     """Bars of softmax(logits / T) for each temperature: higher T flattens the distribution."""
     z = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(3.3 * len(temperatures), 3.4), sharey=True)
+    fig, axes = figure(3.3 * len(temperatures), 3.4, 1, len(temperatures), sharey=True)
     axes = np.atleast_1d(axes)
     top = int(z.argmax())
     for ax, t in zip(axes, temperatures, strict=True):
@@ -253,5 +260,4 @@ def plot_temperature(
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[0].set_ylabel("probability")
     fig.suptitle(f"{title} (orange: the teacher's top class)")
-    fig.tight_layout()
     return fig
