@@ -1,150 +1,457 @@
-"""Check the GPU-only speed paths against the plain ones, on the GPU, without pytest.
+"""Check dkdlib's speed paths before a GPU window relies on them: one verdict per path.
 
-    python benchmarks/gpu_check.py            # ~1 minute on one GPU; exit code 1 if a check fails
-    python benchmarks/gpu_check.py --cpu      # the same script on the CPU, eager (checks the script)
+    python benchmarks/gpu_check.py --verdicts verdicts.json    # on the GPU; exit code 1 if a check failed
+    python benchmarks/gpu_check.py --cpu --quick               # the same checks, tiny, on the CPU
 
-The unit tests cover the same ground on CPU, where CUDA graphs cannot run; this script is for the GPU
-machine (which may lack pytest). It checks:
-1. a CUDA-graph-captured TrainStep follows the eager one step for step (fp32, same init, same batches);
-2. the teacher-logit cache equals the live teacher (bf16 autocast, as in training) on random views;
-3. students trained together (fit_many, graphed, cached) end where each ends alone (fit, eager);
-4. a graphed fit() learns like an eager one (bf16, loss histories and test accuracy).
+It runs, in miniature, what `python -m dkdlib reproduce --graph --cache-teacher --packed` and the series'
+notebooks run: a teacher trained here, DKD / KD / CE students with a live teacher or its logit cache,
+alone or packed, in the reference's recipe (Adam 1e-3, constant schedule) and the series' (SGD +
+one-cycle). Every run must first LEARN (test accuracy >= a threshold well above chance, printed), since two
+broken runs at chance level would pass any comparison; then each path is compared with the one below
+it. The paths, in this order, each checked with the paths above it that passed, as the window runs them:
+
+  eager    the base: the teacher and the eager students learn
+  graph    CUDA-graph capture (CUDA only): fp32 graphed runs follow the eager ones (per-epoch train loss
+           within 1e-4 relative, identical learning rates, a replay for every step after warm-up); a
+           graphed run with autocast learns
+  cache    the teacher-logit cache equals the live teacher on random views, and a student trained from it
+           follows one trained from the live teacher
+  packed   students trained together (fit_many) follow each one trained alone (fit), in both recipes
+  compile  torch.compile with autocast on top of the paths that passed: a smoke run that learns
+
+A check that raises is a failed check (traceback in its detail), never a crash: the later checks run.
+A failed path is reported false and the checks below it go on without it. The verdicts file
+{"device", "paths": {graph, cache, packed, compile}, "checks": [{name, path, ok, detail}], "seconds"}
+is rewritten atomically after every check, so a run cut short leaves the verdicts so far (a path not
+yet decided is false). --cpu: no CUDA graphs there; the graph path is reported false with a check entry
+saying it is not available (not a failure). --quick: tiny sizes (CPU dry run: about a minute). For the
+tests, GPU_CHECK_BREAK=cache,packed breaks those paths on purpose (cache: every image's logits paired
+with the neighbouring view; packed: packing raises), to show that the checks catch it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
+import signal
 import sys
+import tempfile
 import time
-from dataclasses import replace
+import traceback
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # runs from a checkout: nothing is installed on the GPU machine
 
-from dkdlib import Config, fit  # noqa: E402
-from dkdlib.cache import compute_teacher_logits  # noqa: E402
-from dkdlib.data import N_VIEWS, DeviceLoader, load_data  # noqa: E402
-from dkdlib.models import create_model  # noqa: E402
+import dkdlib.sweep  # noqa: E402
+import dkdlib.train  # noqa: E402
+from dkdlib import Config, Data, fit, load_data  # noqa: E402
+from dkdlib.checkpoint import atomic_write, load_checkpoint  # noqa: E402
+from dkdlib.data import N_VIEWS, DeviceLoader  # noqa: E402
+from dkdlib.recipes import reference_configs, student_config, teacher_config  # noqa: E402
 from dkdlib.sweep import fit_many  # noqa: E402
-from dkdlib.train import TrainStep, _make_optimizer, solo_loss  # noqa: E402
+from dkdlib.train import Run, load_teacher  # noqa: E402
 
-FAILED: list[str] = []
-DEVICE, GRAPH = "cuda", True  # --cpu: "cpu", False (no CUDA graphs there)
-TRAIN, CACHED = 2000, 256  # training images; images whose 162 views the cache check computes
-
-
-def sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def check(name: str, ok: bool, detail: str) -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
-    if not ok:
-        FAILED.append(name)
+PATHS = ("graph", "cache", "packed", "compile")  # the speed paths, each on top of the ones before it
+# Limits. fp32 runs use true fp32 (no TF32), so rounding cannot hide a difference or fake one.
+GRAPH_RTOL = 1e-4  # graphed vs eager, every epoch's train loss: the same kernels, in the same order
+CACHE_RTOL = 5e-3  # cached logits vs a live forward, of the largest logit: fp16 storage rounds by ~5e-4
+FIRST_RTOL = 1e-3  # cache or packed vs its reference run, epoch 1's train loss (before chaos amplifies)
+DRIFT_RTOL = 0.1  # ... any later epoch: rounding differences grow chaotically with SGD (CPU: up to 4e-2)
+ACC_GAP = 0.05  # test accuracy, cache or packed vs its reference run
+SMOKE_GAP = 0.10  # test accuracy, autocast / compiled smoke runs vs the fp32 eager run
+WARMUP_STEPS = 3  # TrainStep's eager steps before it captures the graph
 
 
-def graph_follows_eager(data, out: Path) -> None:
-    cfg = Config(model="resnet8", dataset="synthetic", batch_size=64, lr=0.05, out_dir=str(out))
-    params = []
-    for graph in (False, GRAPH):
-        torch.manual_seed(0)
-        model = create_model("resnet8", 10).to(DEVICE).to(memory_format=torch.channels_last)
-        loader = DeviceLoader(data.x_train, data.y_train, 64, mean=data.mean, std=data.std, device=DEVICE,
-                              seed=0, channels_last=True)  # fmt: skip
-        optimizer = _make_optimizer(cfg, model, graph)
-        step = TrainStep(solo_loss(cfg), model, loader, optimizer, graph=graph)
-        step.start_epoch(1, 1.0)
-        for _ in range(len(loader)):
-            step()
-        sync()
-        if GRAPH and graph:
-            check("graph captured", step._cuda_graph is not None, f"{len(loader)} steps, 3 eager + replays")
-        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    diff = float((params[0] - params[1]).abs().max() / params[0].abs().max())
-    check(
-        "graphed step == eager step (fp32, one epoch)", diff < 1e-3, f"max relative parameter gap {diff:.2e}"
-    )
+@dataclass(frozen=True)
+class Sizes:
+    """How much each run trains. The GPU sizes keep the whole check near a minute on an H100/H200."""
+
+    train: int  # training images (no validation split)
+    test: int  # test images
+    batch: int
+    epochs: int
+    teacher: str  # the teacher's architecture
+    learn: float  # every run must reach this test accuracy
+    probe: int = 512  # (image, view) pairs of the cache compared with the live teacher
 
 
-def cache_equals_teacher(data) -> None:
-    torch.manual_seed(0)
-    teacher = create_model("resnet18", 10).to(DEVICE).eval().to(memory_format=torch.channels_last)
-    loader = DeviceLoader(data.x_train[:CACHED], data.y_train[:CACHED], 64, mean=data.mean, std=data.std,
-                          device=DEVICE, train=False, channels_last=True)  # fmt: skip
-    t0 = time.perf_counter()
-    amp = torch.bfloat16 if DEVICE == "cuda" else None
-    cache = compute_teacher_logits(teacher, loader, amp_dtype=amp)
-    sync()
-    seconds = time.perf_counter() - t0
-    idx = torch.randint(0, CACHED, (128,), device=DEVICE)
-    view = torch.randint(0, N_VIEWS, (128,), device=DEVICE)
-    with torch.no_grad(), torch.autocast(DEVICE, dtype=amp or torch.float32, enabled=amp is not None):
-        live = teacher(loader.batch(idx, view)[0]).float()
-    gap = float((cache[idx, view].float() - live).abs().max() / live.abs().max())
-    check("cache == live teacher (bf16)", gap < 2e-2,
-          f"max relative gap {gap:.2e}; {CACHED * N_VIEWS / seconds:.0f} views/s")  # fmt: skip
+GPU = Sizes(train=2048, test=1000, batch=128, epochs=12, teacher="resnet18", learn=0.5)
+QUICK = Sizes(train=128, test=200, batch=16, epochs=10, teacher="resnet8", learn=0.4)
 
 
-def sweep_matches_solo(out: Path) -> None:
-    base = dict(model="resnet8", dataset="synthetic", epochs=3, batch_size=64, lr=0.05, val_size=500,
-                train_size=TRAIN, test_size=500, warmup=2, device=DEVICE, out_dir=str(out))  # fmt: skip
-    teacher = fit(Config(**{**base, "name": "gpu-check-teacher", "epochs": 4}), progress=False)
-    methods = [dict(method="ce"), dict(method="kd", ce_weight=0.1, kd_weight=0.9, warmup=0),
-               dict(method="dkd"), dict(method="nckd", beta=2.0)]  # fmt: skip
-    configs = [Config(**{**base, **m, "teacher": str(teacher.checkpoint)}) for m in methods]
-    together = fit_many([replace(c, graph=GRAPH, cache_teacher=True) for c in configs], progress=False)
-    for c, run in zip(configs, together, strict=True):
-        alone = fit(replace(c, out_dir=str(out / "alone")), progress=False, save=False)
-        a, b = alone.metrics["test_acc"], run.metrics["test_acc"]
-        la, lb = alone.history[-1]["train_loss"], run.history[-1]["train_loss"]
-        ok = abs(a - b) < 0.05 and abs(la - lb) < 0.05 * abs(la) + 1e-3
-        text = f"test acc {b:.3f} together vs {a:.3f} alone; last train loss {lb:.4f} vs {la:.4f}"
-        check(f"fit_many == fit ({c.method})", ok, text)
+@dataclass
+class Session:
+    """What the checks share: the device, data, sizes, the runs trained so far and the report."""
+
+    device: torch.device
+    data: Data
+    npz: str | None  # the data's file (None: synthetic)
+    sizes: Sizes
+    out: Path  # checkpoints and the logit cache of this check
+    verdicts: Path | None
+    report: dict
+    passed: dict[str, bool] = field(default_factory=dict)
+    teacher: str | None = None  # the teacher's checkpoint
+    runs: dict = field(default_factory=dict)  # (recipe, method, flags) -> Trained
 
 
-def graphed_fit_learns(out: Path) -> None:
-    base = Config(model="resnet8", dataset="synthetic", epochs=3, batch_size=64, lr=0.05, val_size=500,
-                  train_size=TRAIN, test_size=500, device=DEVICE, out_dir=str(out))  # fmt: skip
-    eager = fit(base, progress=False, save=False)
-    graphed = fit(replace(base, graph=GRAPH), progress=False, save=False)
-    a, b = eager.metrics["test_acc"], graphed.metrics["test_acc"]
-    check("graphed fit == eager fit (bf16)", abs(a - b) < 0.05,
-          f"test acc {b:.3f} graphed vs {a:.3f} eager; {graphed.metrics['images_per_s']:.0f} vs "
-          f"{eager.metrics['images_per_s']:.0f} img/s (tiny data: not a benchmark)")  # fmt: skip
+@dataclass
+class Trained:
+    """One student's run and what the check needs to know about how it ran."""
+
+    run: Run
+    final_lr: float  # after the last step (from the checkpoint's optimizer state)
+    replays: int  # CUDA-graph replays during its training
+    warned: list[str]  # the distinct warnings raised while it trained (a graph falling back warns)
+
+    @property
+    def acc(self) -> float:
+        return float(self.run.metrics["test_acc"])
+
+    def losses(self) -> list[float]:
+        return [h["train_loss"] for h in self.run.history]
+
+    def schedule(self) -> list[tuple[float, float]]:
+        """(learning rate, distillation weight) of every epoch."""
+        return [(h["lr"], h["distill_weight"]) for h in self.run.history]
 
 
-def main() -> int:
-    global DEVICE, GRAPH, TRAIN, CACHED
-    import tempfile
+# --- recording --------------------------------------------------------------------------------------
 
-    if "--cpu" in sys.argv[1:]:
-        DEVICE, GRAPH, TRAIN, CACHED = "cpu", False, 320, 16
-        print(f"CPU dry run (eager, no CUDA graphs); torch {torch.__version__}")
-    elif not torch.cuda.is_available():
-        print("no CUDA device: these checks need a GPU (the unit tests cover the rest on CPU; --cpu runs "
-              "this script eagerly on the CPU)")  # fmt: skip
-        return 2
+
+def save(s: Session) -> None:
+    """Rewrite the verdicts file (atomic: a reader sees the old or the new file, never half of one)."""
+    s.report["seconds"] = round(time.perf_counter() - s.report["_t0"], 1)
+    if s.verdicts is not None:
+        text = json.dumps({k: v for k, v in s.report.items() if not k.startswith("_")}, indent=2) + "\n"
+        atomic_write(s.verdicts, lambda tmp: Path(tmp).write_text(text))
+
+
+def check(s: Session, path: str, name: str, ok: bool, detail: str, skipped: bool = False) -> bool:
+    """Record one check, print it and save the verdicts so far."""
+    s.report["checks"].append({"name": name, "path": path, "ok": bool(ok), "detail": detail,
+                               "skipped": skipped})  # fmt: skip
+    word = "SKIP" if skipped else "PASS" if ok else "FAIL"
+    print(f"{word}  [{path}] {name}: {detail}", flush=True)
+    save(s)
+    return ok
+
+
+def learns(s: Session, path: str, what: str, t: Trained) -> bool:
+    """The run reached the learning threshold (a broken model stays near chance)."""
+    chance = 1 / s.data.num_classes
+    return check(s, path, f"{what} learns", t.acc >= s.sizes.learn,
+                 f"test acc {t.acc:.3f} (threshold {s.sizes.learn:.2f}, chance {chance:.2f})")  # fmt: skip
+
+
+def gaps(a: list[float], b: list[float]) -> list[float]:
+    """The relative gap of two per-epoch curves, epoch by epoch."""
+    return [abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b, strict=True)]
+
+
+def follows(
+    s: Session, path: str, what: str, t: Trained, ref: Trained, first: float, rtol: float, acc_gap: float
+) -> bool:
+    """`t` trained like `ref`: the same lr and distillation weight every epoch and at the end, train
+    loss within `first` (relative) in epoch 1 and `rtol` in every epoch, test accuracy within acc_gap."""
+    g = gaps(ref.losses(), t.losses())
+    same = t.schedule() == ref.schedule() and t.final_lr == ref.final_lr
+    ok = g[0] <= first and max(g) <= rtol and same and abs(t.acc - ref.acc) <= acc_gap
+    return check(s, path, what, ok,
+                 f"train loss relative gap {g[0]:.1e} in epoch 1 (limit {first:.0e}), at most {max(g):.1e} "
+                 f"in {len(g)} epochs (limit {rtol:.0e}); lr and distillation weight of every epoch and "
+                 f"final lr ({t.final_lr:.3g}) {'identical' if same else 'DIFFER'}; test acc {t.acc:.3f} "
+                 f"vs {ref.acc:.3f} (limit ±{acc_gap})")  # fmt: skip
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def watch(device: torch.device):
+    """Count CUDA-graph replays and collect warnings while a run trains."""
+    seen: dict = {"replays": 0, "warned": []}
+    original = torch.cuda.CUDAGraph.replay if device.type == "cuda" else None
+
+    def replay(graph):
+        seen["replays"] += 1
+        return original(graph)
+
+    if original is not None:
+        torch.cuda.CUDAGraph.replay = replay
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield seen
+        seen["warned"] = list(dict.fromkeys(str(w.message)[:200] for w in caught))
+    finally:
+        if original is not None:
+            torch.cuda.CUDAGraph.replay = original
+
+
+def config(s: Session, recipe: str, method: str, packed: bool = False, **flags) -> Config:
+    """A student of `recipe` ("reference" or "series"), scaled to the check's sizes, with speed flags."""
+    z = s.sizes
+    common = dict(dataset=s.data.name, data=s.npz, val_size=0, train_size=z.train,
+                  test_size=z.test, batch_size=z.batch, device=str(s.device), out_dir=str(s.out))  # fmt: skip
+    if recipe == "reference":  # what reproduce runs: Adam 1e-3, constant lr; warm-up scaled with epochs
+        row = {"dkd": "dkd_100", "kd": "kd_100", "ce": "ce_100"}[method]
+        cfg = reference_configs(s.teacher, scale=z.epochs / 100, **common)[row]
+    else:  # the series' students: SGD + one-cycle (its 20-epoch DKD warm-up scaled to these epochs)
+        cfg = student_config(method, s.teacher, fast=False, epochs=z.epochs, **common)
+        cfg = replace(cfg, warmup=min(cfg.warmup, 2))
+    label = "-".join([recipe, method, *sorted(k for k, v in {**flags, "packed": packed}.items() if v)])
+    return replace(cfg, name=f"gc-{label}", **flags)
+
+
+def trained(run: Run, seen: dict) -> Trained:
+    lr = load_checkpoint(run.checkpoint)["optimizer"]["param_groups"][0]["lr"]  # a tensor when graphed
+    return Trained(run, float(lr), seen["replays"], seen["warned"])
+
+
+def train(s: Session, recipe: str, method: str, **flags) -> Trained:
+    """One student trained alone with `fit`. flags: Config's graph, cache_teacher, amp (default off:
+    fp32), compile. Each combination trains once per check; later checks reuse it."""
+    flags = {"graph": False, "cache_teacher": False, "amp": False, "compile": False, **flags}
+    key = (recipe, method, *sorted(flags.items()))
+    if key not in s.runs:
+        with watch(s.device) as seen:
+            run = fit(config(s, recipe, method, **flags), data=s.data, progress=False)
+        s.runs[key] = trained(run, seen)
+    return s.runs[key]
+
+
+def train_packed(s: Session, recipe: str, methods: list[str], **flags) -> list[Trained]:
+    """Students trained together with `fit_many` (one grouped network); flags as for `train`."""
+    flags = {"graph": False, "cache_teacher": False, "amp": False, "compile": False, **flags}
+    configs = [config(s, recipe, m, packed=True, **flags) for m in methods]
+    with watch(s.device) as seen:
+        runs = fit_many(configs, data=s.data, progress=False)
+    return [trained(r, seen) for r in runs]
+
+
+FALLBACK = re.compile(r"captur|cuda graph|graph=true|eager", re.I)  # warnings that say a path was dropped
+
+
+def replayed(s: Session, path: str, what: str, t: Trained) -> bool:
+    """A graphed run really ran graphed: a replay for every step after the warm-up, no fallback warning."""
+    want = s.sizes.epochs * (s.sizes.train // s.sizes.batch) - WARMUP_STEPS
+    fallback = [w for w in t.warned if FALLBACK.search(w)]
+    return check(s, path, f"{what}: every step after warm-up replayed", t.replays == want and not fallback,
+                 f"{t.replays} graph replays (expected {want}); warnings: {t.warned or 'none'}")  # fmt: skip
+
+
+# --- the checks, one function per path --------------------------------------------------------------
+
+
+def check_eager(s: Session) -> None:
+    """The base every path is compared with: a teacher and eager DKD students that learn."""
+    z = s.sizes
+    cfg = teacher_config(False, model=z.teacher, dataset=s.data.name, data=s.npz, val_size=0,
+                         train_size=z.train, test_size=z.test, batch_size=z.batch, epochs=z.epochs,
+                         device=str(s.device), out_dir=str(s.out), name="gc-teacher")  # fmt: skip
+    run = fit(cfg, data=s.data, progress=False)  # the series' teacher recipe: SGD + one-cycle, autocast
+    s.teacher = str(run.checkpoint)
+    acc = float(run.metrics["test_acc"])
+    check(s, "eager", f"teacher ({z.teacher}, SGD + one-cycle) learns", acc >= z.learn,
+          f"test acc {acc:.3f} (threshold {z.learn:.2f}, chance {1 / s.data.num_classes:.2f})")  # fmt: skip
+    for recipe in ("reference", "series"):
+        learns(s, "eager", f"{recipe} DKD student, eager fp32", train(s, recipe, "dkd"))
+
+
+def check_graph(s: Session) -> None:
+    """Graphed runs (Adam capturable / SGD with a device lr) against eager ones, fp32, live DKD teacher."""
+    if s.device.type != "cuda":
+        check(s, "graph", "CUDA graphs", True, f"not available on {s.device.type}: path off (not a failure)",
+              skipped=True)  # fmt: skip
+        return
+    for recipe in ("reference", "series"):
+        eager, graphed = train(s, recipe, "dkd"), train(s, recipe, "dkd", graph=True)
+        what = f"{recipe} DKD, fp32, graphed"
+        learns(s, "graph", what, graphed)
+        replayed(s, "graph", what, graphed)
+        follows(s, "graph", f"{what} follows eager", graphed, eager, GRAPH_RTOL, GRAPH_RTOL, ACC_GAP)
+    if amp_dtype(s.device) == torch.bfloat16:  # fp16 autocast needs loss scaling: no graphs there
+        t = train(s, "reference", "dkd", graph=True, amp=True)
+        learns(s, "graph", "reference DKD, bf16 autocast, graphed", t)
+        replayed(s, "graph", "reference DKD, bf16 autocast, graphed", t)
+        near(s, "graph", "reference DKD, bf16 graphed vs fp32 eager", t, train(s, "reference", "dkd"))
+
+
+def near(s: Session, path: str, what: str, t: Trained, ref: Trained) -> bool:
+    """A smoke run (other precision or compiled) ends near the fp32 eager run."""
+    return check(s, path, what, abs(t.acc - ref.acc) <= SMOKE_GAP,
+                 f"test acc {t.acc:.3f} vs {ref.acc:.3f} (limit ±{SMOKE_GAP})")  # fmt: skip
+
+
+def check_cache(s: Session) -> None:
+    """The logit cache holds the live teacher's logits of each view, and students learn from it alike."""
+    graph = s.passed["graph"]
+    cfg = config(s, "reference", "dkd", cache_teacher=True, amp=False)
+    teacher = load_teacher(cfg, s.data, s.device)
+    # The loader the run's cache is built from: the same images, normalisation and layout as fit's.
+    d, channels_last = s.data, dkdlib.train._channels_last(cfg, s.device)
+    loader = DeviceLoader(d.x_train, d.y_train, s.sizes.batch, mean=d.mean, std=d.std, device=s.device,
+                          channels_last=channels_last)  # fmt: skip
+    cache = dkdlib.train.teacher_logit_cache(teacher, loader, d.x_train, cache_dir=s.out / "cache")
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, len(s.data.y_train), (s.sizes.probe,), generator=g).to(s.device)
+    view = torch.randint(0, N_VIEWS, (s.sizes.probe,), generator=g).to(s.device)
+    with torch.no_grad():
+        logits = teacher(loader.batch(idx, view)[0]).float()
+    gap = float((cache[idx, view].float() - logits).abs().max() / logits.abs().max())
+    check(s, "cache", "cached logits == live teacher, fp32", gap <= CACHE_RTOL,
+          f"max gap {gap:.1e} of the largest logit (limit {CACHE_RTOL:.0e}) on {s.sizes.probe} random "
+          f"(image, view) pairs of {len(s.data.y_train)} x {N_VIEWS}")  # fmt: skip
+    live = train(s, "reference", "dkd", graph=graph)
+    cached = train(s, "reference", "dkd", graph=graph, cache_teacher=True)
+    what = f"reference DKD from the cache{', graphed' if graph else ''}"
+    learns(s, "cache", what, cached)
+    if graph:
+        replayed(s, "cache", what, cached)
+    follows(s, "cache", f"{what} follows the live teacher", cached, live, FIRST_RTOL, DRIFT_RTOL, ACC_GAP)
+
+
+PACKED = ["dkd", "kd", "ce"]  # every branch of the packed loss: DKD terms, KD, CE without distillation
+
+
+def check_packed(s: Session) -> None:
+    """Students trained together end where each ends alone (same flags), in both recipes."""
+    graph, cache = s.passed["graph"], s.passed["cache"]
+    for recipe in ("reference", "series"):
+        together = train_packed(s, recipe, PACKED, graph=graph, cache_teacher=cache)
+        for method, t in zip(PACKED, together, strict=True):
+            what = f"{recipe} {method.upper()}, packed x{len(PACKED)}"
+            learns(s, "packed", what, t)
+            alone = train(s, recipe, method, graph=graph, cache_teacher=cache)
+            follows(s, "packed", f"{what} vs alone", t, alone, FIRST_RTOL, DRIFT_RTOL, ACC_GAP)
+        if graph:
+            replayed(s, "packed", f"{recipe} packed", together[0])
+
+
+def check_compile(s: Session) -> None:
+    """torch.compile with autocast on top of the paths that passed (what reproduce --compile would run)."""
+    graph = s.passed["graph"] and amp_dtype(s.device) != torch.float16
+    flags = dict(graph=graph, cache_teacher=s.passed["cache"], amp=True, compile=True)
+    on = ", ".join(k for k, v in flags.items() if v) + (", packed" if s.passed["packed"] else "")
+    if s.passed["packed"]:
+        t = train_packed(s, "reference", PACKED, **flags)[0]
     else:
-        print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}")
-    data = load_data("synthetic", val_size=500, train_size=TRAIN, test_size=500)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        checks = [
-            (graph_follows_eager, (data, out)),
-            (cache_equals_teacher, (data,)),
-            (sweep_matches_solo, (out,)),
-            (graphed_fit_learns, (out,)),
-        ]
-        for fn, args in checks:
-            try:
-                fn(*args)
-            except Exception as err:  # report and go on: one failure must not hide the others
-                check(fn.__name__, False, f"{type(err).__name__}: {err}")
-    print("all checks passed" if not FAILED else f"FAILED: {', '.join(FAILED)}")
-    return 1 if FAILED else 0
+        t = train(s, "reference", "dkd", **flags)
+    what = f"reference DKD ({on})"
+    learns(s, "compile", what, t)
+    if graph:
+        replayed(s, "compile", what, t)
+    near(s, "compile", f"{what} vs fp32 eager", t, train(s, "reference", "dkd"))
+
+
+CHECKS = [("eager", check_eager), ("graph", check_graph), ("cache", check_cache),
+          ("packed", check_packed), ("compile", check_compile)]  # fmt: skip
+
+
+# --- setup ------------------------------------------------------------------------------------------
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype dkdlib trains with on this device (None: fp32)."""
+    return dkdlib.train._amp_dtype(Config(), device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor}), torch {torch.__version__}"
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def break_paths(names: frozenset[str]) -> None:
+    """Break dkdlib's cache or packed path on purpose (GPU_CHECK_BREAK), to show the checks catch it."""
+    if "cache" in names:  # pair each image's logits with its neighbouring view: the classic cache bug
+        build = dkdlib.train.teacher_logit_cache
+        dkdlib.train.teacher_logit_cache = lambda *a, **k: build(*a, **k).roll(1, dims=1)
+    if "packed" in names:
+
+        def pack(models):
+            raise RuntimeError("packing broken on purpose (GPU_CHECK_BREAK=packed)")
+
+        dkdlib.sweep.pack = pack
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpu", action="store_true", help="run on the CPU (no CUDA graphs: graph path off)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run: about a minute)")
+    p.add_argument("--verdicts", help="write the verdicts JSON here (after every check)")
+    p.add_argument("--data", help="CIFAR-10 .npz to check on (default: dkdlib's SYNTHETIC images)")
+    return p.parse_args(argv)
+
+
+def run_checks(s: Session) -> None:
+    """Each path's checks in order; a path passes when all its checks ran and passed."""
+    for path, fn in CHECKS:
+        start, t0 = len(s.report["checks"]), time.perf_counter()
+        try:
+            fn(s)
+        except Exception:  # a check that raises fails its path; the paths below still get checked
+            check(s, path, f"{fn.__name__} raised", False, traceback.format_exc(limit=-8))
+        mine = s.report["checks"][start:]
+        s.passed[path] = bool(mine) and all(c["ok"] and not c["skipped"] for c in mine)
+        if path in PATHS:
+            s.report["paths"][path] = s.passed[path]
+        s.report["path_seconds"][path] = seconds = round(time.perf_counter() - t0, 1)
+        print(f"{path}: {'passed' if s.passed[path] else 'OFF'} ({seconds:.0f} s)", flush=True)
+        save(s)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    broken = frozenset(filter(None, os.environ.get("GPU_CHECK_BREAK", "").split(",")))
+    if broken - {"cache", "packed"}:
+        print(f"GPU_CHECK_BREAK: only cache and packed can be broken; got {sorted(broken)}")
+        return 2
+    if not args.cpu and not torch.cuda.is_available():
+        print("no CUDA device: these checks are for the GPU (--cpu runs them on the CPU)")
+        return 2
+    device = torch.device("cpu" if args.cpu else "cuda")
+    sizes = QUICK if args.quick else GPU
+    if device.type == "cpu":
+        sizes = replace(sizes, teacher="resnet8")  # a ResNet18 teacher trains at ~30 images/s on a CPU
+        if args.quick:  # inductor's C++ build takes ~50 s per model on a 2-core CPU; the GPU uses inductor
+            compile_ = torch.compile
+            torch.compile = lambda model, **k: compile_(model, **{"backend": "aot_eager", **k})
+    else:
+        torch.backends.cudnn.deterministic = True  # eager and graphed runs pick the same kernels
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # true fp32
+    name = "cifar10" if args.data else "synthetic"
+    data = load_data(name, npz=args.data, val_size=0, train_size=sizes.train, test_size=sizes.test)
+    report = {"device": device_name(device), "paths": dict.fromkeys(PATHS, False), "checks": [],
+              "seconds": 0.0, "finished": False, "data": data.source, "sizes": vars(sizes),
+              "chance": 1 / data.num_classes, "broken": sorted(broken), "path_seconds": {},
+              "_t0": time.perf_counter()}  # fmt: skip
+    print(f"{report['device']}; {data.source}: {len(data.y_train)} training, {len(data.y_test)} test images;"
+          f" {sizes.epochs} epochs of batch {sizes.batch}; every run must reach test acc {sizes.learn}"
+          f" (chance {report['chance']:.2f})", flush=True)  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed by a timeout: the verdicts so far stay
+    break_paths(broken)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        verdicts = Path(args.verdicts) if args.verdicts else None
+        s = Session(device, data, args.data, sizes, Path(tmp), verdicts, report)
+        save(s)
+        run_checks(s)
+    report["finished"] = True
+    save(s)
+    failed = [c["name"] for c in report["checks"] if not c["ok"]]
+    print(f"paths: {report['paths']}; {report['seconds']:.0f} s")
+    print("all checks passed" if not failed else f"FAILED: {'; '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
