@@ -38,7 +38,9 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without installing dkdlib
 
 from dkdlib.cache import compute_teacher_logits  # noqa: E402
+from dkdlib.checkpoint import atomic_write  # noqa: E402
 from dkdlib.data import N_VIEWS, DeviceLoader, load_data  # noqa: E402
 from dkdlib.losses import _dkd_loss  # noqa: E402  (the unchecked core both loops share)
 from dkdlib.models import create_model  # noqa: E402
@@ -164,14 +167,36 @@ def bench_conventional(data, device: torch.device, workers: int, steps: int, war
 # --- 2. dkdlib's loop ---------------------------------------------------------------------------
 
 
+@contextmanager
+def count_replays(device: torch.device):
+    """Count CUDA-graph replays: a graphed variant whose capture fell back to eager replays none."""
+    seen = {"n": 0}
+    original = torch.cuda.CUDAGraph.replay if device.type == "cuda" else None
+
+    def replay(graph):
+        seen["n"] += 1
+        return original(graph)
+
+    if original is not None:
+        torch.cuda.CUDAGraph.replay = replay
+    try:
+        yield seen
+    finally:
+        if original is not None:
+            torch.cuda.CUDAGraph.replay = original
+
+
 _CACHES: dict = {}  # teacher-logit caches built by earlier variants of this run
 
 
 def bench_dkdlib(
     data, device: torch.device, steps: int, warmup: int, *, compile: bool = False, graph: bool = False,
-    cache: bool = False, k: int = 1, cache_images: int | None = None,
+    cache: bool = False, k: int = 1, packed: bool = False, cache_images: int | None = None,
 ) -> dict:  # fmt: skip
-    """dkdlib's TrainStep — the step fit() and fit_many() run — with the chosen speed features."""
+    """dkdlib's TrainStep — the step fit() and fit_many() run — with the chosen speed features.
+
+    packed: the k students as one grouped network (as fit_many trains them; k=1 times packing itself).
+    """
     cfg = Config(
         model=STUDENT, method="dkd", teacher="(a random ResNet18, built below)", batch_size=BATCH,
         alpha=ALPHA, beta=BETA, temperature=TEMPERATURE, warmup=0, epochs=1, lr=LR, momentum=MOMENTUM,
@@ -182,7 +207,7 @@ def bench_dkdlib(
     for seed in range(k):
         torch.manual_seed(seed)
         students.append(create_model(cfg.model, data.num_classes))
-    model = (pack(students) if k > 1 else students[0]).to(device)  # K students: one grouped network
+    model = (pack(students) if packed else students[0]).to(device)  # K students: one grouped network
     torch.manual_seed(0)
     teacher = create_model(TEACHER, data.num_classes).to(device)  # as fit()'s load_teacher, minus the file
     if channels_last:
@@ -226,7 +251,7 @@ def bench_dkdlib(
             _CACHES[key] = _CACHES[key][0], time.perf_counter() - t0
         logits_cache, cache_s = _CACHES[key]
         logits_cache = logits_cache[torch.as_tensor(idx % unique, device=device)]
-    loss_fn = packed_loss([cfg] * k) if k > 1 else solo_loss(cfg)
+    loss_fn = packed_loss([cfg] * k) if packed else solo_loss(cfg)
     step = TrainStep(
         loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=None if cache else teacher,
         cache=logits_cache, amp_dtype=amp_dtype, graph=use_graph,
@@ -238,9 +263,12 @@ def bench_dkdlib(
             step()  # on CUDA with graph=True: warm-up steps, one capture, then one replay per step
             scheduler.step()
 
-    startup = timed(device, lambda: run(warmup))  # cuDNN's first calls, compilation, graph capture
-    seconds = timed(device, lambda: run(steps))
+    with count_replays(device) as replays:
+        startup = timed(device, lambda: run(warmup))  # cuDNN's first calls, compilation, graph capture
+        seconds = timed(device, lambda: run(steps))
     step.check_finite(1, warmup + steps)
+    if use_graph and replays["n"] == 0:  # a capture that fell back to eager: not this variant's speed
+        raise RuntimeError(f"graph=True but no CUDA graph was replayed in {warmup + steps} steps")
     stats = step.epoch_stats()
     result = {
         "startup_s": startup,
@@ -250,7 +278,9 @@ def bench_dkdlib(
         "channels_last": channels_last,
         "fused_sgd": device.type == "cuda",
         "cuda_graph": use_graph,
+        "graph_replays": replays["n"],
         "students": k,
+        "packed": packed,
     }
     if cache_s is not None:
         result.update(
@@ -277,6 +307,7 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit; where there is no .git (the GPU machine), DKDLIB_GIT_COMMIT if set."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
@@ -287,7 +318,7 @@ def git_commit() -> str | None:
         ).stdout.strip()  # fmt: skip
         return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("DKDLIB_GIT_COMMIT") or None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -312,6 +343,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{key} must be >= 1; got {value}")
     if any(w < 0 for w in args.workers):
         p.error("--workers must be >= 0")
+    if any(k < 1 for k in args.students):
+        p.error("--students must be >= 1")
     return args
 
 
@@ -335,66 +368,6 @@ def main(argv=None) -> dict:
         f"{steps} timed steps per variant after {warmup} warm-up steps"
     )
     print(header, flush=True)
-
-    variants: list[dict] = []
-
-    def record(variant: str, result: dict) -> None:
-        result.update(variant=variant, steps=steps, images_per_s=steps * BATCH / result["seconds"])
-        result["ms_per_step"] = 1000 * result["seconds"] / steps
-        variants.append(result)
-        print(f"  {variant}: {result['images_per_s']:.0f} images/s", flush=True)
-
-    load_before = _loadavg()
-    t_start = time.perf_counter()
-    if max(args.workers, default=0) > (os.cpu_count() or 1):
-        print(f"  note: more DataLoader workers than the {os.cpu_count()} CPUs: oversubscribed", flush=True)
-    warnings.filterwarnings("ignore", message="This DataLoader will create")  # said once, above
-    for w in args.workers:
-        record(f"conventional, {w} workers", bench_conventional(data, device, w, steps, warmup))
-        gc.collect()
-    graph = on_gpu  # CUDA graphs exist only on CUDA; elsewhere "fastest" is the eager step
-    fastest = "dkdlib graphed" if graph else "dkdlib eager"
-    cache_images = args.cache_images or (None if on_gpu else 128)
-    record("dkdlib eager", bench_dkdlib(data, device, steps, warmup))
-    if args.compile:
-        record("dkdlib + torch.compile", bench_dkdlib(data, device, steps, warmup, compile=True))
-    if graph:
-        record(fastest, bench_dkdlib(data, device, steps, warmup, graph=True))
-    record(
-        f"{fastest} + logit cache",
-        bench_dkdlib(data, device, steps, warmup, graph=graph, cache=True, cache_images=cache_images),
-    )
-    for k in args.students:
-        result = bench_dkdlib(
-            data, device, steps, warmup, graph=graph, cache=True, k=k, cache_images=cache_images
-        )
-        record(f"{fastest} + logit cache, {k} students", result)
-    wall = time.perf_counter() - t_start
-
-    base = next((v for v in variants if v["variant"] == "conventional, 2 workers"), variants[0])
-    for v in variants:
-        v["ratio"] = v["images_per_s"] / base["images_per_s"]
-    col = f"x vs {base['variant']}"
-    width = max(len(v["variant"]) for v in variants)
-    print(f"\n{'variant':<{width}}  {'images/s':>9}  {'ms/step':>8}  {col:>{len(col)}}  startup s")
-    for v in variants:
-        figures = f"{v['images_per_s']:>9.1f}  {v['ms_per_step']:>8.1f}  {v['ratio']:>{len(col)}.2f}"
-        print(f"{v['variant']:<{width}}  {figures}  {v['startup_s']:>9.1f}")
-    print("images/s: batches × 128 per second (with K students, each image trains all K)")
-    for v in variants:
-        if "cache_build_s" in v:
-            print(
-                f"{v['variant']}: cache of {v['cache_images']} images × {N_VIEWS} views built in "
-                f"{v['cache_build_s']:.1f} s ({v['cache_views_per_s']:.0f} views/s), not timed"
-            )
-    one = next((v for v in variants if v["variant"] == f"{fastest} + logit cache"), None)
-    for v in variants:
-        if one and v.get("students", 1) > 1:
-            v["wall_vs_one_student"] = v["ms_per_step"] / one["ms_per_step"]
-            print(f"{v['students']} students take {v['wall_vs_one_student']:.2f}x the wall time of one")
-    load = _loadavg()
-    print(f"wall time {wall:.0f} s; load average (1 min) {load_before} before, {load} after")
-
     out = Path(args.out) if args.out else None
     if out is None:
         slug = re.sub(r"[^a-z0-9]+", "-", f"{device.type} {name.split(',')[0]}".lower()).strip("-")
@@ -407,25 +380,106 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     versions = {"torch": torch.__version__, "torchvision": _version("torchvision"),
                 "pillow": _version("PIL"), "python": platform.python_version()}  # fmt: skip
-    report = {
-        "benchmark": "dkd training step",
-        "date": now.isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": "python benchmarks/bench_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "device": dict(
-            type=device.type, name=name, cpus=os.cpu_count(), torch_threads=torch.get_num_threads()
-        ),
-        "versions": versions,
-        "config": config,
-        "baseline": base["variant"],
-        "variants": [{k: round(x, 4) if isinstance(x, float) else x for k, x in v.items()} for v in variants],
-        "wall_time_s": round(wall, 1),
-        "load_average_1min": {"before": load_before, "after": load},  # > cpu_count: others shared the CPU
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
-    return report
+    load_before, commit = _loadavg(), git_commit()
+    t_start = time.perf_counter()
+    variants: list[dict] = []
+    graph = on_gpu  # CUDA graphs exist only on CUDA; elsewhere "fastest" is the eager step
+    fastest = "dkdlib graphed" if graph else "dkdlib eager"
+
+    def report(complete: bool) -> dict:
+        """The JSON record of the variants so far (written after each one: a timeout keeps them)."""
+        timed_ok = [v for v in variants if "failed" not in v]
+        base = next((v for v in timed_ok if v["variant"] == "conventional, 2 workers"), None)
+        base = base or (timed_ok[0] if timed_ok else None)
+        one = next((v for v in timed_ok if v["variant"] == f"{fastest} + logit cache"), None)
+        for v in timed_ok:
+            v["ratio"] = v["images_per_s"] / base["images_per_s"]
+            if one and v.get("packed"):
+                v["wall_vs_one_student"] = v["ms_per_step"] / one["ms_per_step"]
+        return {
+            "benchmark": "dkd training step",
+            "date": now.isoformat(timespec="seconds"),
+            "git_commit": commit,
+            "command": "python benchmarks/bench_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "device": dict(
+                type=device.type, name=name, cpus=os.cpu_count(), torch_threads=torch.get_num_threads()
+            ),
+            "versions": versions,
+            "config": config,
+            "complete": complete,
+            "baseline": base["variant"] if base else None,
+            "failed": [v["variant"] for v in variants if "failed" in v],
+            "variants": [
+                {k: round(x, 4) if isinstance(x, float) else x for k, x in v.items()} for v in variants
+            ],
+            "wall_time_s": round(time.perf_counter() - t_start, 1),
+            "load_average_1min": {"before": load_before, "after": _loadavg()},  # > cpus: the CPU was shared
+        }
+
+    def write(record: dict) -> None:
+        text = json.dumps(record, indent=2) + "\n"
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+
+    def run(variant: str, bench, *args, **kwargs) -> None:
+        """Time one variant; one that raises is recorded as failed and the others go on."""
+        try:
+            result = bench(*args, **kwargs)
+            result.update(variant=variant, steps=steps, images_per_s=steps * BATCH / result["seconds"])
+            result["ms_per_step"] = 1000 * result["seconds"] / steps
+            print(f"  {variant}: {result['images_per_s']:.0f} images/s", flush=True)
+        except Exception as err:  # e.g. a compiler or a graph capture that fails on this machine
+            result = {"variant": variant, "failed": f"{type(err).__name__}: {err}"[:2000]}
+            print(f"  {variant}: FAILED ({type(err).__name__}: {str(err)[:300]})", flush=True)
+            traceback.print_exc()
+        finally:
+            gc.collect()
+            if on_gpu:
+                torch.cuda.empty_cache()
+        variants.append(result)
+        write(report(complete=False))
+
+    if max(args.workers, default=0) > (os.cpu_count() or 1):
+        print(f"  note: more DataLoader workers than the {os.cpu_count()} CPUs: oversubscribed", flush=True)
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # said once, above
+    for w in args.workers:
+        run(f"conventional, {w} workers", bench_conventional, data, device, w, steps, warmup)
+    cache_images = args.cache_images or (None if on_gpu else 128)
+    run("dkdlib eager", bench_dkdlib, data, device, steps, warmup)
+    if args.compile:
+        run("dkdlib + torch.compile", bench_dkdlib, data, device, steps, warmup, compile=True)
+    if graph:
+        run(fastest, bench_dkdlib, data, device, steps, warmup, graph=True)
+    cached = dict(graph=graph, cache=True, cache_images=cache_images)
+    run(f"{fastest} + logit cache", bench_dkdlib, data, device, steps, warmup, **cached)
+    for k in args.students:
+        variant = f"{fastest} + logit cache, {k} student{'s' if k > 1 else ''} packed"
+        run(variant, bench_dkdlib, data, device, steps, warmup, k=k, packed=True, **cached)
+    final = report(complete=True)
+    write(final)
+
+    col = f"x vs {final['baseline']}"
+    width = max([len(v["variant"]) for v in variants] + [7])
+    print(f"\n{'variant':<{width}}  {'images/s':>9}  {'ms/step':>8}  {col:>{len(col)}}  startup s")
+    for v in variants:
+        if "failed" in v:
+            print(f"{v['variant']:<{width}}  FAILED: {v['failed'][:200]}")
+            continue
+        figures = f"{v['images_per_s']:>9.1f}  {v['ms_per_step']:>8.1f}  {v['ratio']:>{len(col)}.2f}"
+        print(f"{v['variant']:<{width}}  {figures}  {v['startup_s']:>9.1f}")
+    print("images/s: batches × 128 per second (with K students, each image trains all K)")
+    built = next((v for v in variants if "cache_build_s" in v), None)  # built once, shared by the rest
+    if built:
+        print(
+            f"teacher-logit cache of {built['cache_images']} images × {N_VIEWS} views built in "
+            f"{built['cache_build_s']:.1f} s ({built['cache_views_per_s']:.0f} views/s), not timed"
+        )
+    for v in variants:
+        if "wall_vs_one_student" in v:
+            print(f"{v['students']} packed take {v['wall_vs_one_student']:.2f}x the wall time of one alone")
+    load = final["load_average_1min"]["after"]
+    print(f"wall time {final['wall_time_s']:.0f} s; load average (1 min) {load_before} before, {load} after")
+    print(f"wrote {out}" + (f"; FAILED: {', '.join(final['failed'])}" if final["failed"] else ""))
+    return final
 
 
 def _loadavg() -> float | None:
@@ -443,4 +497,4 @@ def _version(module: str) -> str | None:
 
 
 if __name__ == "__main__":  # needed for DataLoader workers started by spawn / forkserver
-    main()
+    sys.exit(1 if main()["failed"] else 0)
