@@ -24,7 +24,7 @@ A failed path is reported false and the checks below it go on without it. The ve
 {"device", "paths": {graph, cache, packed, compile}, "checks": [{name, path, ok, detail}], "seconds"}
 is rewritten atomically after every check, so a run cut short leaves the verdicts so far (a path not
 yet decided is false). --cpu: no CUDA graphs there; the graph path is reported false with a check entry
-saying it is not available (not a failure). --quick: tiny sizes (CPU dry run: about a minute). For the
+saying it is not available (not a failure). --quick: tiny sizes (CPU dry run: ~1 min of CPU). For the
 tests, GPU_CHECK_BREAK=cache,packed breaks those paths on purpose (cache: every image's logits paired
 with the neighbouring view; packed: packing raises), to show that the checks catch it.
 """
@@ -64,7 +64,7 @@ PATHS = ("graph", "cache", "packed", "compile")  # the speed paths, each on top 
 GRAPH_RTOL = 1e-4  # graphed vs eager, every epoch's train loss: the same kernels, in the same order
 CACHE_RTOL = 5e-3  # cached logits vs a live forward, of the largest logit: fp16 storage rounds by ~5e-4
 FIRST_RTOL = 1e-3  # cache or packed vs its reference run, epoch 1's train loss (before chaos amplifies)
-DRIFT_RTOL = 0.1  # ... any later epoch: rounding differences grow chaotically with SGD (CPU: up to 4e-2)
+DRIFT_RTOL = 0.15  # ... any later epoch: rounding gaps grow chaotically (measured on CPU: up to 3.6e-2)
 ACC_GAP = 0.05  # test accuracy, cache or packed vs its reference run
 SMOKE_GAP = 0.10  # test accuracy, autocast / compiled smoke runs vs the fp32 eager run
 WARMUP_STEPS = 3  # TrainStep's eager steps before it captures the graph
@@ -72,19 +72,24 @@ WARMUP_STEPS = 3  # TrainStep's eager steps before it captures the graph
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each run trains. The GPU sizes keep the whole check near a minute on an H100/H200."""
+    """How much each run trains. The GPU sizes aim at about a minute on an H100/H200 (estimated from
+    step speeds, not yet measured); QUICK takes about a minute of CPU time (measured: 59 s)."""
 
     train: int  # training images (no validation split)
     test: int  # test images
     batch: int
     epochs: int
     teacher: str  # the teacher's architecture
-    learn: float  # every run must reach this test accuracy
+    learn: float  # every run must reach this test accuracy (synthetic images) ...
+    learn_cifar: float  # ... or this on CIFAR-10 (--data)
     probe: int = 512  # (image, view) pairs of the cache compared with the live teacher
 
 
-GPU = Sizes(train=2048, test=1000, batch=128, epochs=12, teacher="resnet18", learn=0.5)
-QUICK = Sizes(train=128, test=200, batch=16, epochs=10, teacher="resnet8", learn=0.4)
+# Measured on a CPU (ResNet8 teacher), test accuracy of the teacher, reference DKD and series DKD:
+# GPU sizes, synthetic 0.990, 0.965, 0.984; CIFAR-10 0.468, 0.412, 0.425 (reference KD 0.416, CE 0.394).
+# QUICK, synthetic 0.920, 0.515, 0.735; CIFAR-10 0.260, 0.240, 0.195 (128 images: a weak check).
+GPU = Sizes(train=2048, test=1000, batch=128, epochs=12, teacher="resnet18", learn=0.7, learn_cifar=0.3)
+QUICK = Sizes(train=128, test=200, batch=16, epochs=10, teacher="resnet8", learn=0.4, learn_cifar=0.15)
 
 
 @dataclass
@@ -145,11 +150,11 @@ def check(s: Session, path: str, name: str, ok: bool, detail: str, skipped: bool
     return ok
 
 
-def learns(s: Session, path: str, what: str, t: Trained) -> bool:
+def learns(s: Session, path: str, what: str, acc: float) -> bool:
     """The run reached the learning threshold (a broken model stays near chance)."""
     chance = 1 / s.data.num_classes
-    return check(s, path, f"{what} learns", t.acc >= s.sizes.learn,
-                 f"test acc {t.acc:.3f} (threshold {s.sizes.learn:.2f}, chance {chance:.2f})")  # fmt: skip
+    return check(s, path, f"{what} learns", acc >= s.sizes.learn,
+                 f"test acc {acc:.3f} (threshold {s.sizes.learn:.2f}, chance {chance:.2f})")  # fmt: skip
 
 
 def gaps(a: list[float], b: list[float]) -> list[float]:
@@ -166,10 +171,16 @@ def follows(
     same = t.schedule() == ref.schedule() and t.final_lr == ref.final_lr
     ok = g[0] <= first and max(g) <= rtol and same and abs(t.acc - ref.acc) <= acc_gap
     return check(s, path, what, ok,
-                 f"train loss relative gap {g[0]:.1e} in epoch 1 (limit {first:.0e}), at most {max(g):.1e} "
-                 f"in {len(g)} epochs (limit {rtol:.0e}); lr and distillation weight of every epoch and "
+                 f"train loss relative gap {g[0]:.1e} in epoch 1 (limit {first:.2g}), at most {max(g):.1e} "
+                 f"in {len(g)} epochs (limit {rtol:.2g}); lr and distillation weight of every epoch and "
                  f"final lr ({t.final_lr:.3g}) {'identical' if same else 'DIFFER'}; test acc {t.acc:.3f} "
                  f"vs {ref.acc:.3f} (limit ±{acc_gap})")  # fmt: skip
+
+
+def near(s: Session, path: str, what: str, t: Trained, ref: Trained) -> bool:
+    """A smoke run (other precision or compiled) ends near the fp32 eager run."""
+    return check(s, path, what, abs(t.acc - ref.acc) <= SMOKE_GAP,
+                 f"test acc {t.acc:.3f} vs {ref.acc:.3f} (limit ±{SMOKE_GAP})")  # fmt: skip
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -260,11 +271,9 @@ def check_eager(s: Session) -> None:
                          device=str(s.device), out_dir=str(s.out), name="gc-teacher")  # fmt: skip
     run = fit(cfg, data=s.data, progress=False)  # the series' teacher recipe: SGD + one-cycle, autocast
     s.teacher = str(run.checkpoint)
-    acc = float(run.metrics["test_acc"])
-    check(s, "eager", f"teacher ({z.teacher}, SGD + one-cycle) learns", acc >= z.learn,
-          f"test acc {acc:.3f} (threshold {z.learn:.2f}, chance {1 / s.data.num_classes:.2f})")  # fmt: skip
+    learns(s, "eager", f"teacher ({z.teacher}, SGD + one-cycle)", float(run.metrics["test_acc"]))
     for recipe in ("reference", "series"):
-        learns(s, "eager", f"{recipe} DKD student, eager fp32", train(s, recipe, "dkd"))
+        learns(s, "eager", f"{recipe} DKD student, eager fp32", train(s, recipe, "dkd").acc)
 
 
 def check_graph(s: Session) -> None:
@@ -276,20 +285,14 @@ def check_graph(s: Session) -> None:
     for recipe in ("reference", "series"):
         eager, graphed = train(s, recipe, "dkd"), train(s, recipe, "dkd", graph=True)
         what = f"{recipe} DKD, fp32, graphed"
-        learns(s, "graph", what, graphed)
+        learns(s, "graph", what, graphed.acc)
         replayed(s, "graph", what, graphed)
         follows(s, "graph", f"{what} follows eager", graphed, eager, GRAPH_RTOL, GRAPH_RTOL, ACC_GAP)
     if amp_dtype(s.device) == torch.bfloat16:  # fp16 autocast needs loss scaling: no graphs there
         t = train(s, "reference", "dkd", graph=True, amp=True)
-        learns(s, "graph", "reference DKD, bf16 autocast, graphed", t)
+        learns(s, "graph", "reference DKD, bf16 autocast, graphed", t.acc)
         replayed(s, "graph", "reference DKD, bf16 autocast, graphed", t)
         near(s, "graph", "reference DKD, bf16 graphed vs fp32 eager", t, train(s, "reference", "dkd"))
-
-
-def near(s: Session, path: str, what: str, t: Trained, ref: Trained) -> bool:
-    """A smoke run (other precision or compiled) ends near the fp32 eager run."""
-    return check(s, path, what, abs(t.acc - ref.acc) <= SMOKE_GAP,
-                 f"test acc {t.acc:.3f} vs {ref.acc:.3f} (limit ±{SMOKE_GAP})")  # fmt: skip
 
 
 def check_cache(s: Session) -> None:
@@ -309,12 +312,12 @@ def check_cache(s: Session) -> None:
         logits = teacher(loader.batch(idx, view)[0]).float()
     gap = float((cache[idx, view].float() - logits).abs().max() / logits.abs().max())
     check(s, "cache", "cached logits == live teacher, fp32", gap <= CACHE_RTOL,
-          f"max gap {gap:.1e} of the largest logit (limit {CACHE_RTOL:.0e}) on {s.sizes.probe} random "
+          f"max gap {gap:.1e} of the largest logit (limit {CACHE_RTOL:.2g}) on {s.sizes.probe} random "
           f"(image, view) pairs of {len(s.data.y_train)} x {N_VIEWS}")  # fmt: skip
     live = train(s, "reference", "dkd", graph=graph)
     cached = train(s, "reference", "dkd", graph=graph, cache_teacher=True)
     what = f"reference DKD from the cache{', graphed' if graph else ''}"
-    learns(s, "cache", what, cached)
+    learns(s, "cache", what, cached.acc)
     if graph:
         replayed(s, "cache", what, cached)
     follows(s, "cache", f"{what} follows the live teacher", cached, live, FIRST_RTOL, DRIFT_RTOL, ACC_GAP)
@@ -330,7 +333,7 @@ def check_packed(s: Session) -> None:
         together = train_packed(s, recipe, PACKED, graph=graph, cache_teacher=cache)
         for method, t in zip(PACKED, together, strict=True):
             what = f"{recipe} {method.upper()}, packed x{len(PACKED)}"
-            learns(s, "packed", what, t)
+            learns(s, "packed", what, t.acc)
             alone = train(s, recipe, method, graph=graph, cache_teacher=cache)
             follows(s, "packed", f"{what} vs alone", t, alone, FIRST_RTOL, DRIFT_RTOL, ACC_GAP)
         if graph:
@@ -343,14 +346,14 @@ def check_compile(s: Session) -> None:
     flags = dict(graph=graph, cache_teacher=s.passed["cache"], amp=True, compile=True)
     on = ", ".join(k for k, v in flags.items() if v) + (", packed" if s.passed["packed"] else "")
     if s.passed["packed"]:
-        t = train_packed(s, "reference", PACKED, **flags)[0]
+        runs = dict(zip(PACKED, train_packed(s, "reference", PACKED, **flags), strict=True))
     else:
-        t = train(s, "reference", "dkd", **flags)
-    what = f"reference DKD ({on})"
-    learns(s, "compile", what, t)
+        runs = {"dkd": train(s, "reference", "dkd", **flags)}
+    for method, t in runs.items():
+        learns(s, "compile", f"reference {method.upper()} ({on})", t.acc)
     if graph:
-        replayed(s, "compile", what, t)
-    near(s, "compile", f"{what} vs fp32 eager", t, train(s, "reference", "dkd"))
+        replayed(s, "compile", f"reference ({on})", runs["dkd"])
+    near(s, "compile", f"reference DKD ({on}) vs fp32 eager", runs["dkd"], train(s, "reference", "dkd"))
 
 
 CHECKS = [("eager", check_eager), ("graph", check_graph), ("cache", check_cache),
@@ -361,8 +364,9 @@ CHECKS = [("eager", check_eager), ("graph", check_graph), ("cache", check_cache)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype dkdlib trains with on this device (None: fp32)."""
-    return dkdlib.train._amp_dtype(Config(), device)
+    """The autocast dtype dkdlib trains with on this device (None: fp32; bf16 or fp16 on CUDA)."""
+    public = getattr(dkdlib, "amp_dtype", None)  # dkdlib.amp_dtype(device), where dkdlib has it
+    return public(device) if public is not None else dkdlib.train._amp_dtype(Config(), device)
 
 
 def device_name(device: torch.device) -> str:
@@ -428,17 +432,21 @@ def main(argv=None) -> int:
             compile_ = torch.compile
             torch.compile = lambda model, **k: compile_(model, **{"backend": "aot_eager", **k})
     else:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (PyTorch docs)
         torch.backends.cudnn.deterministic = True  # eager and graphed runs pick the same kernels
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # true fp32
     name = "cifar10" if args.data else "synthetic"
+    if args.data:  # real images: a lower bar for the same number of steps
+        sizes = replace(sizes, learn=sizes.learn_cifar)
     data = load_data(name, npz=args.data, val_size=0, train_size=sizes.train, test_size=sizes.test)
     report = {"device": device_name(device), "paths": dict.fromkeys(PATHS, False), "checks": [],
               "seconds": 0.0, "finished": False, "data": data.source, "sizes": vars(sizes),
               "chance": 1 / data.num_classes, "broken": sorted(broken), "path_seconds": {},
               "_t0": time.perf_counter()}  # fmt: skip
-    print(f"{report['device']}; {data.source}: {len(data.y_train)} training, {len(data.y_test)} test images;"
-          f" {sizes.epochs} epochs of batch {sizes.batch}; every run must reach test acc {sizes.learn}"
-          f" (chance {report['chance']:.2f})", flush=True)  # fmt: skip
+    report["autocast"] = str(amp_dtype(device)).replace("torch.", "")  # what amp=True runs use here
+    print(f"{report['device']}, autocast {report['autocast']}; {data.source}: {len(data.y_train)} training, "
+          f"{len(data.y_test)} test images; {sizes.epochs} epochs of batch {sizes.batch}; every run must "
+          f"reach test acc {sizes.learn} (chance {report['chance']:.2f})", flush=True)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed by a timeout: the verdicts so far stay
     break_paths(broken)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
