@@ -54,19 +54,18 @@ from dkdlib.cache import compute_teacher_logits  # noqa: E402
 from dkdlib.checkpoint import atomic_write  # noqa: E402
 from dkdlib.data import N_VIEWS, DeviceLoader, load_data  # noqa: E402
 from dkdlib.losses import _dkd_loss  # noqa: E402  (the unchecked core both loops share)
+from dkdlib.methods import student_losses  # noqa: E402
 from dkdlib.models import create_model  # noqa: E402
 from dkdlib.packed import pack  # noqa: E402
-from dkdlib.sweep import packed_loss  # noqa: E402
+from dkdlib.step import TrainStep  # noqa: E402
 from dkdlib.train import (  # noqa: E402
     Config,
-    TrainStep,
-    _amp_dtype,
-    _channels_last,
-    _make_optimizer,
-    _make_scheduler,
-    _use_graph,
+    amp_dtype,
+    make_optimizer,
+    make_scheduler,
     pick_device,
-    solo_loss,
+    use_channels_last,
+    use_graph,
 )
 
 BATCH, ALPHA, BETA, TEMPERATURE = 128, 1.0, 8.0, 4.0
@@ -202,7 +201,7 @@ def bench_dkdlib(
         alpha=ALPHA, beta=BETA, temperature=TEMPERATURE, warmup=0, epochs=1, lr=LR, momentum=MOMENTUM,
         weight_decay=WEIGHT_DECAY, device=str(device), compile=compile, graph=graph,
     )  # fmt: skip
-    channels_last = _channels_last(cfg, device)  # NHWC convolutions (tensor cores on GPU)
+    channels_last = use_channels_last(cfg, device)  # NHWC convolutions (tensor cores on GPU)
     students = []
     for seed in range(k):
         torch.manual_seed(seed)
@@ -221,11 +220,11 @@ def bench_dkdlib(
         data.x_train[idx], data.y_train[idx], BATCH, mean=data.mean, std=data.std, train=True,
         device=device, seed=1, channels_last=channels_last,
     )  # fmt: skip
-    amp_dtype = _amp_dtype(cfg, device)  # bf16 autocast on CUDA (fp16 + GradScaler without bf16)
-    use_graph = _use_graph(cfg, device)
-    optimizer = _make_optimizer(cfg, model, use_graph)  # fused SGD on CUDA; lr a device tensor if graphed
-    scheduler = _make_scheduler(cfg, optimizer, warmup + steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    amp = amp_dtype(device, cfg.amp)  # bf16 autocast from sm_80, fp16 + GradScaler below, None on CPU
+    graphed = use_graph(cfg, device)
+    optimizer = make_optimizer(cfg, model, graphed)  # fused SGD on CUDA; lr a device tensor if graphed
+    scheduler = make_scheduler(cfg, optimizer, warmup + steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     step_model = torch.compile(model) if compile else model  # fixed batch shape: compiled once
     logits_cache, cache_s = None, None
     if cache:  # every view of every image the run will see, computed once (not part of the step time)
@@ -242,19 +241,19 @@ def bench_dkdlib(
             device=device,
             channels_last=channels_last,
         )
-        key = (unique, str(amp_dtype), channels_last)  # the same random teacher (seed 0) every variant
+        key = (unique, str(amp), channels_last)  # the same random teacher (seed 0) every variant
         if key not in _CACHES:
             sync(device)
             t0 = time.perf_counter()
-            _CACHES[key] = compute_teacher_logits(teacher, pool, amp_dtype=amp_dtype), None
+            _CACHES[key] = compute_teacher_logits(teacher, pool, amp_dtype=amp), None
             sync(device)
             _CACHES[key] = _CACHES[key][0], time.perf_counter() - t0
         logits_cache, cache_s = _CACHES[key]
         logits_cache = logits_cache[torch.as_tensor(idx % unique, device=device)]
-    loss_fn = packed_loss([cfg] * k) if packed else solo_loss(cfg)
+    loss_fn = student_losses([cfg] * k)  # K copies of one student: the same loss each
     step = TrainStep(
         loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=None if cache else teacher,
-        cache=logits_cache, amp_dtype=amp_dtype, graph=use_graph,
+        cache=logits_cache, amp_dtype=amp, graph=graphed,
     )  # fmt: skip
     step.start_epoch(1, 1.0)
 
@@ -267,17 +266,18 @@ def bench_dkdlib(
         startup = timed(device, lambda: run(warmup))  # cuDNN's first calls, compilation, graph capture
         seconds = timed(device, lambda: run(steps))
     step.check_finite(1, warmup + steps)
-    if use_graph and replays["n"] == 0:  # a capture that fell back to eager: not this variant's speed
-        raise RuntimeError(f"graph=True but no CUDA graph was replayed in {warmup + steps} steps")
+    if graphed and replays["n"] == 0:  # a capture that fell back to eager: not this variant's speed
+        why = step.graph_error or "no capture"
+        raise RuntimeError(f"graph=True but no CUDA graph was replayed in {warmup + steps} steps ({why})")
     stats = step.epoch_stats()
     result = {
         "startup_s": startup,
         "seconds": seconds,
         "last_loss": float(np.mean([s["train_loss"] for s in stats])),  # the epoch's mean loss
-        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "amp_dtype": str(amp).replace("torch.", "") if amp else "float32",
         "channels_last": channels_last,
         "fused_sgd": device.type == "cuda",
-        "cuda_graph": use_graph,
+        "cuda_graph": graphed,
         "graph_replays": replays["n"],
         "students": k,
         "packed": packed,

@@ -50,14 +50,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a checkout: nothing is installed on the GPU machine
 
-import dkdlib.sweep  # noqa: E402
-import dkdlib.train  # noqa: E402
-from dkdlib import Config, Data, fit, load_data  # noqa: E402
+import dkdlib.train  # noqa: E402  (GPU_CHECK_BREAK replaces two of its functions)
+from dkdlib import Config, Data, amp_dtype, fit, load_data  # noqa: E402
 from dkdlib.checkpoint import atomic_write, load_checkpoint  # noqa: E402
 from dkdlib.data import N_VIEWS, DeviceLoader  # noqa: E402
 from dkdlib.recipes import reference_configs, student_config, teacher_config  # noqa: E402
-from dkdlib.sweep import fit_many  # noqa: E402
-from dkdlib.train import Run, load_teacher  # noqa: E402
+from dkdlib.train import Run, fit_many, load_teacher, use_channels_last  # noqa: E402
 
 PATHS = ("graph", "cache", "packed", "compile")  # the speed paths, each on top of the ones before it
 # Limits. fp32 runs use true fp32 (no TF32), so rounding cannot hide a difference or fake one.
@@ -73,7 +71,7 @@ WARMUP_STEPS = 3  # TrainStep's eager steps before it captures the graph
 @dataclass(frozen=True)
 class Sizes:
     """How much each run trains. The GPU sizes aim at about a minute on an H100/H200 (estimated from
-    step speeds, not yet measured); QUICK takes about a minute of CPU time (measured: 59 s)."""
+    step speeds, not yet measured); QUICK takes about a minute of CPU time (measured: 58 s)."""
 
     train: int  # training images (no validation split)
     test: int  # test images
@@ -301,7 +299,7 @@ def check_cache(s: Session) -> None:
     cfg = config(s, "reference", "dkd", cache_teacher=True, amp=False)
     teacher = load_teacher(cfg, s.data, s.device)
     # The loader the run's cache is built from: the same images, normalisation and layout as fit's.
-    d, channels_last = s.data, dkdlib.train._channels_last(cfg, s.device)
+    d, channels_last = s.data, use_channels_last(cfg, s.device)
     loader = DeviceLoader(d.x_train, d.y_train, s.sizes.batch, mean=d.mean, std=d.std, device=s.device,
                           channels_last=channels_last)  # fmt: skip
     cache = dkdlib.train.teacher_logit_cache(teacher, loader, d.x_train, cache_dir=s.out / "cache")
@@ -363,12 +361,6 @@ CHECKS = [("eager", check_eager), ("graph", check_graph), ("cache", check_cache)
 # --- setup ------------------------------------------------------------------------------------------
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype dkdlib trains with on this device (None: fp32; bf16 or fp16 on CUDA)."""
-    public = getattr(dkdlib, "amp_dtype", None)  # dkdlib.amp_dtype(device), where dkdlib has it
-    return public(device) if public is not None else dkdlib.train._amp_dtype(Config(), device)
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
@@ -386,7 +378,7 @@ def break_paths(names: frozenset[str]) -> None:
         def pack(models):
             raise RuntimeError("packing broken on purpose (GPU_CHECK_BREAK=packed)")
 
-        dkdlib.sweep.pack = pack
+        dkdlib.train.pack = pack
 
 
 def parse_args(argv=None) -> argparse.Namespace:
