@@ -247,7 +247,7 @@ def train_packed(s: Session, recipe: str, methods: list[str], **flags) -> list[T
     return [trained(r, seen) for r in runs]
 
 
-FALLBACK = re.compile(r"captur|cuda graph|graph=true|eager", re.I)  # warnings that say a path was dropped
+FALLBACK = re.compile(r"CUDA-graph capture failed|graph=True")  # dkdlib's warnings that it went eager
 
 
 def replayed(s: Session, path: str, what: str, t: Trained) -> bool:
