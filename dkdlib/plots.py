@@ -369,7 +369,7 @@ def plot_lr_schedule(configs: Mapping[str, Config], steps_per_epoch: int) -> Fig
             scheduler.step()
         x = np.arange(len(rates)) / steps_per_epoch
         peak = int(np.argmax(rates))
-        ax.plot(x, rates, label=f"{label}: {cfg.schedule}, peak {rates[peak]:g} at epoch {x[peak]:.2f}")
+        ax.plot(x, rates, label=f"{label}: {cfg.schedule}, peak {rates[peak]:.3g} at epoch {x[peak]:.2f}")
         ax.plot(x[peak], rates[peak], marker="o", color="black")
     ax.set_xlabel("epoch (steps / steps per epoch)")
     ax.set_ylabel("learning rate")
