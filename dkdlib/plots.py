@@ -423,7 +423,8 @@ def plot_confusion_delta(
     size = max(5.0, 0.6 * k + 2)
     fig, ax = figure(size + 1.2, size)
     bar = f"{labels[1]} better (+) or worse (−) than {labels[0]}, points"
-    sns.heatmap(better, annot=k <= 12, fmt=".0f", cmap="PiYG", vmin=-limit, vmax=limit, square=True,
+    text = np.where(np.abs(better) < 0.5, "0", np.char.mod("%+.0f", better)) if k <= 12 else False
+    sns.heatmap(better, annot=text, fmt="", cmap="PiYG", vmin=-limit, vmax=limit, square=True,
                 xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7}, ax=ax,
                 cbar_kws={"label": bar})  # fmt: skip
     ax.set_xlabel("predicted class")
