@@ -23,11 +23,11 @@ __all__ = [
     "DRIVE_FOLDER", "imagenet_weights",
 ]  # fmt: skip
 
-# Where the package lives on GitHub (owner/name) and the branch Colab opens and installs.
+# Where the package lives on GitHub (owner/name), and the branch whose notebooks the badges open.
 REPOSITORY = "dkdlib/dkdlib"
 BRANCH = "main"
-# The install line of every chapter's Colab cell (Colab's own torch is kept).
-INSTALL = f'%pip install -q "dkdlib @ git+https://github.com/{REPOSITORY}@{BRANCH}"'
+# The install line of every chapter's Colab cell: the repository's default branch (Colab's torch is kept).
+INSTALL = f'%pip install -q "dkdlib @ git+https://github.com/{REPOSITORY}"'
 DRIVE_FOLDER = "/content/drive/MyDrive/dkdlib"
 
 BANNERS = {

@@ -165,6 +165,7 @@ def plot_history(
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.08)  # points at the first and last epoch stay off the frame
         if _is_accuracy(metric):
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
             accuracy_axis(ax)
@@ -469,6 +470,7 @@ def plot_sweep(
                 else {"linestyle": "--", "marker": "D"})  # fmt: skip
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel("test accuracy (%)")
+    ax.margins(x=0.1)
     accuracy_axis(ax, 100)
     ax.set_title(ax_title)
     ax.legend(fontsize="small")
