@@ -7,11 +7,20 @@ One convention for every figure (`figure`): a `matplotlib.figure.Figure` made ou
 constrained layout. pyplot's figures show twice in Jupyter (once as the cell's value, once when
 pyplot flushes them) or not at all (under `MPLBACKEND=Agg`, as nbconvert runs); a pyplot-free figure
 is shown exactly once, as the cell's value, under any backend.
+
+Honest figures, everywhere:
+- a figure made from synthetic data says so in its title (`mark_synthetic`; the functions here do it
+  themselves when they know the data);
+- a curve with fewer than 5 points is drawn as points, not a line (`curve_style`);
+- an accuracy axis spans at least 10 points, so a single seed's noise does not fill the panel
+  (`accuracy_axis`);
+- a diverging colour map has one meaning (`plot_confusion_delta`: green is "better" everywhere);
+- no synthetic bar stands beside a CIFAR-10 reference marker (`plot_bars`, `plot_sweep`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,11 +29,24 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from .config import Config
     from .data import Data
     from .train import Run
 
 __all__ = [
     "figure",
+    "SYNTHETIC_NOTE",
+    "is_synthetic",
+    "mark_synthetic",
+    "curve_style",
+    "accuracy_axis",
+    "plot_lr_schedule",
+    "plot_warmup",
+    "plot_confusion_delta",
+    "plot_sweep",
+    "plot_bars",
     "METRIC_LABELS",
     "plot_history",
     "plot_confusion",
@@ -56,6 +78,59 @@ def figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **subplo
     return fig, fig.subplots(nrows, ncols, **subplots)
 
 
+SYNTHETIC_NOTE = "SYNTHETIC images (fast mode), not CIFAR-10"
+MIN_POINTS_FOR_LINE = 5  # fewer points than this are drawn as points: a line would invent a trend
+MIN_ACCURACY_SPAN = 0.10  # an accuracy axis spans at least 10 points (as a fraction of 1)
+
+
+def is_synthetic(source: Any) -> bool:
+    """Whether `source` — a dataset name, a `Data`, a `Config`, a `Run`, or a collection of them — is
+    (or holds) synthetic data."""
+    if source is None:
+        return False
+    if isinstance(source, str):
+        return source == "synthetic"
+    if isinstance(source, Mapping):
+        return any(is_synthetic(v) for v in source.values())
+    for attr in ("config", "dataset", "name"):  # Run → Config → dataset name; Data.name
+        if hasattr(source, attr) and not isinstance(source, (list, tuple)):
+            value = getattr(source, attr)
+            if attr != "name" or isinstance(value, str):
+                return is_synthetic(value)
+    if isinstance(source, Iterable):
+        return any(is_synthetic(v) for v in source)
+    return False
+
+
+def mark_synthetic(fig: Figure, source: Any) -> Figure:
+    """Add "SYNTHETIC images (fast mode), not CIFAR-10" to the figure's title when `source` is synthetic
+    (see `is_synthetic`). Returns the figure, so a cell can end with `mark_synthetic(plot_x(...), data)`."""
+    if not is_synthetic(source):
+        return fig
+    current = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    if SYNTHETIC_NOTE not in current:
+        fig.suptitle(f"{current}\n{SYNTHETIC_NOTE}" if current else SYNTHETIC_NOTE, color="firebrick")
+    return fig
+
+
+def curve_style(points: int) -> dict[str, Any]:
+    """Line keyword arguments for a curve of `points` points: markers only below 5 points."""
+    if points < MIN_POINTS_FOR_LINE:
+        return {"linestyle": "none", "marker": "o", "markersize": 6}
+    return {"marker": "o", "markersize": 3}
+
+
+def accuracy_axis(ax: Any, scale: float = 1.0, axis: str = "y") -> None:
+    """Widen an accuracy axis (`scale` 1: fractions, 100: %) to span at least 10 points, inside [0, scale]."""
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    span = MIN_ACCURACY_SPAN * scale
+    if hi - lo < span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - span / 2, mid + span / 2
+        lo, hi = (0.0, span) if lo < 0 else (scale - span, scale) if hi > scale else (lo, hi)
+        (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
+
+
 def _history(run: Run | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The per-epoch rows of a `Run` or of a plain list of dicts."""
     return list(run.history if hasattr(run, "history") else run)
@@ -69,8 +144,13 @@ def plot_history(
     runs: Mapping[str, Run | Sequence[Mapping[str, Any]]],
     metrics: Sequence[str] = ("train_loss", "val_acc"),
     title: str | None = None,
+    dataset: str | None = None,
 ) -> Figure:
-    """One panel per metric, one line per run (labelled by its key), against the epoch."""
+    """One panel per metric, one curve per run (labelled by its key), against the epoch.
+
+    Curves of fewer than 5 epochs are drawn as points; accuracy axes span at least 10 points. The title
+    says "synthetic" when a run (or `dataset`) is.
+    """
     metrics = list(metrics)
     fig, axes = figure(5.2 * len(metrics), 3.8, 1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -79,19 +159,21 @@ def plot_history(
             if not rows:
                 continue
             epochs = [r["epoch"] for r in rows]
-            ax.plot(epochs, [r[metric] for r in rows], marker="o", markersize=3, label=label)
+            ax.plot(epochs, [r[metric] for r in rows], label=label, **curve_style(len(rows)))
         name = METRIC_LABELS.get(metric, metric)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.08)  # points at the first and last epoch stay off the frame
         if _is_accuracy(metric):
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+            accuracy_axis(ax)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    return fig
+    return mark_synthetic(fig, dataset or list(runs.values()))
 
 
 def plot_confusion(
@@ -99,6 +181,7 @@ def plot_confusion(
     classes: Sequence[str],
     normalize: bool = True,
     title: str = "Confusion matrix (test set)",
+    dataset: str | None = None,
 ) -> Figure:
     """Seaborn heatmap of a confusion matrix (rows: true class, columns: predicted class)."""
     import seaborn as sns
@@ -127,13 +210,14 @@ def plot_confusion(
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=45)
     ax.tick_params(axis="y", labelrotation=0)
-    return fig
+    return mark_synthetic(fig, dataset)
 
 
 def plot_per_class_accuracy(
     per_class: Mapping[str, Sequence[float]] | Sequence[float],
     classes: Sequence[str],
     title: str = "Per-class test accuracy",
+    dataset: str | None = None,
 ) -> Figure:
     """Grouped bars of per-class accuracy; pass a dict {label: accuracies} to compare runs."""
     import pandas as pd
@@ -157,7 +241,7 @@ def plot_per_class_accuracy(
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=45)
-    return fig
+    return mark_synthetic(fig, dataset)
 
 
 def show_images(
@@ -166,6 +250,7 @@ def show_images(
     classes: Sequence[str],
     per_class: int = 8,
     title: str | None = None,
+    dataset: str | None = None,
 ) -> Figure:
     """A grid of uint8 N×H×W×C images: one row per class, the first `per_class` images of each."""
     x, y = np.asarray(x), np.asarray(y)
@@ -184,9 +269,9 @@ def show_images(
         row[0].set_ylabel(classes[c], rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
-    fig.subplots_adjust(
-        wspace=0.05, hspace=0.05, left=0.15, right=0.99, bottom=0.01, top=0.93 if title else 0.99
-    )
+    mark_synthetic(fig, dataset)
+    top = 0.99 if fig._suptitle is None else 0.93 if "\n" not in fig._suptitle.get_text() else 0.89
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.15, right=0.99, bottom=0.01, top=top)
     return fig
 
 
@@ -209,7 +294,7 @@ def plot_class_balance(data: Data, title: str = "Images per class and split") ->
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=45)
     ax.legend(title="split (images)", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
+    return mark_synthetic(fig, data)
 
 
 def show_augmentations(data: Data, index: int = 0, n: int = 8, seed: int = 0) -> Figure:
@@ -236,7 +321,7 @@ def show_augmentations(data: Data, index: int = 0, n: int = 8, seed: int = 0) ->
     fig.suptitle(
         f"Random crop (zero padding {PAD} px) + horizontal flip: {n} views of one image", fontsize=10
     )
-    return fig
+    return mark_synthetic(fig, data)
 
 
 def plot_temperature(
@@ -244,6 +329,7 @@ def plot_temperature(
     classes: Sequence[str],
     temperatures: Sequence[float] = (1, 2, 4, 8),
     title: str = "softmax(z / T) of one teacher output",
+    dataset: str | None = None,
 ) -> Figure:
     """Bars of softmax(logits / T) for each temperature: higher T flattens the distribution."""
     z = torch.as_tensor(np.asarray(logits, dtype=np.float32))
@@ -260,4 +346,170 @@ def plot_temperature(
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[0].set_ylabel("probability")
     fig.suptitle(f"{title} (orange: the teacher's top class)")
+    return mark_synthetic(fig, dataset)
+
+
+def plot_lr_schedule(configs: Mapping[str, Config], steps_per_epoch: int) -> Figure:
+    """The learning rate of every optimisation step (what `fit` sets), against the epoch, per config.
+
+    Drawn from the run's own optimizer and scheduler on a stand-in parameter, step by step: a one-cycle
+    schedule shows its warm-up to the peak and the decay, however few the epochs.
+    """
+    from torch import nn
+
+    from .train import make_optimizer, make_scheduler
+
+    fig, ax = figure(6.5, 3.4)
+    for label, cfg in configs.items():
+        optimizer = make_optimizer(cfg, nn.Linear(1, 1))
+        scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+        rates = []
+        for _ in range(cfg.epochs * steps_per_epoch):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        x = np.arange(len(rates)) / steps_per_epoch
+        peak = int(np.argmax(rates))
+        ax.plot(x, rates, label=f"{label}: {cfg.schedule}, peak {rates[peak]:.3g} at epoch {x[peak]:.2f}")
+        ax.plot(x[peak], rates[peak], marker="o", color="black")
+    ax.set_xlabel("epoch (steps / steps per epoch)")
+    ax.set_ylabel("learning rate")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Learning rate at every step ({steps_per_epoch} steps per epoch)")
+    ax.legend(fontsize="small")
     return fig
+
+
+def plot_warmup(configs: Mapping[str, Config]) -> Figure:
+    """The distillation weight min(epoch / warmup, 1) per epoch, for each labelled config."""
+    from .train import distill_weight
+
+    fig, ax = figure(6.5, 3.4)
+    for label, cfg in configs.items():
+        epochs = np.arange(1, cfg.epochs + 1)
+        ax.plot(epochs, [distill_weight(cfg, int(e)) for e in epochs], **curve_style(len(epochs)),
+                label=f"{label}: warmup {cfg.warmup}, {cfg.epochs} epochs")  # fmt: skip
+    ax.set_xlabel("epoch (counted from 1)")
+    ax.set_ylabel("weight of α·TCKD + β·NCKD")
+    ax.set_ylim(0, 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("DKD warm-up: min(epoch / warmup, 1)")
+    ax.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def plot_confusion_delta(
+    confusion_base: np.ndarray,
+    confusion_other: np.ndarray,
+    classes: Sequence[str],
+    labels: tuple[str, str] = ("CE", "DKD"),
+    dataset: str | None = None,
+) -> Figure:
+    """Where the second model beats the first, cell by cell, in points of the true class (rows normalised).
+
+    One colour, one meaning: green is "better" everywhere — more correct on the diagonal, fewer of
+    that mistake off it; pink is "worse". A cell shows +(other − base) on the diagonal and
+    −(other − base) off it.
+    """
+    import seaborn as sns
+
+    def norm(c: np.ndarray) -> np.ndarray:
+        c = np.asarray(c, float)
+        return c / np.maximum(c.sum(1, keepdims=True), 1)
+
+    change = 100 * (norm(confusion_other) - norm(confusion_base))
+    better = np.where(np.eye(len(classes), dtype=bool), change, -change)
+    limit = max(float(np.abs(better).max()), 1e-9)
+    k = len(classes)
+    size = max(5.0, 0.6 * k + 2)
+    fig, ax = figure(size + 1.2, size)
+    bar = f"{labels[1]} better (+) or worse (−) than {labels[0]}, points"
+    text = np.where(np.abs(better) < 0.5, "0", np.char.mod("%+.0f", better)) if k <= 12 else False
+    sns.heatmap(better, annot=text, fmt="", cmap="PiYG", vmin=-limit, vmax=limit, square=True,
+                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7}, ax=ax,
+                cbar_kws={"label": bar})  # fmt: skip
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(
+        f"Where {labels[1]} beats {labels[0]} (green) or loses (pink)\n"
+        "diagonal: more correct; off it: fewer of that mistake",
+        fontsize=10,
+    )
+    ax.grid(False)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.tick_params(axis="y", labelrotation=0)
+    return mark_synthetic(fig, dataset)
+
+
+def plot_sweep(
+    summary: pd.DataFrame,
+    x: str,
+    ax_title: str,
+    reference: Mapping[float, float] | None = None,
+    xlabel: str | None = None,
+    ax: Any = None,
+    dataset: str | None = None,
+) -> Figure:
+    """Mean ± std test accuracy (%) against one hyper-parameter; optional reference points {x: acc %}.
+
+    Fewer than 5 points are drawn as points; the accuracy axis spans at least 10 points; reference
+    points (CIFAR-10) are left out when the runs are synthetic.
+    """
+    fig = None
+    if ax is None:
+        fig, ax = figure(5.0, 3.6)
+    data = summary.sort_values(x)
+    single = "runs" not in data or bool((data["runs"] <= 1).all())
+    style = curve_style(len(data))
+    ax.errorbar(data[x], data["test_mean"], yerr=data["test_std"].fillna(0), capsize=4, **style,
+                label="ours (one run per point)" if single else "ours (mean ± std over seeds)")  # fmt: skip
+    if reference and not is_synthetic(dataset):
+        xs = sorted(reference)
+        ax.plot(xs, [reference[v] for v in xs], color="black", label="reference (CIFAR-10, 100 ep)",
+                **{**curve_style(len(xs)), "marker": "D"} if len(xs) < MIN_POINTS_FOR_LINE
+                else {"linestyle": "--", "marker": "D"})  # fmt: skip
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel("test accuracy (%)")
+    ax.margins(x=0.1)
+    accuracy_axis(ax, 100)
+    ax.set_title(ax_title)
+    ax.legend(fontsize="small")
+    fig = fig if fig is not None else ax.figure
+    return mark_synthetic(fig, dataset)
+
+
+def plot_bars(
+    summary: pd.DataFrame,
+    reference: Mapping[str, float] | None = None,
+    title: str | None = None,
+    dataset: str | None = None,
+) -> Figure:
+    """Horizontal bars of mean ± std test accuracy (%) per row label, with reference values as diamonds.
+
+    The reference markers (CIFAR-10) are drawn only beside runs on real data: never beside synthetic
+    bars, which measure nothing comparable.
+    """
+    import pandas as pd
+
+    data = summary.reset_index(drop=True)
+    fig, ax = figure(8.0, 0.45 * len(data) + 2.2)
+    y = np.arange(len(data))
+    runs = data["runs"] if "runs" in data else pd.Series(1, index=data.index)
+    ax.barh(y, data["test_mean"], color="tab:blue", alpha=0.75, label="ours: last-epoch test accuracy")
+    several = (runs > 1) & data["test_std"].notna()
+    if several.any():
+        ax.errorbar(data["test_mean"][several], y[several], xerr=data["test_std"][several], fmt="none",
+                    ecolor="black", capsize=3, label="± std over seeds")  # fmt: skip
+    if reference and not is_synthetic(dataset):
+        ref = np.array([reference.get(r, np.nan) for r in data["row"]], dtype=float)
+        if np.isfinite(ref).any():
+            ax.scatter(ref, y, marker="D", color="black", zorder=3,
+                       label="reference table (CIFAR-10, its own recipe and epochs)")  # fmt: skip
+    labels = [f"{r} ({int(e)} ep, {int(n)} run{'s' if n > 1 else ''})"
+              for r, e, n in zip(data["row"], data["epochs"], runs, strict=True)]  # fmt: skip
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title(title or "Test accuracy by recipe")
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small")
+    return mark_synthetic(fig, dataset)

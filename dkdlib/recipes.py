@@ -17,7 +17,7 @@ from dataclasses import replace
 from .config import Config
 
 __all__ = [
-    "mode", "base", "teacher_config", "student_config", "ABLATION_SIZES", "ablation_specs",
+    "mode", "base", "teacher_config", "finetune_config", "student_config", "ABLATION_SIZES", "ablation_specs",
     "series_configs", "REFERENCE", "reference_configs",
 ]  # fmt: skip
 
@@ -60,6 +60,14 @@ def teacher_config(fast: bool | None = None, **overrides) -> Config:
         cfg = base(fast, model="resnet18", method="ce", batch_size=256, lr=0.1, epochs=15)
     else:
         cfg = base(fast, model="resnet20", method="ce", lr=0.1)
+    return replace(cfg, **overrides)
+
+
+def finetune_config(fast: bool | None = None, **overrides) -> Config:
+    """Chapter 1's second teacher: torchvision's ImageNet-pretrained ResNet18 (7×7 stem, new 10-class
+    head), finetuned with the teacher's schedule at a tenth of its peak learning rate (0.01): the
+    pretrained body needs nudging, not relearning. Needs the ImageNet weights (a download, once)."""
+    cfg = teacher_config(fast, model="resnet18_imagenet", pretrained=True, lr=0.01)
     return replace(cfg, **overrides)
 
 

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from dkdlib import losses
+from dkdlib.notebook import INSTALL, badge
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-BADGE = (
-    "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-    "(https://colab.research.google.com/github/dkdlib/dkdlib/blob/main/notebooks/{name})"
-)
-INSTALL = '%pip install -q "dkdlib @ git+https://github.com/dkdlib/dkdlib"'
+# Chapters that meet issue #14's learner conventions (GPU metadata, exercises, two checked cells).
+LEARNER_CHAPTERS = [p for p in PATHS if p.name[:2] in {f"{i:02d}" for i in range(7)}]
 LIBRARY_NAMES = {"kd_loss", "dkd_loss", "dkd_terms", "_dkd_terms", "_dkd_loss", "_kd_loss"}
 
 
@@ -60,15 +58,18 @@ def test_conventions(path):
     first = nb["cells"][0]
     assert first["cell_type"] == "markdown", "the first cell is the chapter's Markdown introduction"
     text = "".join(first["source"])
-    assert BADGE.format(name=path.name) in text, (
-        "Open-in-Colab badge (pointing at this file) in the first cell"
+    assert badge(path.name) in text, (
+        "Open-in-Colab badge (pointing at this file, from dkdlib.notebook.REPOSITORY) in the first cell: "
+        "run scripts/colab_links.py"
     )
     assert "what you will learn" in text.lower()
     code = _code_cells(nb)
     assert code, "a notebook without code"
     setup_cell = code[0]
     assert 'if "google.colab" in sys.modules:' in setup_cell, "the first code cell guards the Colab install"
-    assert INSTALL in setup_cell
+    assert INSTALL in setup_cell, (
+        "the install line comes from dkdlib.notebook.INSTALL: run scripts/colab_links.py"
+    )
     pip_lines = [line for line in setup_cell.splitlines() if "pip install" in line]
     assert all("torch" not in line for line in pip_lines), "the Colab install must not (re)install torch"
     guarded = setup_cell.split('if "google.colab" in sys.modules:')[1].splitlines()
@@ -141,3 +142,37 @@ def test_chapter4_checked_cells_say_true():
         text = _output_text(cell)
         if cell.get("outputs"):
             assert "True" in text and "False" not in text, f"a check failed in the committed output:\n{text}"
+
+
+def _checked(nb: dict) -> list[dict]:
+    return [
+        c for c in nb["cells"] if c["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])
+    ]
+
+
+@pytest.mark.parametrize("path", LEARNER_CHAPTERS, ids=lambda p: p.name)
+def test_learner_conventions(path):
+    """Colab GPU metadata, at least two output-checked cells, 2–4 exercises with collapsed answers."""
+    nb = _load(path)
+    assert nb["metadata"].get("accelerator") == "GPU", "Colab opens the chapter on a GPU runtime"
+    assert len(_checked(nb)) >= 2, "at least two cells whose output nbval checks"
+    markdown = [(c, "".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    exercises = [text for _, text in markdown if text.startswith("## Exercises")]
+    assert len(exercises) == 1, "one Exercises section"
+    count = len(re.findall(r"(?m)^\d+\. ", exercises[0]))
+    assert 2 <= count <= 4, f"2–4 exercises, found {count}"
+    answers = [c for c, text in markdown if text.startswith("### Answers")]
+    assert len(answers) == 1 and answers[0]["metadata"].get("jupyter", {}).get("source_hidden"), (
+        "the answers are in one collapsed cell"
+    )
+    assert len(re.findall(r"(?m)^\d+\. ", "".join(answers[0]["source"]))) == count, "one answer per exercise"
+
+
+def test_colab_links_script_agrees():
+    """scripts/colab_links.py would change nothing: every badge and install line follows REPOSITORY."""
+    import subprocess
+    import sys
+
+    script = NOTEBOOKS.parent / "scripts" / "colab_links.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

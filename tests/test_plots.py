@@ -65,3 +65,69 @@ def test_show_augmentations(data):
 def test_plot_temperature(data):
     fig = plots.plot_temperature(np.linspace(-2, 5, data.num_classes), data.classes, (1, 4))
     assert isinstance(fig, Figure) and len(fig.axes) == 2
+
+
+# Honest figures (issue #14): synthetic data named in the title, short curves as points, accuracy axes
+# that do not stretch a single seed's noise, one meaning per colour, no reference beside synthetic bars.
+
+
+def test_synthetic_figures_say_so(data):
+    fig = plots.plot_class_balance(data)
+    assert plots.SYNTHETIC_NOTE in fig._suptitle.get_text()
+    real = plots.plot_confusion(np.eye(3), ["a", "b", "c"], dataset="cifar10")
+    assert real._suptitle is None
+    titled = plots.mark_synthetic(plots.plot_history({"a": _history()}, title="curves"), "synthetic")
+    assert titled._suptitle.get_text() == f"curves\n{plots.SYNTHETIC_NOTE}"
+    assert plots.is_synthetic([data]) and not plots.is_synthetic("cifar10") and not plots.is_synthetic(None)
+
+
+def test_short_curves_are_points_and_long_ones_lines():
+    short = plots.plot_history({"a": _history(4)}, metrics=("val_acc",)).axes[0].lines[0]
+    long_ = plots.plot_history({"a": _history(5)}, metrics=("val_acc",)).axes[0].lines[0]
+    assert short.get_linestyle() == "None" and short.get_marker() == "o"
+    assert long_.get_linestyle() == "-"
+
+
+def test_accuracy_axis_spans_ten_points():
+    rows = [{"epoch": e, "val_acc": 0.500 + 0.002 * e} for e in range(1, 4)]  # a 0.4-point change
+    ax = plots.plot_history({"a": rows}, metrics=("val_acc",)).axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.1 - 1e-9 and lo <= 0.502 and hi >= 0.506
+
+
+def test_lr_schedule_reaches_its_peak():
+    from dkdlib.config import Config
+
+    cfg = Config(epochs=2, lr=0.1, schedule="onecycle")
+    fig = plots.plot_lr_schedule({"teacher": cfg}, steps_per_epoch=8)
+    rates = fig.axes[0].lines[0].get_ydata()
+    assert len(rates) == 16 and max(rates) == pytest.approx(0.1) and rates[-1] < 0.01
+
+
+def test_confusion_delta_green_means_better_everywhere():
+    base = np.array([[8, 2], [3, 7]])
+    other = np.array([[9, 1], [3, 7]])  # class 0: one more correct, one fewer mistake
+    fig = plots.plot_confusion_delta(base, other, ["a", "b"], labels=("CE", "DKD"))
+    values = fig.axes[0].collections[0].get_array().reshape(2, 2)
+    assert values[0, 0] == pytest.approx(10) and values[0, 1] == pytest.approx(10)  # both "better"
+    assert values[1, 0] == 0 and values[1, 1] == 0
+
+
+def test_no_reference_beside_synthetic_bars():
+    import pandas as pd
+
+    summary = pd.DataFrame({"row": ["CE", "DKD α=1 β=8"], "epochs": [2, 2], "runs": [1, 1],
+                            "test_mean": [40.0, 41.0], "test_std": [np.nan, np.nan]})  # fmt: skip
+    reference = {"CE": 80.49, "DKD α=1 β=8": 87.21}
+    fake = plots.plot_bars(summary, reference=reference, dataset="synthetic")
+    real = plots.plot_bars(summary, reference=reference, dataset="cifar10")
+    assert len(fake.axes[0].collections) == 0 and len(real.axes[0].collections) == 1  # the diamonds
+    assert plots.SYNTHETIC_NOTE in fake._suptitle.get_text()
+    sweeps = [
+        plots.plot_sweep(summary.assign(T=[2, 4]), x="T", ax_title="T", reference={2: 80.0, 4: 81.0},
+                         dataset=name)
+        for name in ("synthetic", "cifar10")
+    ]  # fmt: skip
+    labels = [[line.get_label() for line in fig.axes[0].lines] for fig in sweeps]
+    assert not any("reference" in label for label in labels[0])
+    assert any("reference" in label for label in labels[1])

@@ -1,0 +1,55 @@
+"""Chapter 1's ImageNet-pretrained teacher: the weights are found (a file the test plants where torch.hub
+looks), `fit` starts from them, and offline the chapter gets one clear message."""
+
+import torch
+import torchvision
+
+from dkdlib import fit
+from dkdlib.notebook import imagenet_weights
+from dkdlib.recipes import finetune_config, teacher_config
+
+WEIGHTS = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 file
+
+
+def _plant(tmp_path, value: float = 0.125) -> None:
+    reference = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        reference.conv1.weight.fill_(value)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / WEIGHTS)
+
+
+def test_finetune_recipe_is_the_teacher_recipe_on_the_imagenet_resnet18():
+    for fast in (True, False):
+        cfg, teacher = finetune_config(fast), teacher_config(fast)
+        assert (cfg.model, cfg.pretrained, cfg.lr) == ("resnet18_imagenet", True, 0.01)
+        changed = {k for k, v in cfg.to_dict().items() if teacher.to_dict()[k] != v}
+        assert changed == {"model", "pretrained", "lr"}
+
+
+def test_offline_gives_one_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache
+
+    def no_network(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    ok, message = imagenet_weights()
+    assert not ok and "CIFAR-stem teacher only" in message and WEIGHTS in message
+    monkeypatch.setenv("DKDLIB_IMAGENET", "0")
+    assert imagenet_weights() == (False, "ImageNet-pretrained teacher skipped (DKDLIB_IMAGENET=0): "
+                                  "the CIFAR-stem teacher only.")  # fmt: skip
+
+
+def test_fit_finetunes_from_the_planted_weights(monkeypatch, tmp_path, tiny_data):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _plant(tmp_path)
+    ok, message = imagenet_weights()
+    assert ok, message
+    cfg = finetune_config(True, epochs=1, batch_size=100, out_dir=str(tmp_path / "out"),
+                          train_size=600, val_size=200, test_size=200)  # fmt: skip
+    run = fit(cfg, data=tiny_data, progress=False, save=False)
+    conv1 = run.model.conv1.weight.detach()
+    # A fresh (Kaiming) init has mean ~0; one epoch at lr <= 0.01 keeps the planted 0.125 close.
+    assert abs(float(conv1.mean()) - 0.125) < 0.02, float(conv1.mean())
+    assert run.model.fc.out_features == tiny_data.num_classes
