@@ -2,7 +2,8 @@
 
 `fit_many(configs)` trains K students that share a schedule — the same data, batch size, epochs,
 optimizer and learning-rate schedule, and the same teacher — but may differ in everything the loss
-does (method, α, β, T, warm-up, CE/KD weights) and in their initialisation seed. The K ResNets become
+does (method, α, β, T, warm-up, CE/KD weights) and in their initialisation (seed, or `init`
+checkpoint). The K ResNets become
 one grouped network (`dkdlib.packed`), every batch and the teacher's logits on it are shared, and one
 vectorised loss gives each student its own loss; their sum's gradient is each student's own gradient,
 and SGD/Adam update elementwise, so every student follows the path it would follow alone (up to
@@ -11,7 +12,8 @@ floating-point rounding: grouped convolutions add in another order).
 Each student gets its own checkpoint and results record, exactly as `fit` writes them, so a student
 of a sweep can be loaded, evaluated or resumed alone with `fit(config)`. Students share the shuffling
 and augmentation stream (`Config.data_seed`, default `seed`): give students with different seeds an
-explicit common `data_seed` to train them together.
+explicit common `data_seed` to train them together. Plateau schedules (`schedule="plateau"`) are not
+packed: each student would need its own learning rate, set by its own loss; `fit_all` trains them alone.
 
 On a GPU at batch 128 a ResNet8 step is bound by kernel launches, so K students cost little more than
 one. On a CPU grouped convolutions are slower than K separate ones: use `fit` there.
@@ -54,13 +56,18 @@ from .train import (
     data_for,
     data_seed,
     distill_weight,
+    finish_best,
     fit,
+    init_metrics,
+    is_best,
+    load_init,
     load_optimizer_state,
     load_teacher,
     make_step,
     pick_device,
     predict,
     record_dict,
+    save_best,
     summarize,
 )
 
@@ -76,6 +83,8 @@ SHARED = (
     "val_size",
     "train_size",
     "test_size",
+    "mean",
+    "std",
     "epochs",
     "batch_size",
     "optimizer",
@@ -85,6 +94,8 @@ SHARED = (
     "schedule",
     "milestones",
     "gamma",
+    "plateau_factor",
+    "plateau_patience",
     "device",
     "amp",
     "channels_last",
@@ -141,6 +152,12 @@ def _check_group(configs: list[Config]) -> None:
     first = configs[0]
     for i, cfg in enumerate(configs):
         cfg.validate()
+        if cfg.schedule == "plateau":
+            raise DKDError(
+                f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which lowers the learning rate "
+                "when the run's own training loss stalls: students trained together would each need their "
+                "own rate. Train plateau runs one by one with fit() (fit_all does this by itself)"
+            )
         diff = [
             f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}"
             for k in SHARED
@@ -217,12 +234,15 @@ def fit_many(
     group = [configs[i] for i in todo]
     k = len(group)
 
+    start_epoch = epochs_done.pop() + 1
+    inits = [load_init(cfg, data) for cfg in group]
     solos = []
-    for cfg in group:
+    for cfg, init in zip(group, inits, strict=True):
         torch.manual_seed(cfg.seed)  # each student's initialisation, exactly as fit() makes it
         solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained))
+        if init is not None and start_epoch == 1:
+            solos[-1].load_state_dict(init["model"])
     model = pack(solos).to(device)
-    start_epoch = epochs_done.pop() + 1
     if start_epoch > 1:
         model.load_state_dict(pack_state_dicts([states[i]["model"] for i in todo], model))
     if _channels_last(cfg0, device):
@@ -312,6 +332,11 @@ def fit_many(
                     rows[j][f"{split}_loss"] = float(F.cross_entropy(z, y))
             for j, row in enumerate(rows):
                 histories[j].append(row)
+            best = [j for j, c in enumerate(group) if save and is_best(histories[j], c.best_by)]
+            if best:
+                model_states = unpack(model, k)
+                for j in best:
+                    save_best(group[j], data, model_states[j], histories[j])
             bar.set_postfix({"test_acc": " ".join(f"{r.get('test_acc', 0):.3f}" for r in rows)})
             if epoch < cfg0.epochs:
                 save_all(epoch, complete=False)
@@ -323,7 +348,9 @@ def fit_many(
         raise
 
     wall = time.perf_counter() - t_start
-    metrics = [summarize(h) for h in histories]
+    metrics = [
+        summarize(h) | init_metrics(c, init) for h, c, init in zip(histories, group, inits, strict=True)
+    ]
     if "test" in eval_loaders:
         logits, y = predict(model, eval_loaders["test"], amp_dtype)
         c = data.num_classes
@@ -339,6 +366,7 @@ def fit_many(
         solo.load_state_dict(state)
         record = None
         if save:
+            finish_best(cfg, histories[j], metrics[j])
             record = write_record(
                 Path(cfg.out_dir) / "results",
                 record_dict(
@@ -365,8 +393,9 @@ def schedule_groups(configs: list[Config]) -> list[list[Config]]:
     """The configs grouped so that each group can train together (`fit_many`), in first-seen order.
 
     Students group by what they must share (data, schedule, data seed, teacher); CE students need no
-    teacher and join the first group that matches them otherwise. A config describing the same run as
-    one already grouped is left out (its result is that run's).
+    teacher and join the first group that matches them otherwise. Plateau runs stay alone (see the
+    module docstring). A config describing the same run as one already grouped is left out (its result
+    is that run's).
     """
 
     def key(cfg: Config) -> tuple:
@@ -378,7 +407,9 @@ def schedule_groups(configs: list[Config]) -> list[list[Config]]:
         if cfg.run_name() in seen:
             continue
         seen.add(cfg.run_name())
-        if cfg.method == "ce":
+        if cfg.schedule == "plateau":  # its own group: fit_all trains it with fit()
+            home = ("plateau", cfg.run_name())
+        elif cfg.method == "ce":
             home = next((k for k in groups if k[:-1] == key(cfg)), key(cfg) + (None,))
         else:
             home = key(cfg) + (cfg.teacher,)

@@ -42,7 +42,8 @@ __all__ = ["Config", "Run", "fit", "evaluate", "predict", "pick_device", "METHOD
 
 METHODS = ("ce", "kd", "dkd", "tckd", "nckd")
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
+BEST_BY = ("val_loss", "val_acc")
 
 
 @dataclass
@@ -53,12 +54,17 @@ class Config:
     model: str = "resnet8"
     method: str = "ce"  # ce | kd | dkd | tckd (α·TCKD only) | nckd (β·NCKD only)
     teacher: str | None = None  # teacher checkpoint path, for kd/dkd/tckd/nckd
-    pretrained: bool = False  # ImageNet weights (resnet18_imagenet only)
+    init: str | None = None  # checkpoint whose weights the model starts from (same architecture)
+    pretrained: bool = False  # ImageNet weights (resnet18: all but conv1 and fc; resnet18_imagenet)
     dataset: str = "cifar10"  # cifar10 | cifar100 | synthetic
     data: str | None = None  # an .npz to read instead of downloading
     val_size: int = 5000  # training images held out for validation (fixed split)
     train_size: int | None = None  # use only this many training images (quick CPU runs)
     test_size: int | None = None
+    mean: tuple[float, ...] | None = (
+        None  # normalisation; None: the dataset's (CIFAR-10 (0.4914, 0.4822, 0.4465))
+    )
+    std: tuple[float, ...] | None = None  # None: the dataset's (CIFAR-10: the true (0.2470, 0.2435, 0.2616))
     # schedule
     epochs: int = 30
     batch_size: int = 128
@@ -66,9 +72,11 @@ class Config:
     lr: float = 0.05  # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # constant | step | cosine | onecycle
+    schedule: str = "onecycle"  # constant | step | cosine | onecycle | plateau
     milestones: tuple[float, ...] = (0.625, 0.75, 0.875)  # step: fractions of the run (150/240...)
     gamma: float = 0.1  # step: lr factor at each milestone
+    plateau_factor: float = 0.1  # plateau: lr × factor when the epoch's training loss stops falling
+    plateau_patience: int = 10  # plateau: epochs without improvement before that (PyTorch's defaults)
     # distillation (official DKD defaults)
     temperature: float = 4.0
     alpha: float = 1.0  # TCKD weight
@@ -85,16 +93,27 @@ class Config:
     compile: bool = False  # torch.compile the student
     graph: bool = False  # capture the whole training step as one CUDA graph (CUDA only)
     cache_teacher: bool = False  # precompute the teacher's logits on all 162 views of every image
+    best_by: str | None = None  # also keep the best epoch's weights (<name>-best.pt): val_loss | val_acc
     name: str | None = None  # run name; default: method-model-dataset-seed-confighash
-    tag: str = ""  # free label for grouping results (e.g. "ref:dkd_100"); not part of the identity
+    tag: str = ""  # free label for grouping results (e.g. "ref:as_run:dkd_100"); not part of the identity
+    note: str = ""  # free text kept with the run's record (e.g. a fallback taken); not part of the identity
     out_dir: str = "data"  # checkpoints/ and results/ go here
 
     # Fields that do not change what is learned: left out of the run's identity hash.
-    _NOT_IDENTITY = ("name", "tag", "out_dir", "device", "compile", "channels_last", "graph", "cache_teacher")
+    _NOT_IDENTITY = (
+        "name", "tag", "note", "out_dir", "device", "compile", "channels_last", "graph", "cache_teacher",
+    )  # fmt: skip
+    # Fields added after runs were recorded: they join the identity only when they differ from these
+    # defaults, so every earlier run keeps its name.
+    _IDENTITY_IF_SET = {
+        "data_seed": None, "init": None, "mean": None, "std": None, "plateau_factor": 0.1,
+        "plateau_patience": 10, "best_by": None,
+    }  # fmt: skip
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide what is learned. The teacher counts by its file name, not its folder,
-        so moving the output folder (to Drive, another machine) keeps every run's identity."""
+        """The fields that decide what is learned. The teacher and init checkpoints count by their file
+        names, not their folders, so moving the output folder (to Drive, another machine) keeps every
+        run's identity."""
         return identity(self.to_dict())
 
     def run_name(self) -> str:
@@ -106,12 +125,19 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["milestones"] = list(d["milestones"])
+        for key in ("milestones", "mean", "std"):  # lists, as JSON gives them back
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
     @property
     def checkpoint_path(self) -> Path:
         return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}.pt"
+
+    @property
+    def best_path(self) -> Path:
+        """Where `best_by` keeps the weights of the run's best epoch."""
+        return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}-best.pt"
 
     def validate(self) -> None:
         """Raise `DKDError` naming the first bad value and what would be valid."""
@@ -133,6 +159,20 @@ class Config:
             bad(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             bad(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if not 0 < self.plateau_factor < 1:
+            bad(f"plateau_factor must lie in (0, 1) (it multiplies the lr); got {self.plateau_factor!r}")
+        if not isinstance(self.plateau_patience, int) or self.plateau_patience < 0:
+            bad(f"plateau_patience must be an integer number of epochs >= 0; got {self.plateau_patience!r}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
+                bad(f"{key} must be None (the dataset's) or three numbers, one per channel; got {value!r}")
+        if self.std is not None and not all(v > 0 for v in self.std):
+            bad(f"std must be > 0 in every channel; got {self.std!r}")
+        if self.best_by is not None and self.best_by not in BEST_BY:
+            bad(f"unknown best_by {self.best_by!r}; choose one of: {', '.join(BEST_BY)} (or None)")
+        if self.best_by is not None and self.val_size == 0:
+            bad(f"best_by={self.best_by!r} picks an epoch by validation: set val_size > 0")
         for key in ("epochs", "batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -152,15 +192,19 @@ class Config:
             bad(f"lr must be > 0; got {self.lr!r}")
         if self.method != "ce" and not Path(self.teacher).is_file():
             bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
+        if self.init is not None and not Path(self.init).is_file():
+            bad(f"init checkpoint {self.init} does not exist; train the run it comes from first")
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
     ident = {k: v for k, v in config.items() if k not in Config._NOT_IDENTITY}
-    if ident.get("data_seed") is None:  # the default: older runs keep their names
-        ident.pop("data_seed", None)
-    if ident.get("teacher"):
-        ident["teacher"] = Path(ident["teacher"]).name
+    for key, default in Config._IDENTITY_IF_SET.items():  # the default: older runs keep their names
+        if ident.get(key, default) == default:
+            ident.pop(key, None)
+    for key in ("teacher", "init"):
+        if ident.get(key):
+            ident[key] = Path(ident[key]).name
     return ident
 
 
@@ -242,9 +286,54 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: b
             group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
 
 
+class PlateauSchedule:
+    """ReduceLROnPlateau on each epoch's mean training loss, behind the per-step scheduler interface.
+
+    `step()` (called after every batch, like the other schedules) does nothing; `end_epoch(loss)` may
+    lower the learning rate. A graphed step reads the rate from a device tensor, so the new rate is
+    written into that tensor in place: assigning a float would leave the captured graph on the old one.
+    (ReduceLROnPlateau itself multiplies a tensor rate in place, once per param group: a tensor shared
+    by two groups, as `_make_optimizer` makes it, would be lowered twice. So it decides on floats here.)
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int):
+        self.optimizer = optimizer
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=factor, patience=patience
+        )
+
+    def step(self) -> None:
+        """Per batch: nothing (the plateau is judged once per epoch)."""
+
+    def end_epoch(self, loss: float) -> None:
+        groups = self.optimizer.param_groups
+        rates = [group["lr"] for group in groups]
+        for group, rate in zip(groups, rates, strict=True):
+            group["lr"] = float(rate)
+        self.plateau.step(loss)
+        for group, rate in zip(groups, rates, strict=True):
+            if isinstance(rate, torch.Tensor):
+                rate.fill_(group["lr"])
+                group["lr"] = rate
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateau.load_state_dict(state)
+
+
+def end_epoch(scheduler, train_loss: float) -> None:
+    """Tell an epoch-level schedule (plateau) how the epoch went; per-step schedules ignore it."""
+    if isinstance(scheduler, PlateauSchedule):
+        scheduler.end_epoch(train_loss)
+
+
 def _make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
-    """Per-step learning-rate schedule over the whole run."""
+    """Per-step learning-rate schedule over the whole run (plateau: per epoch, see `PlateauSchedule`)."""
     total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "plateau":
+        return PlateauSchedule(optimizer, cfg.plateau_factor, cfg.plateau_patience)
     if cfg.schedule == "onecycle":  # linear warm-up over the first 25%, then linear decay to ~0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -526,8 +615,16 @@ def data_seed(cfg: Config) -> int:
     return cfg.seed if cfg.data_seed is None else cfg.data_seed
 
 
+def norm_stats(cfg: Config, data: Data) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The run's normalisation (mean, std): the config's where set, else the dataset's."""
+    mean = data.mean if cfg.mean is None else cfg.mean
+    std = data.std if cfg.std is None else cfg.std
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def _loaders(cfg: Config, data: Data, device: torch.device):
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=_channels_last(cfg, device))
+    mean, std = norm_stats(cfg, data)
+    common = dict(mean=mean, std=std, device=device, channels_last=_channels_last(cfg, device))
     train = DeviceLoader(
         data.x_train, data.y_train, cfg.batch_size, train=True, seed=data_seed(cfg), **common
     )
@@ -567,9 +664,53 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
             stacklevel=3,
         )
     teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name, state=state)
+    # Teacher and student see the same normalised batch: a teacher trained on other statistics would
+    # be shown images it never learned from, and quietly teach worse.
+    mean, std = norm_stats(cfg, data)
+    if not _same_stats(state, mean, std):
+        raise DKDError(
+            f"teacher {cfg.teacher} was trained with normalisation mean {state.get('mean')}, std "
+            f"{state.get('std')}, this run uses mean {list(mean)}, std {list(std)}: set mean= and std= "
+            "to the teacher's, or train the teacher with this run's"
+        )
     if _channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
     return teacher.requires_grad_(False).eval()
+
+
+def _same_stats(state: dict, mean, std) -> bool:
+    """Whether a checkpoint was trained with normalisation (mean, std); old checkpoints all were."""
+    if "mean" not in state or "std" not in state:
+        return True
+    return bool(np.allclose(state["mean"], mean, atol=1e-6) and np.allclose(state["std"], std, atol=1e-6))
+
+
+def load_init(cfg: Config, data: Data) -> dict | None:
+    """The checkpoint `cfg.init` names, checked to hold `cfg.model` for `data`'s classes (None: no init)."""
+    if cfg.init is None:
+        return None
+    state = load_checkpoint(cfg.init)
+    if state["model_name"] != cfg.model or state["num_classes"] != data.num_classes:
+        raise DKDError(
+            f"init checkpoint {cfg.init} holds a {state['model_name']} with {state['num_classes']} classes, "
+            f"but this run trains a {cfg.model} with {data.num_classes}: start from a checkpoint of the "
+            "same architecture (or set init=None)"
+        )
+    if state["dataset"] != data.name:
+        raise DKDError(f"init checkpoint {cfg.init} was trained on {state['dataset']}, not {data.name}")
+    if not state.get("complete", True):
+        warnings.warn(f"init checkpoint {cfg.init} is unfinished (epoch {state['epoch']}); starting from it",
+                      stacklevel=3)  # fmt: skip
+    if not _same_stats(state, *norm_stats(cfg, data)):
+        warnings.warn(f"init checkpoint {cfg.init} was trained with another normalisation", stacklevel=3)
+    return state
+
+
+def init_epochs(state: dict) -> int:
+    """How many epochs trained the weights of an init checkpoint: its run's length, counting its own init."""
+    if not state.get("complete", True):
+        return int(state["epoch"])
+    return int(state.get("metrics", {}).get("total_epochs") or state["config"]["epochs"])
 
 
 def data_for(cfg: Config, data: Data | None = None) -> Data:
@@ -612,6 +753,9 @@ def fit(
         if state.get("complete"):  # train-or-load: a finished run is just loaded
             print(f"loaded finished run {cfg.run_name()} from {path}")
             return Run(cfg, model.eval(), state["history"], state["metrics"], path, None, data)
+    init = load_init(cfg, data)
+    if init is not None and state is None:  # a resumed run has moved on from its init weights
+        model.load_state_dict(init["model"])
     teacher = load_teacher(cfg, data, device) if cfg.method != "ce" else None
     if _channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
@@ -669,6 +813,9 @@ def fit(
                 result = evaluate(model, loader, data.num_classes, amp_dtype)
                 row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
             history.append(row)
+            end_epoch(scheduler, row["train_loss"])
+            if save and is_best(history, cfg.best_by):
+                save_best(cfg, data, model.state_dict(), history)
             epochs.set_postfix(
                 {k: f"{row[k]:.3f}" for k in ("train_loss", "val_acc", "test_acc") if k in row}
             )
@@ -688,17 +835,57 @@ def fit(
     final = (
         evaluate(model, eval_loaders["test"], data.num_classes, amp_dtype) if "test" in eval_loaders else None
     )
-    metrics = summarize(history)
+    metrics = summarize(history) | init_metrics(cfg, init)
     if final is not None:
         metrics["per_class_acc"] = final["per_class_acc"].round(4).tolist()
         metrics["confusion"] = final["confusion"].tolist()
     checkpoint(cfg.epochs, complete=True, metrics=metrics)
     record = None
     if save:
+        finish_best(cfg, history, metrics)
         record = write_record(
             Path(cfg.out_dir) / "results", record_dict(cfg, data, metrics, history, wall, device)
         )
     return Run(cfg, model.eval(), history, metrics, path, record, data)
+
+
+def init_metrics(cfg: Config, init: dict | None) -> dict[str, Any]:
+    """What a run that started from `cfg.init` adds to its metrics: the epochs behind its start, the
+    epochs in all, and the epoch of the init run its weights come from."""
+    if init is None:
+        return {}
+    before = init_epochs(init)
+    return {"init_epochs": before, "total_epochs": before + cfg.epochs, "init_epoch": int(init["epoch"])}
+
+
+def is_best(history: list[dict[str, float]], best_by: str | None) -> bool:
+    """Whether the newest epoch is the best so far by `best_by` (val_loss: lowest; val_acc: highest;
+    an earlier epoch wins a tie, as in `summarize`). False when best_by is None."""
+    if best_by is None:
+        return False
+    *earlier, last = history
+    if not earlier:
+        return True
+    if best_by == "val_loss":
+        return last["val_loss"] < min(h["val_loss"] for h in earlier)
+    return last["val_acc"] > max(h["val_acc"] for h in earlier)
+
+
+def save_best(cfg: Config, data: Data, model_state: dict, history: list) -> None:
+    """Keep the newest epoch's weights as the run's best (`cfg.best_path`), a loadable checkpoint."""
+    save_checkpoint(cfg.best_path, {
+        **checkpoint_dict(cfg, data, history[-1]["epoch"], False, model_state, {}, {}, {}, history),
+        "best_by": cfg.best_by,
+    })  # fmt: skip
+
+
+def finish_best(cfg: Config, history: list, metrics: dict) -> None:
+    """Mark the best-epoch checkpoint of a finished run complete, with the run's history and metrics
+    (so a teacher or init taken from it reads as finished)."""
+    if cfg.best_by is None:
+        return
+    best = load_checkpoint(cfg.best_path)
+    save_checkpoint(cfg.best_path, {**best, "complete": True, "history": history, "metrics": metrics})
 
 
 def checkpoint_dict(
@@ -708,7 +895,7 @@ def checkpoint_dict(
     """What a run's checkpoint holds: the model and its data's description, and all it takes to resume."""
     return {
         "model_name": cfg.model, "num_classes": data.num_classes, "classes": data.classes,
-        "dataset": data.name, "mean": list(data.mean), "std": list(data.std),
+        "dataset": data.name, "mean": list(norm_stats(cfg, data)[0]), "std": list(norm_stats(cfg, data)[1]),
         "config": cfg.to_dict(), "epoch": epoch, "complete": complete,
         "model": model_state, "optimizer": optimizer_state, "scheduler": scheduler_state,
         "scaler": scaler_state, "history": history, "metrics": metrics or {},
@@ -729,7 +916,8 @@ def record_dict(
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Last-epoch accuracies, and the test accuracy at the epoch with the best validation accuracy."""
+    """Last-epoch accuracies, and the test accuracy at the epochs with the best validation accuracy and
+    the lowest validation loss."""
     last = history[-1]
     metrics: dict[str, Any] = {
         "epochs_run": len(history),
@@ -744,6 +932,12 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
         metrics.update(
             best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
         )
+    if "val_loss" in last:  # the reference's selection: the checkpoint with the lowest validation loss
+        best = min(history, key=lambda h: h["val_loss"])
+        metrics.update(
+            best_val_loss_epoch=best["epoch"], best_val_loss=best["val_loss"],
+            test_acc_at_best_val_loss=best.get("test_acc"),
+        )  # fmt: skip
     return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
 
 
