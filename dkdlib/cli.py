@@ -7,6 +7,7 @@ Examples
   python -m dkdlib distill --teacher data/checkpoints/T.pt --method dkd --beta 8
   python -m dkdlib evaluate data/checkpoints/T.pt
   python -m dkdlib reproduce --seeds 0 1 2 --scale 0.1 --data /tmp/cifar10.npz
+  python -m dkdlib reproduce --reading as_run --seeds 0     # the reference as its code ran it
   python -m dkdlib results
 """
 
@@ -125,9 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="where checkpoints/ and results/ go (default: data)")
 
     p = sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
+    p.add_argument(
+        "--reading",
+        choices=["as_described", "as_run", "both"],
+        default="as_described",
+        help="as_described: the table's words (T=4, from scratch); as_run: what the reference's code ran "
+        "(T=8, β=0.5, from the CE student, plateau schedule; REFERENCE.md §3b); both: one after the other",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every row's epochs (0.1 = reduced)")
-    p.add_argument("--rows", nargs="+", help="only these rows (teacher, student, dkd_100, ...)")
+    p.add_argument("--rows", nargs="+", help="only these rows (teacher, student, dkd_100, ce_150, ...)")
     p.add_argument("--teacher", help="use this teacher checkpoint instead of training the teacher row")
     p.add_argument("--teacher-model", help="teacher row's model (default resnet18; resnet20 for CPU runs)")
     p.add_argument("--teacher-epochs", type=int, help="teacher row's epochs (default: 50 × --scale)")
@@ -265,7 +273,29 @@ def _demo(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .recipes import REFERENCE, reference_configs
+    from .recipes import READINGS, reference_rows
+
+    readings = list(READINGS) if args.reading == "both" else [args.reading]
+    known = {name for reading in readings for name in reference_rows(reading)}
+    unknown = sorted(set(args.rows or ()) - known)
+    if unknown:
+        raise DKDError(
+            f"unknown rows {unknown} for --reading {args.reading}; choose from: {', '.join(sorted(known))}"
+        )
+    if args.scale != 1.0:
+        print(f"REDUCED SCHEDULE: every row's epochs × {args.scale}")
+    for reading in readings:
+        rows = [name for name in reference_rows(reading) if not args.rows or name in args.rows]
+        if rows:
+            print(f"reading {reading}: rows {', '.join(rows)}")
+            _reproduce_reading(args, reading, rows)
+    return 0
+
+
+def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
+    """Every seed's `rows` of one reading: the teacher (trained once, seed 0) first; as run, the CE
+    student before the rows that start from it."""
+    from .recipes import reference_configs, teacher_file, with_pretrained_fallback
     from .sweep import fit_all
     from .train import fit
 
@@ -276,23 +306,25 @@ def _reproduce(args) -> int:
     for key in ("train_size", "val_size", "test_size"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
-    names = [r[0] for r in REFERENCE] + ["ce_100", "kd_100"]
-    rows = args.rows or names
-    unknown = sorted(set(rows) - set(names))
-    if unknown:
-        raise DKDError(f"unknown rows {unknown}; choose from: {', '.join(names)}")
-    if args.scale != 1.0:
-        print(f"REDUCED SCHEDULE: every row's epochs × {args.scale}")
+
+    def configs(teacher, seed, **extra):
+        tover = {"model": args.teacher_model} if args.teacher_model else {}
+        if args.teacher_epochs:
+            tover["epochs"] = args.teacher_epochs
+        return reference_configs(teacher, seed=seed, scale=args.scale, teacher_overrides=tover,
+                                 reading=reading, **over, **extra)  # fmt: skip
+
+    teacher, note = args.teacher, {}
+    if teacher is None:
+        row = configs(None, 0)["teacher"]  # one teacher for all seeds
+        if not row.checkpoint_path.exists():  # a started teacher needs no ImageNet weights any more
+            row = with_pretrained_fallback(row)
+        note = {"note": f"teacher: {row.note}"} if row.note else {}
+        teacher = teacher_file(fit(row, progress=args.progress))
     for seed in args.seeds:
-        teacher = args.teacher
-        if teacher is None:
-            tover = {"model": args.teacher_model} if args.teacher_model else {}
-            if args.teacher_epochs:
-                tover["epochs"] = args.teacher_epochs
-            rows_t = reference_configs(None, seed=0, scale=args.scale, teacher_overrides=tover, **over)
-            teacher = str(fit(rows_t["teacher"], progress=args.progress).checkpoint)  # one for all seeds
-        configs = reference_configs(teacher, seed=seed, scale=args.scale, **over)
-        students = [configs[name] for name in rows if name != "teacher"]
-        for run in fit_all(students, packed=args.packed, progress=args.progress):
+        students = configs(teacher, seed, **note)
+        names = [n for n in rows if n != "teacher"]
+        if "student" not in names and any(students[n].init for n in names):
+            names.insert(0, "student")  # the rows that start from the CE student need it first
+        for run in fit_all([students[n] for n in names], packed=args.packed, progress=args.progress):
             _print_run(run)
-    return 0

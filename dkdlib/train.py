@@ -743,10 +743,11 @@ def fit(
     data = data_for(cfg, data)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
-    torch.manual_seed(cfg.seed)  # model initialisation; the loader has its own seeded generator
-    model = create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained).to(device)
     path = cfg.checkpoint_path
     state = load_checkpoint(path) if path.exists() and not fresh and save else None
+    torch.manual_seed(cfg.seed)  # model initialisation; the loader has its own seeded generator
+    # A started run loads its own weights: no ImageNet download needed to resume or load it.
+    model = create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and state is None).to(device)
     if state is not None:
         _check_same_run(state, cfg, path)
         model.load_state_dict(state["model"])

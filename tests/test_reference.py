@@ -246,3 +246,60 @@ def test_default_normalisation_is_the_datasets_own(tmp_path, tiny_data):
     from dkdlib.data import STATS
 
     assert STATS["cifar10"][1] == (0.2470, 0.2435, 0.2616)  # the true CIFAR-10 std, not the copied one
+
+
+# --- the two readings -----------------------------------------------------------------------------------
+
+
+def test_as_described_rows_are_the_committed_reproduce_runs():
+    """reading="as_described" builds exactly the runs the reduced reproduction recorded (same names)."""
+    from dkdlib.recipes import reference_configs
+
+    checked = 0
+    for path in sorted((ROOT / "data" / "results").glob("*.json")):
+        rec = json.loads(path.read_text())
+        c = rec["config"]
+        if c["tag"] in ("", None) or not c["tag"].startswith("ref:") or c["tag"] == "ref:teacher":
+            continue
+        rows = reference_configs(c["teacher"] or "t.pt", seed=c["seed"], scale=0.04, data=c["data"],
+                                 train_size=c["train_size"], val_size=c["val_size"])  # fmt: skip
+        row = c["tag"].split(":")[-1]
+        assert rows[row].run_name() == rec["name"], path.name
+        assert rows[row].tag == f"ref:as_described:{row}"
+        checked += 1
+    assert checked >= 11
+
+
+def test_as_run_rows_follow_what_the_reference_code_ran():
+    from dkdlib.recipes import AS_RUN_STD, reference_configs, reference_rows
+
+    rows = reference_configs("t-best.pt", reading="as_run")
+    assert list(rows) == reference_rows("as_run")
+    assert set(rows) - set(reference_rows("as_described")) == {"ce_150", "ce_250"}
+    for name, c in rows.items():
+        assert c.tag == f"ref:as_run:{name}" and c.optimizer == "adam" and c.lr == 1e-3
+        assert (c.schedule, c.plateau_factor, c.plateau_patience) == ("plateau", 0.05, 2)
+        assert c.std == AS_RUN_STD and c.mean is None and c.best_by == "val_loss" and c.warmup == 0
+        assert c.init == (None if name in ("teacher", "student") else str(rows["student"].best_path))
+    t, s, d = rows["teacher"], rows["student"], rows["dkd_200"]
+    assert (t.model, t.pretrained, t.weight_decay, t.epochs) == ("resnet18", True, 1e-4, 50)
+    assert (s.batch_size, s.weight_decay, s.epochs) == (512, 1e-4, 50)
+    assert (d.ce_weight, d.temperature, d.alpha, d.beta, d.batch_size, d.weight_decay, d.epochs) == (
+        1.0, 8.0, 1.0, 0.5, 128, 0.0, 200)  # fmt: skip
+    a = rows["tckd_a0.25"]
+    assert (a.method, a.ce_weight, a.temperature, a.alpha) == ("tckd", 0.25, 0.5, 1.0)  # inferred
+    b = rows["nckd_b4"]
+    assert (b.method, b.ce_weight, b.temperature, b.beta) == ("nckd", 0.5, 4.0, 0.5)  # inferred
+    assert (rows["ce_150"].method, rows["ce_150"].epochs, rows["ce_250"].epochs) == ("ce", 100, 200)
+    small = reference_configs(None, reading="as_run", teacher_overrides={"model": "resnet20"})["teacher"]
+    assert small.pretrained is False  # ImageNet weights exist for resnet18 only
+
+
+def test_tags_name_the_reading_and_old_tags_read_as_described():
+    from dkdlib.recipes import parse_tag, reference_configs
+
+    assert parse_tag("ref:as_run:dkd_100") == ("as_run", "dkd_100")
+    assert parse_tag("ref:dkd_100") == ("as_described", "dkd_100")
+    assert parse_tag("") is None and parse_tag(None) is None and parse_tag("series:ce") is None
+    with pytest.raises(DKDError, match="unknown reading 'as_wished'"):
+        reference_configs(None, reading="as_wished")
