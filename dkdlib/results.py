@@ -96,9 +96,21 @@ def load_results(directory: str | os.PathLike = "data/results"):
     for rec in load_records(directory):
         row = dict(rec.get("config", {}))
         row.update(name=rec.get("name"), file=rec.get("file"))  # the run name, not Config.name
-        row.update({k: v for k, v in rec.get("metrics", {}).items() if not isinstance(v, list)})
+        row.update({k: v for k, v in _metrics(rec).items() if not isinstance(v, list)})
         env = rec.get("environment", {})
         row.update({k: env.get(k) for k in ("hardware", "git_commit", "date", "torch")})
         row["wall_time_s"] = rec.get("wall_time_s")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _metrics(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record's metrics; a record written before a metric existed (e.g. the test accuracy at the
+    lowest validation loss) gets it from its history, by the same `summarize` that writes it now."""
+    from .train import summarize
+
+    try:
+        derived = summarize(rec["history"]) if rec.get("history") else {}
+    except (KeyError, TypeError):  # a history without the per-epoch fields summarize reads
+        derived = {}
+    return {**derived, **rec.get("metrics", {})}

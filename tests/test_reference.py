@@ -303,3 +303,16 @@ def test_tags_name_the_reading_and_old_tags_read_as_described():
     assert parse_tag("") is None and parse_tag(None) is None and parse_tag("series:ce") is None
     with pytest.raises(DKDError, match="unknown reading 'as_wished'"):
         reference_configs(None, reading="as_wished")
+
+
+def test_records_written_before_the_val_loss_selection_get_it_from_their_history():
+    from dkdlib.results import load_results
+
+    frame = load_results(ROOT / "data" / "results").set_index("file")
+    for path in sorted((ROOT / "data" / "results").glob("*.json")):
+        rec = json.loads(path.read_text())
+        if "test_acc_at_best_val_loss" in rec["metrics"] or not rec["history"]:
+            continue
+        best = min(rec["history"], key=lambda h: h["val_loss"])
+        assert frame.loc[path.name, "test_acc_at_best_val_loss"] == pytest.approx(best["test_acc"])
+        assert frame.loc[path.name, "test_acc"] == rec["metrics"]["test_acc"]  # recorded values win
