@@ -48,6 +48,7 @@ __all__ = [
     "summarize",
     "results_table",
     "conclusions",
+    "reading_recipes",
     "reading_table",
     "reading_notes",
     "reading_conclusions",
@@ -526,6 +527,39 @@ def _cell(block: pd.DataFrame, column: str) -> str:
         return "–"
     values = 100 * block[column].astype(float)
     return f"{_pm(values.mean(), values.std())} ({_epochs_text(block)}, n={len(block)})"
+
+
+def reading_recipes() -> pd.DataFrame:
+    """What each row of the reference table trains under each reading, from `recipes.reference_configs`
+    (at full scale): loss weights, temperature, warm-up, start, batch, weight decay, schedule, epochs,
+    and what the as-run reading infers (`recipes.AS_RUN_INFERRED`)."""
+    from .recipes import AS_RUN_INFERRED, READINGS, reference_configs
+
+    out = []
+    for reading in READINGS:
+        for name, c in reference_configs("teacher.pt", reading=reading).items():
+            guess = (
+                AS_RUN_INFERRED.get(name, AS_RUN_INFERRED.get(c.method, "")) if reading == "as_run" else ""
+            )
+            start = "CE student" if c.init else "ImageNet" if c.pretrained else "scratch"
+            sched = (
+                f"plateau ×{c.plateau_factor:g}/{c.plateau_patience}"
+                if c.schedule == "plateau"
+                else c.schedule
+            )
+            out.append({
+                "row": name, "reading": reading.replace("_", " "), "method": c.method, "model": c.model,
+                "CE w": c.ce_weight, "T": c.temperature if c.method != "ce" else None,
+                "α": c.alpha if c.method in ("dkd", "tckd") else None,
+                "β": c.beta if c.method in ("dkd", "nckd") else None,
+                "warm-up": c.warmup, "start": start, "batch": c.batch_size, "wd": c.weight_decay,
+                "lr schedule": sched, "std": "copied" if c.std else "true", "epochs": c.epochs,
+                "inferred": guess,
+            })  # fmt: skip
+    frame = pd.DataFrame(out)
+    order = {name: i for i, name in enumerate(dict.fromkeys(frame["row"]))}
+    return frame.sort_values(["row", "reading"], key=lambda col: col.map(order) if col.name == "row" else col,
+                             kind="stable").reset_index(drop=True)  # fmt: skip
 
 
 def reading_table(results: pd.DataFrame) -> pd.DataFrame:

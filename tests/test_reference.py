@@ -316,3 +316,22 @@ def test_records_written_before_the_val_loss_selection_get_it_from_their_history
         best = min(rec["history"], key=lambda h: h["val_loss"])
         assert frame.loc[path.name, "test_acc_at_best_val_loss"] == pytest.approx(best["test_acc"])
         assert frame.loc[path.name, "test_acc"] == rec["metrics"]["test_acc"]  # recorded values win
+
+
+def test_reading_recipes_show_what_each_row_ran_and_what_is_inferred():
+    from dkdlib.analysis import reading_recipes
+
+    frame = reading_recipes().set_index(["row", "reading"])
+    dkd = frame.loc[("dkd_100", "as run")]
+    assert (dkd["T"], dkd["β"], dkd["start"], dkd["warm-up"], dkd["inferred"]) == (
+        8.0,
+        0.5,
+        "CE student",
+        0,
+        "",
+    )
+    assert frame.loc[("dkd_100", "as described"), "T"] == 4.0
+    assert frame.loc[("teacher", "as run"), "start"] == "ImageNet"
+    assert "T = 0.5" in frame.loc[("tckd_a0.5", "as run"), "inferred"]
+    assert frame.loc[("student", "as run"), "batch"] == 512
+    assert frame.loc[("ce_150", "as run"), "start"] == "CE student"
