@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["as_described", "as_run", "both"],
         default="as_described",
         help="as_described: the table's words (T=4, from scratch); as_run: what the reference's code ran "
-        "(T=8, β=0.5, from the CE student, plateau schedule; REFERENCE.md §3b); both: one after the other",
+        "(T=8, β=0.5, from the CE student, plateau schedule; see chapter 7); both: one after the other",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every row's epochs (0.1 = reduced)")

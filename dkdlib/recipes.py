@@ -90,8 +90,8 @@ def student_config(
 
 # The reference table (CIFAR-10 test accuracy; val in brackets where reported). The reference's
 # recipe: Adam, batch 128; its teacher was an ImageNet-pretrained ResNet18, finetuned for 50 epochs.
-# Two readings of it (../shared/notes/REFERENCE.md §3b): "as_described" follows the table's words,
-# "as_run" what its training code did (see `_as_run`).
+# Two readings of it (the project's reference notes, §3b; chapter 7 explains them): "as_described"
+# follows the table's words, "as_run" what its training code did (see `_as_run`).
 READINGS = ("as_described", "as_run")
 REFERENCE = [
     # row name,        method, epochs, alpha, beta, test,   val
@@ -127,7 +127,7 @@ AS_RUN_STD = (0.2023, 0.1994, 0.2010)
 # What the as-run rows take that §3b does not state (marked INFERRED in `_as_run` too), by row or
 # method; every as-run row also takes ReduceLROnPlateau's other arguments at PyTorch's defaults.
 AS_RUN_INFERRED = {
-    "teacher": "batch 128 (§3b gives none)",
+    "teacher": "batch 128 (not stated)",
     "tckd": "CE weight a, T = 0.5, TCKD weight 1; starts from the CE student",
     "nckd": "CE weight 0.5, T = b, NCKD weight 0.5; starts from the CE student",
 }
@@ -206,7 +206,7 @@ def reference_configs(
 
 
 def _as_run(name: str, cfg: Config) -> Config:
-    """Row `name` as the reference's code ran it (REFERENCE.md §3b); `cfg` is its as-described form.
+    """Row `name` as the reference's code ran it (reference notes §3b); `cfg` is its as-described form.
 
     What §3b states: Adam lr 1e-3 with ReduceLROnPlateau on the training loss (factor 0.05, patience 2);
     the normalisation std AS_RUN_STD; the saved checkpoint is the epoch with the lowest validation loss;
