@@ -315,8 +315,10 @@ def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
                                  reading=reading, **over, **extra)  # fmt: skip
 
     teacher, note = args.teacher, {}
-    if teacher is None:
-        row = configs(None, 0)["teacher"]  # one teacher for all seeds
+    untaught = configs(None, 0)
+    distilled = any(untaught[name].method != "ce" for name in rows)  # CE rows alone need no teacher
+    if teacher is None and ("teacher" in rows or distilled):
+        row = untaught["teacher"]  # one teacher for all seeds
         if not row.checkpoint_path.exists():  # a started teacher needs no ImageNet weights any more
             row = with_pretrained_fallback(row)
         note = {"note": f"teacher: {row.note}"} if row.note else {}

@@ -199,3 +199,16 @@ def test_reproduce_both_readings_falls_back_to_a_scratch_teacher_with_a_note(tmp
     teacher = records["ref:as_run:teacher"]["config"]
     assert teacher["model"] == "resnet18" and teacher["pretrained"] is False
     assert "trained from scratch, unlike the reference's" in teacher["note"]
+
+
+def test_reproduce_of_ce_rows_alone_trains_no_teacher(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(200) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    code, _, _ = run(["reproduce", "--rows", "ce_200", "--seeds", "0", "--scale", "0.005", "--data",
+                      tmp_path / "c10.npz", "--val-size", "40", "--no-progress", "--out-dir", tmp_path],
+                     capsys)  # fmt: skip
+    assert code == 0
+    (record,) = load_records(tmp_path / "results")
+    assert record["config"]["tag"] == "ref:as_described:ce_200" and record["config"]["epochs"] == 1
