@@ -894,9 +894,10 @@ def checkpoint_dict(
     scheduler_state: dict, scaler_state: dict, history: list, metrics: dict | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """What a run's checkpoint holds: the model and its data's description, and all it takes to resume."""
+    mean, std = norm_stats(cfg, data)  # what the model was trained on: evaluate it with the same
     return {
         "model_name": cfg.model, "num_classes": data.num_classes, "classes": data.classes,
-        "dataset": data.name, "mean": list(norm_stats(cfg, data)[0]), "std": list(norm_stats(cfg, data)[1]),
+        "dataset": data.name, "mean": list(mean), "std": list(std),
         "config": cfg.to_dict(), "epoch": epoch, "complete": complete,
         "model": model_state, "optimizer": optimizer_state, "scheduler": scheduler_state,
         "scaler": scaler_state, "history": history, "metrics": metrics or {},
