@@ -48,6 +48,10 @@ __all__ = [
     "summarize",
     "results_table",
     "conclusions",
+    "reading_recipes",
+    "reading_table",
+    "reading_notes",
+    "reading_conclusions",
     "plot_target_probability",
     "plot_suppression",
     "plot_tckd_vs_nckd",
@@ -215,12 +219,18 @@ STUDENT_MODEL = "resnet8"
 
 
 def run_label(row: Mapping[str, Any]) -> str:
-    """Short recipe name: 'teacher', 'CE', 'KD', 'DKD α=1 β=8', 'TCKD α=0.5', 'NCKD β=2' (+ T if ≠ 4)."""
+    """Short recipe name: 'teacher', 'CE', 'KD', 'DKD α=1 β=8', 'TCKD α=0.5', 'NCKD β=2' (+ T if ≠ 4,
+    the CE weight if ≠ 1 for DKD/TCKD/NCKD, and 'from init' for a run that started from a checkpoint)."""
     method = row.get("method")
     temp = row.get("temperature", 4.0)
     t = "" if temp is None or _isnan(temp) or float(temp) == 4.0 else f" T={float(temp):g}"
+    ce_w = row.get("ce_weight", 1.0)
+    if method in ("dkd", "tckd", "nckd") and ce_w is not None and not _isnan(ce_w) and float(ce_w) != 1.0:
+        t += f" CE×{float(ce_w):g}"
+    init = row.get("init")
+    t += " from init" if isinstance(init, str) and init else ""
     if method == "ce":
-        return "CE" if row.get("model", STUDENT_MODEL) == STUDENT_MODEL else "teacher"
+        return ("CE" if row.get("model", STUDENT_MODEL) == STUDENT_MODEL else "teacher") + t
     if method == "kd":
         return "KD" + t
     if method == "tckd":
@@ -236,18 +246,21 @@ def _isnan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _setting(row: Mapping[str, Any]) -> str:
-    """Which data and recipe a run had: 'synthetic (…)', 'cifar10, N training images[, reference recipe]
-    (reduced)' or 'cifar10[, reference recipe] (full)'."""
+def _setting(row: Mapping[str, Any], recipe: bool = True) -> str:
+    """Which data and recipe a run had: 'synthetic (…)', 'cifar10, N training images[, reference recipe
+    as described|as run] (reduced)' or 'cifar10[, reference recipe …] (full)'. recipe=False: the data only."""
+    from .recipes import parse_tag
+
     dataset = row.get("dataset")
     if dataset == "synthetic":
         return "synthetic (fast mode smoke run)"
-    # The reference table's recipe (`reproduce`, tag "ref:…") and the series' own recipe never mix.
-    recipe = ", reference recipe" if str(row.get("tag") or "").startswith("ref:") else ""
+    # The reference table's readings (`reproduce`, tag "ref:…") and the series' own recipe never mix.
+    parsed = parse_tag(row.get("tag"))
+    text = f", reference recipe {parsed[0].replace('_', ' ')}" if parsed and recipe else ""
     size = row.get("train_size")
     if size is not None and not _isnan(size):
-        return f"{dataset}, {int(size):,} training images{recipe} (reduced)"
-    return f"{dataset}{recipe} (full)"
+        return f"{dataset}, {int(size):,} training images{text} (reduced)"
+    return f"{dataset}{text} (full)"
 
 
 def runs_frame(runs: Mapping[str, Run] | Iterable[Run]) -> pd.DataFrame:
@@ -449,6 +462,188 @@ def conclusions(results: pd.DataFrame) -> list[str]:
                 )
         else:
             lines.append("  No CE and DKD (α=1, β=8) students at equal epochs to compare.")
+    return lines
+
+
+def _reading_lines() -> list[tuple[str, str, dict[str, str]]]:
+    """The lines of the readings table: (key, the line in the reference's words, {reading: row name}).
+
+    The reference's rows come first (the same row name in every reading), then the fair baselines,
+    one line per (method, distilled row it is as long as): as described CE 100 ep and as run CE 50+100
+    ep share the line "CE, as long as DKD α=1 β=8 100 ep".
+    """
+    from .recipes import BASELINES, READINGS, REFERENCE
+
+    lines: list[tuple[str, str, dict[str, str]]] = []
+    words = {}
+    for name, method, epochs, alpha, beta, _, _ in REFERENCE:
+        model = "resnet18" if name == "teacher" else STUDENT_MODEL
+        words[name] = (
+            f"{run_label({'method': method, 'model': model, 'alpha': alpha, 'beta': beta})}, {epochs} ep"
+        )
+        lines.append((name, words[name], {reading: name for reading in READINGS}))
+    for reading in READINGS:
+        for name, method, _, like in BASELINES[reading]:
+            key = f"{method}~{like}"
+            line = next((ln for ln in lines if ln[0] == key), None)
+            if line is None:
+                line = (key, f"{method.upper()}, as long as {words[like]}", {})
+                lines.append(line)
+            line[2][reading] = name
+    return lines
+
+
+def _reading_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """The `reproduce` runs among `results`, one per run, with their reading, row and data setting."""
+    from .recipes import parse_tag
+
+    frame = unique_runs(results) if results is not None and not results.empty else pd.DataFrame()
+    if frame.empty or "tag" not in frame:
+        return pd.DataFrame(columns=["reading", "ref_row", "data_setting"])
+    parsed = [parse_tag(t) for t in frame["tag"]]
+    frame = frame.loc[[p is not None for p in parsed]].copy()
+    parsed = [p for p in parsed if p is not None]
+    frame["reading"] = [p[0] for p in parsed]
+    frame["ref_row"] = [p[1] for p in parsed]
+    frame["data_setting"] = [_setting(r, recipe=False) for r in frame.to_dict("records")]
+    for col in ("test_acc_at_best_val_loss", "init_epochs"):
+        if col not in frame:
+            frame[col] = np.nan
+    return frame
+
+
+def _epochs_text(block: pd.DataFrame) -> str:
+    """'4 ep', or '2+4 ep' for runs that started from a checkpoint trained 2 epochs."""
+    epochs = int(block["epochs"].iloc[0])
+    before = block["init_epochs"].iloc[0]
+    return f"{epochs} ep" if before is None or _isnan(before) else f"{int(before)}+{epochs} ep"
+
+
+def _cell(block: pd.DataFrame, column: str) -> str:
+    """Mean ± std over the block's runs (in %), its epochs and run count; '–' without runs."""
+    if block.empty:
+        return "–"
+    values = 100 * block[column].astype(float)
+    return f"{_pm(values.mean(), values.std())} ({_epochs_text(block)}, n={len(block)})"
+
+
+def reading_recipes() -> pd.DataFrame:
+    """What each row of the reference table trains under each reading, from `recipes.reference_configs`
+    (at full scale): loss weights, temperature, warm-up, start, batch, weight decay, schedule, epochs,
+    and what the as-run reading infers (`recipes.AS_RUN_INFERRED`)."""
+    from .recipes import AS_RUN_INFERRED, READINGS, reference_configs
+
+    out = []
+    for reading in READINGS:
+        for name, c in reference_configs("teacher.pt", reading=reading).items():
+            guess = (
+                AS_RUN_INFERRED.get(name, AS_RUN_INFERRED.get(c.method, "")) if reading == "as_run" else ""
+            )
+            start = "CE student" if c.init else "ImageNet" if c.pretrained else "scratch"
+            sched = (
+                f"plateau ×{c.plateau_factor:g}/{c.plateau_patience}"
+                if c.schedule == "plateau"
+                else c.schedule
+            )
+            out.append({
+                "row": name, "reading": reading.replace("_", " "), "method": c.method, "model": c.model,
+                "CE w": c.ce_weight, "T": c.temperature if c.method != "ce" else None,
+                "α": c.alpha if c.method in ("dkd", "tckd") else None,
+                "β": c.beta if c.method in ("dkd", "nckd") else None,
+                "warm-up": c.warmup, "start": start, "batch": c.batch_size, "wd": c.weight_decay,
+                "lr schedule": sched, "std": "copied" if c.std else "true", "epochs": c.epochs,
+                "inferred": guess,
+            })  # fmt: skip
+    frame = pd.DataFrame(out)
+    order = {name: i for i, name in enumerate(dict.fromkeys(frame["row"]))}
+    return frame.sort_values(["row", "reading"], key=lambda col: col.map(order) if col.name == "row" else col,
+                             kind="stable").reset_index(drop=True)  # fmt: skip
+
+
+def reading_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The reference table's rows with our runs of each reading side by side (test accuracy in %).
+
+    One line per reference row and fair baseline, per data setting; for each reading, mean ± std over
+    seeds of the last epoch's test accuracy and of the test accuracy at the lowest-validation-loss
+    epoch (the reference's own selection), with epochs (a+b: b epochs from a checkpoint trained a) and
+    the number of runs. Only `reproduce` records (tag "ref:…") count.
+    """
+    from .recipes import READINGS, REFERENCE
+
+    ref_test = {name: 100 * test for name, *_, test, _ in REFERENCE}
+    columns = ["setting", "row (the reference's words)", "reference (at lowest val loss)"]
+    for reading in READINGS:
+        name = reading.replace("_", " ")
+        columns += [f"{name}: last epoch", f"{name}: at lowest val loss"]
+    frame = _reading_runs(results)
+    out = []
+    for setting, runs in frame.groupby("data_setting", sort=True):
+        for key, words, rows in _reading_lines():
+            cells = []
+            for reading in READINGS:
+                block = runs[(runs["reading"] == reading) & (runs["ref_row"] == rows.get(reading))]
+                cells += [_cell(block, "test_acc"), _cell(block, "test_acc_at_best_val_loss")]
+            if any(c != "–" for c in cells):
+                ref = f"{ref_test[key]:.2f}" if key in ref_test else "–"
+                out.append([setting, words, ref, *cells])
+    return pd.DataFrame(out, columns=columns)
+
+
+def reading_notes(results: pd.DataFrame) -> list[str]:
+    """The notes that `reproduce` runs carry (e.g. a teacher trained from scratch for want of ImageNet
+    weights), one line per distinct (setting, reading, note)."""
+    frame = _reading_runs(results)
+    if frame.empty or "note" not in frame:
+        return []
+    noted = frame[frame["note"].fillna("").astype(str) != ""]
+    keys = noted[["data_setting", "reading", "note"]].drop_duplicates()
+    return [f"{s}, {r.replace('_', ' ')}: {n}" for s, r, n in keys.itertuples(index=False)]
+
+
+def _row_mean(runs: pd.DataFrame, row: str | None, column: str) -> tuple[float, str] | None:
+    """Mean (in %) of `column` over the runs of reference row `row`, and their epochs; None if none."""
+    block = runs[runs["ref_row"] == row]
+    if row is None or block.empty or block[column].isna().all():
+        return None
+    return 100 * float(block[column].mean()), _epochs_text(block)
+
+
+def reading_conclusions(results: pd.DataFrame) -> list[str]:
+    """What the records say about the reference's "7% increase", per data setting and reading.
+
+    DKD (100 and 200 ep rows) against the 50-epoch CE student, as the reference compared them, and
+    against CE trained as long (the fair baselines), at the lowest-validation-loss epoch (the
+    reference's selection) and at the last epoch. Every number comes from `results` or the reference.
+    """
+    from .recipes import READINGS, REFERENCE
+
+    ref = {name: 100 * test for name, *_, test, _ in REFERENCE}
+    gain, gain_200 = ref["dkd_100"] - ref["student"], ref["dkd_200"] - ref["student"]
+    lines = [
+        f"The reference: DKD 100 ep {ref['dkd_100']:.2f}% − student 50 ep {ref['student']:.2f}% = "
+        f"{gain:+.2f} points (DKD 200 ep: {gain_200:+.2f}); as its code ran, the DKD students trained "
+        "50 CE + 100 (200) DKD epochs, at T = 8 and β = 0.5."
+    ]
+    fair = {key: rows for key, _, rows in _reading_lines() if key.startswith("ce~")}
+    selections = (("test_acc_at_best_val_loss", "at lowest val loss"), ("test_acc", "last epoch"))
+    for setting, runs in _reading_runs(results).groupby("data_setting", sort=True):
+        for reading in READINGS:
+            mine = runs[runs["reading"] == reading]
+            if mine.empty:
+                continue
+            lines.append(f"[{setting}, {reading.replace('_', ' ')}] {len(mine)} runs.")
+            for dkd in ("dkd_100", "dkd_200"):
+                baseline = fair.get(f"ce~{dkd}", {}).get(reading)
+                for column, when in selections:
+                    d, s = _row_mean(mine, dkd, column), _row_mean(mine, "student", column)
+                    if d is None or s is None:
+                        continue
+                    text = (f"  {dkd} ({when}): DKD {d[0]:.2f}% ({d[1]}) − CE student {s[0]:.2f}% ({s[1]}) "
+                            f"= {d[0] - s[0]:+.2f} points")  # fmt: skip
+                    f = _row_mean(mine, baseline, column)
+                    if f is not None:
+                        text += f"; − CE as long ({baseline}, {f[1]}) {f[0]:.2f}% = {d[0] - f[0]:+.2f} points"
+                    lines.append(text + ".")
     return lines
 
 

@@ -7,6 +7,7 @@ Examples
   python -m dkdlib distill --teacher data/checkpoints/T.pt --method dkd --beta 8
   python -m dkdlib evaluate data/checkpoints/T.pt
   python -m dkdlib reproduce --seeds 0 1 2 --scale 0.1 --data /tmp/cifar10.npz
+  python -m dkdlib reproduce --reading as_run --seeds 0     # the reference as its code ran it
   python -m dkdlib results
 """
 
@@ -31,12 +32,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         flag = "--" + f.name.replace("_", "-")
         hint, default = hints[f.name], f.default
         text = f"{f.metadata['help']} (default: {default})"
+        base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif f.name == "milestones":
+        elif typing.get_origin(hint) is tuple or typing.get_origin(base) is tuple:  # milestones, mean, std
             group.add_argument(flag, type=float, nargs="+", default=None, help=text)
         else:
-            base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
             group.add_argument(flag, type=base, default=None, help=text)
 
 
@@ -45,8 +46,9 @@ def _overrides(args: argparse.Namespace) -> dict:
 
     names = {f.name for f in dataclasses.fields(Config)}
     out = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if "milestones" in out:
-        out["milestones"] = tuple(out["milestones"])
+    for key in ("milestones", "mean", "std"):
+        if key in out:
+            out[key] = tuple(out[key])
     return out
 
 
@@ -87,9 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="where checkpoints/ and results/ go (default: data)")
 
     p = sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
+    p.add_argument(
+        "--reading",
+        choices=["as_described", "as_run", "both"],
+        default="as_described",
+        help="as_described: the table's words (T=4, from scratch); as_run: what the reference's code ran "
+        "(T=8, β=0.5, from the CE student, plateau schedule; see chapter 7); both: one after the other",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every row's epochs (0.1 = reduced)")
-    p.add_argument("--rows", nargs="+", help="only these rows (teacher, student, dkd_100, ...)")
+    p.add_argument("--rows", nargs="+", help="only these rows (teacher, student, dkd_100, ce_150, ...)")
     p.add_argument("--teacher", help="use this teacher checkpoint instead of training the teacher row")
     p.add_argument("--teacher-model", help="teacher row's model (default resnet18; resnet20 for CPU runs)")
     p.add_argument("--teacher-epochs", type=int, help="teacher row's epochs (default: 50 × --scale)")
@@ -189,9 +198,9 @@ def _evaluate(args) -> int:
     device = pick_device(args.device)
     data = load_data(state["dataset"], npz=args.data, root=args.out_dir, val_size=0)
     model = load_model(args.checkpoint, device, num_classes=data.num_classes, dataset=data.name, state=state)
-    loader = DeviceLoader(
-        data.x_test, data.y_test, 1000, mean=data.mean, std=data.std, train=False, device=device
-    )
+    # The normalisation the model was trained with (a run may set its own: Config.mean / std).
+    mean, std = state.get("mean", data.mean), state.get("std", data.std)
+    loader = DeviceLoader(data.x_test, data.y_test, 1000, mean=mean, std=std, train=False, device=device)
     result = evaluate(model, loader, data.num_classes)
     print(f"{args.checkpoint}: {state['model_name']} on {data.name} test ({len(data.y_test)} images)")
     print(f"accuracy {result['acc']:.4f}   loss {result['loss']:.4f}")
@@ -230,7 +239,29 @@ def _demo(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .recipes import REFERENCE, reference_configs
+    from .recipes import READINGS, reference_rows
+
+    readings = list(READINGS) if args.reading == "both" else [args.reading]
+    known = {name for reading in readings for name in reference_rows(reading)}
+    unknown = sorted(set(args.rows or ()) - known)
+    if unknown:
+        raise DKDError(
+            f"unknown rows {unknown} for --reading {args.reading}; choose from: {', '.join(sorted(known))}"
+        )
+    if args.scale != 1.0:
+        print(f"REDUCED SCHEDULE: every row's epochs × {args.scale}")
+    for reading in readings:
+        rows = [name for name in reference_rows(reading) if not args.rows or name in args.rows]
+        if rows:
+            print(f"reading {reading}: rows {', '.join(rows)}")
+            _reproduce_reading(args, reading, rows)
+    return 0
+
+
+def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
+    """Every seed's `rows` of one reading: the teacher (trained once, seed 0) first; as run, the CE
+    student before the rows that start from it."""
+    from .recipes import reference_configs, teacher_file, with_pretrained_fallback
     from .sweep import fit_all
     from .train import fit
 
@@ -241,23 +272,27 @@ def _reproduce(args) -> int:
     for key in ("train_size", "val_size", "test_size"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
-    names = [r[0] for r in REFERENCE] + ["ce_100", "kd_100"]
-    rows = args.rows or names
-    unknown = sorted(set(rows) - set(names))
-    if unknown:
-        raise DKDError(f"unknown rows {unknown}; choose from: {', '.join(names)}")
-    if args.scale != 1.0:
-        print(f"REDUCED SCHEDULE: every row's epochs × {args.scale}")
+
+    def configs(teacher, seed, **extra):
+        tover = {"model": args.teacher_model} if args.teacher_model else {}
+        if args.teacher_epochs:
+            tover["epochs"] = args.teacher_epochs
+        return reference_configs(teacher, seed=seed, scale=args.scale, teacher_overrides=tover,
+                                 reading=reading, **over, **extra)  # fmt: skip
+
+    teacher, note = args.teacher, {}
+    untaught = configs(None, 0)
+    distilled = any(untaught[name].method != "ce" for name in rows)  # CE rows alone need no teacher
+    if teacher is None and ("teacher" in rows or distilled):
+        row = untaught["teacher"]  # one teacher for all seeds
+        if not row.checkpoint_path.exists():  # a started teacher needs no ImageNet weights any more
+            row = with_pretrained_fallback(row)
+        note = {"note": f"teacher: {row.note}"} if row.note else {}
+        teacher = teacher_file(fit(row, progress=args.progress))
     for seed in args.seeds:
-        teacher = args.teacher
-        if teacher is None:
-            tover = {"model": args.teacher_model} if args.teacher_model else {}
-            if args.teacher_epochs:
-                tover["epochs"] = args.teacher_epochs
-            rows_t = reference_configs(None, seed=0, scale=args.scale, teacher_overrides=tover, **over)
-            teacher = str(fit(rows_t["teacher"], progress=args.progress).checkpoint)  # one for all seeds
-        configs = reference_configs(teacher, seed=seed, scale=args.scale, **over)
-        students = [configs[name] for name in rows if name != "teacher"]
-        for run in fit_all(students, packed=args.packed, progress=args.progress):
+        students = configs(teacher, seed, **note)
+        names = [n for n in rows if n != "teacher"]
+        if "student" not in names and any(students[n].init for n in names):
+            names.insert(0, "student")  # the rows that start from the CE student need it first
+        for run in fit_all([students[n] for n in names], packed=args.packed, progress=args.progress):
             _print_run(run)
-    return 0

@@ -3,9 +3,9 @@
 Every field carries its facts in one place, its metadata:
 - help: the CLI's help text (every field is a flag: `--field-name`);
 - identity: whether it changes what is learned, and so the run's name — "yes", "no" (speed or
-  bookkeeping), "file" (a path that counts by its file name, so moving the output folder keeps every
-  run's identity), or "if_set" (counts only when not None, so runs named before the field existed keep
-  their names);
+  bookkeeping), or "unless_default" (counts only when it differs from its default, so runs named before
+  the field existed keep their names); a path (`file`) counts by its file name, so moving the output
+  folder keeps every run's identity;
 - shared: whether the students of one packed loop (`fit_many`) must agree on it.
 """
 
@@ -23,14 +23,16 @@ from .errors import DKDError
 from .methods import METHODS, distills
 from .models import MODELS
 
-__all__ = ["Config", "identity", "data_seed", "check_group", "SHARED", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["Config", "identity", "data_seed", "check_group", "FIELDS", "SHARED", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
+BEST_BY = ("val_loss", "val_acc")
 
 
-def _field(default, help: str, *, identity: str = "yes", shared: bool = False):
-    return dataclasses.field(default=default, metadata={"help": help, "identity": identity, "shared": shared})
+def _field(default, help: str, *, identity: str = "yes", shared: bool = False, file: bool = False):
+    meta = {"help": help, "identity": identity, "shared": shared, "file": file, "default": default}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass
@@ -43,10 +45,18 @@ class Config:
     teacher: str | None = _field(
         None,
         "teacher checkpoint (.pt written by `train`), for every method but ce",
-        identity="file",
         shared=True,
+        file=True,
     )
-    pretrained: bool = _field(False, "start from ImageNet weights (resnet18_imagenet only)", shared=True)
+    init: str | None = _field(
+        None,
+        "a checkpoint whose weights the model starts from (same architecture)",
+        identity="unless_default",
+        file=True,
+    )
+    pretrained: bool = _field(
+        False, "ImageNet weights: resnet18_imagenet, or resnet18 in all but conv1 and fc", shared=True
+    )
     dataset: str = _field(
         "cifar10", "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)", shared=True
     )
@@ -61,6 +71,18 @@ class Config:
     val_size: int = _field(5000, "training images held out as a fixed validation split", shared=True)
     train_size: int | None = _field(None, "use only this many (class-balanced) training images", shared=True)
     test_size: int | None = _field(None, "use only this many test images", shared=True)
+    mean: tuple[float, ...] | None = _field(
+        None,
+        "normalisation mean, three numbers (default: the dataset's)",
+        identity="unless_default",
+        shared=True,
+    )
+    std: tuple[float, ...] | None = _field(
+        None,
+        "normalisation std, three numbers (default: the dataset's; CIFAR-10 0.2470 0.2435 0.2616)",
+        identity="unless_default",
+        shared=True,
+    )
     # schedule
     epochs: int = _field(30, "training epochs", shared=True)
     batch_size: int = _field(128, "batch size", shared=True)
@@ -71,7 +93,9 @@ class Config:
     momentum: float = _field(0.9, "SGD momentum", shared=True)
     weight_decay: float = _field(5e-4, "weight decay (not on BN weights and biases)", shared=True)
     schedule: str = _field(
-        "onecycle", "learning rate per step: constant | step | cosine | onecycle", shared=True
+        "onecycle",
+        "constant | step | cosine | onecycle (per step) | plateau (per epoch, on the training loss)",
+        shared=True,
     )
     milestones: tuple[float, ...] = _field(
         (0.625, 0.75, 0.875),
@@ -79,6 +103,15 @@ class Config:
         shared=True,
     )
     gamma: float = _field(0.1, "step schedule: lr factor at each milestone", shared=True)
+    plateau_factor: float = _field(
+        0.1,
+        "plateau: multiply the lr by this when the training loss stops falling",
+        identity="unless_default",
+        shared=True,
+    )
+    plateau_patience: int = _field(
+        10, "plateau: epochs without improvement before the lr drops", identity="unless_default", shared=True
+    )
     # distillation (official DKD defaults)
     temperature: float = _field(4.0, "softmax temperature T of the distillation term (the paper: 4)")
     alpha: float = _field(1.0, "weight of TCKD (target vs. rest)")
@@ -91,7 +124,7 @@ class Config:
     # machinery
     seed: int = _field(0, "seed of the initialisation (and of the data order unless data_seed is set)")
     data_seed: int | None = _field(
-        None, "seed of the shuffling and augmentation (default: seed)", identity="if_set"
+        None, "seed of the shuffling and augmentation (default: seed)", identity="unless_default"
     )
     device: str = _field(
         "auto",
@@ -116,10 +149,16 @@ class Config:
         identity="no",
         shared=True,
     )
+    best_by: str | None = _field(
+        None,
+        "also keep the best epoch's weights as NAME-best.pt: val_loss | val_acc",
+        identity="unless_default",
+    )
     name: str | None = _field(
         None, "run name (checkpoint file name); default derived from the config", identity="no"
     )
-    tag: str = _field("", "free label stored with the results (e.g. ref:dkd_100)", identity="no")
+    tag: str = _field("", "free label stored with the results (e.g. ref:as_run:dkd_100)", identity="no")
+    note: str = _field("", "free text kept in the run's record (e.g. a fallback taken)", identity="no")
     out_dir: str = _field("data", "where checkpoints/, results/ and downloads go", identity="no", shared=True)
 
     def identity(self) -> dict[str, Any]:
@@ -134,12 +173,19 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["milestones"] = list(d["milestones"])
+        for key in ("milestones", "mean", "std"):  # lists, as JSON gives them back
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
     @property
     def checkpoint_path(self) -> Path:
         return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}.pt"
+
+    @property
+    def best_path(self) -> Path:
+        """Where `best_by` keeps the weights of the run's best epoch."""
+        return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}-best.pt"
 
     def validate(self) -> None:
         """Raise `DKDError` naming the first bad value and what would be valid."""
@@ -151,6 +197,20 @@ class Config:
                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):  # fmt: skip
             if getattr(self, key) not in choices:
                 bad(f"unknown {key} {getattr(self, key)!r}; choose one of: {', '.join(choices)}")
+        if not 0 < self.plateau_factor < 1:
+            bad(f"plateau_factor must lie in (0, 1) (it multiplies the lr); got {self.plateau_factor!r}")
+        if not isinstance(self.plateau_patience, int) or self.plateau_patience < 0:
+            bad(f"plateau_patience must be an integer number of epochs >= 0; got {self.plateau_patience!r}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
+                bad(f"{key} must be None (the dataset's) or three numbers, one per channel; got {value!r}")
+        if self.std is not None and not all(v > 0 for v in self.std):
+            bad(f"std must be > 0 in every channel; got {self.std!r}")
+        if self.best_by is not None and self.best_by not in BEST_BY:
+            bad(f"unknown best_by {self.best_by!r}; choose one of: {', '.join(BEST_BY)} (or None)")
+        if self.best_by is not None and self.val_size == 0:
+            bad(f"best_by={self.best_by!r} picks an epoch by validation: set val_size > 0")
         if distills(self.method) and not self.teacher:
             bad(f"method {self.method!r} distils from a teacher: set teacher= to its checkpoint")
         for key in ("epochs", "batch_size"):
@@ -172,6 +232,8 @@ class Config:
             bad(f"lr must be > 0; got {self.lr!r}")
         if distills(self.method) and not Path(self.teacher).is_file():
             bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
+        if self.init is not None and not Path(self.init).is_file():
+            bad(f"init checkpoint {self.init} does not exist; train the run it comes from first")
 
 
 FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
@@ -182,11 +244,22 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
     ident = {}
     for key, value in config.items():
-        kind = FIELDS[key]["identity"] if key in FIELDS else "yes"
-        if kind == "no" or (kind == "if_set" and value is None):
+        meta = FIELDS.get(key, {"identity": "yes", "file": False})
+        if meta["identity"] == "no" or (
+            meta["identity"] == "unless_default" and _same(value, meta["default"])
+        ):
             continue
-        ident[key] = Path(value).name if kind == "file" and value else value
+        ident[key] = Path(value).name if meta["file"] and value else value
     return ident
+
+
+def _same(value: Any, default: Any) -> bool:
+    as_list = (list, tuple)
+    return (
+        list(value) == list(default)
+        if isinstance(value, as_list) and isinstance(default, as_list)
+        else value == default
+    )
 
 
 def data_seed(cfg: Config) -> int:
@@ -202,6 +275,12 @@ def check_group(configs: list[Config]) -> None:
     first = configs[0]
     for i, cfg in enumerate(configs):
         cfg.validate()
+        if cfg.schedule == "plateau" and len(configs) > 1:
+            raise DKDError(
+                f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which lowers the learning rate "
+                "when the run's own training loss stalls: students trained together would each need their "
+                "own rate. Train plateau runs one by one with fit() (fit_all does this by itself)"
+            )
         diff = [f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}" for k in SHARED
                 if getattr(first, k) != getattr(cfg, k)]  # fmt: skip
         if cfg.method == "ce" or first.method == "ce":  # a CE student needs no teacher

@@ -2,6 +2,8 @@
 
 `create_model(name, num_classes)` is the one entry point. The CIFAR ResNets follow the official DKD code
 (mdistiller): a 3x3 stem, three stages of basic blocks, global average pooling and a linear head.
+`create_model("resnet18", pretrained=True)` is the reference table's teacher: the CIFAR-stem ResNet18
+with torchvision's ImageNet weights in every layer but the stem conv and the head.
 """
 
 from __future__ import annotations
@@ -85,6 +87,52 @@ def resnet18_imagenet(num_classes: int = 10, pretrained: bool = False) -> nn.Mod
     return model
 
 
+def _imagenet_resnet18_state() -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ResNet18 weights (from the torch hub cache, downloaded once)."""
+    return resnet18_imagenet(pretrained=True).state_dict()
+
+
+def _imagenet_key(name: str) -> str | None:
+    """The torchvision ResNet18 entry that our CIFAR-stem ResNet18's `name` takes its value from.
+
+    None for the stem conv (3x3 stride 1 here, 7x7 stride 2 there) and the head (our classes): those
+    keep their fresh initialisation. Our blocks are numbered 0..7 in one Sequential; torchvision's are
+    layer1..layer4, two each, with the projection shortcut called `downsample`.
+    """
+    if name.startswith(("conv1.", "fc.")):
+        return None
+    if name.startswith("layers."):
+        _, index, rest = name.split(".", 2)
+        block = int(index)
+        rest = rest.replace("shortcut.", "downsample.")
+        return f"layer{block // 2 + 1}.{block % 2}.{rest}"
+    return name  # the stem's BatchNorm, bn1: same shape, kept (as the reference did)
+
+
+def cifar_resnet18_imagenet_init(model: nn.Module) -> nn.Module:
+    """Load ImageNet weights into a CIFAR-stem ResNet18 (`create_model("resnet18")`), all but conv1 and fc.
+
+    This is what the reference table's teacher did: torchvision's pretrained ResNet18 with conv1
+    replaced by a fresh 3x3 stride-1 conv, the max-pool removed and a new fc.
+    """
+    from .errors import DKDError
+
+    source = _imagenet_resnet18_state()
+    mapped = {}
+    for name, value in model.state_dict().items():
+        key = _imagenet_key(name)
+        if key is None:
+            continue
+        if key not in source or source[key].shape != value.shape:
+            raise DKDError(
+                f"the ImageNet ResNet18 weights do not fit {name} (looked for {key}); "
+                "the weights file is not torchvision's resnet18"
+            )
+        mapped[name] = source[key]
+    model.load_state_dict(mapped, strict=False)  # conv1 and fc keep their initialisation
+    return model
+
+
 # name -> (stem width, stage widths, basic blocks per stage)
 _CIFAR_RESNETS = {
     "resnet8": (16, [16, 32, 64], 1),
@@ -107,7 +155,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def create_model(name: str, num_classes: int = 10, pretrained: bool = False) -> nn.Module:
-    """Build a model by name, e.g. ``create_model("resnet8", num_classes=10)``."""
+    """Build a model by name, e.g. ``create_model("resnet8", num_classes=10)``.
+
+    pretrained: ImageNet weights, for "resnet18_imagenet" (torchvision's model) and "resnet18" (the
+    CIFAR-stem ResNet18 initialised from them in every layer but conv1 and fc).
+    """
     from .errors import DKDError
 
     if name not in MODELS:
@@ -116,12 +168,13 @@ def create_model(name: str, num_classes: int = 10, pretrained: bool = False) -> 
         raise DKDError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if name == "resnet18_imagenet":
         return MODELS[name](num_classes, pretrained=pretrained)
-    if pretrained:
+    if pretrained and name != "resnet18":
         raise DKDError(
-            f"no pretrained weights exist for {name!r}; only 'resnet18_imagenet' has them "
-            "(ImageNet). Train it from scratch with pretrained=False."
+            f"no pretrained weights exist for {name!r}; only 'resnet18' (CIFAR stem, ImageNet body) and "
+            "'resnet18_imagenet' have them (ImageNet). Train it from scratch with pretrained=False."
         )
-    return MODELS[name](num_classes)
+    model = MODELS[name](num_classes)
+    return cifar_resnet18_imagenet_init(model) if pretrained else model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -83,17 +83,19 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 def portable(config: dict[str, Any]) -> dict[str, Any]:
     """A config as a record or checkpoint keeps it: no folder of the machine that wrote it.
 
-    The teacher becomes its path inside the output folder (`checkpoints/T.pt`) or its bare file name,
+    The teacher and init checkpoints become their paths inside the output folder (`checkpoints/T.pt`)
+    or their bare file names,
     the data file its file name, and the output folder "." — the folder that holds the record's
     results/. Identities are unchanged: they count the teacher by file name and leave out data and
     out_dir.
     """
     out = dict(config)
     root = Path(out.get("out_dir") or ".")
-    if out.get("teacher"):
-        teacher = Path(out["teacher"])
-        inside = teacher.is_relative_to(root) and teacher.parent.name == "checkpoints"
-        out["teacher"] = str(teacher.relative_to(root)) if inside else teacher.name
+    for key in ("teacher", "init"):  # checkpoints
+        if out.get(key):
+            path = Path(out[key])
+            inside = path.is_relative_to(root) and path.parent.name == "checkpoints"
+            out[key] = str(path.relative_to(root)) if inside else path.name
     if out.get("data"):
         out["data"] = Path(out["data"]).name
     out["out_dir"] = "."
@@ -125,9 +127,21 @@ def load_results(directory: str | os.PathLike = "data/results"):
     for rec in load_records(directory):
         row = dict(rec.get("config", {}))
         row.update(name=rec.get("name"), file=rec.get("file"))  # the run name, not Config.name
-        row.update({k: v for k, v in rec.get("metrics", {}).items() if not isinstance(v, list)})
+        row.update({k: v for k, v in _metrics(rec).items() if not isinstance(v, list)})
         env = rec.get("environment", {})
         row.update({k: env.get(k) for k in ("hardware", "git_commit", "date", "torch")})
         row["wall_time_s"] = rec.get("wall_time_s")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _metrics(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record's metrics; a record written before a metric existed (e.g. the test accuracy at the
+    lowest validation loss) gets it from its history, by the same `summarize` that writes it now."""
+    from .train import summarize
+
+    try:
+        derived = summarize(rec["history"]) if rec.get("history") else {}
+    except (KeyError, TypeError):  # a history without the per-epoch fields summarize reads
+        derived = {}
+    return {**derived, **rec.get("metrics", {})}

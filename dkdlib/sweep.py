@@ -4,7 +4,9 @@
 data, schedule, data seed and teacher) and trains each group as one packed `fit_many` — on a GPU at
 batch 128 a ResNet8 step is bound by kernel launches, so K students cost little more than one. On a
 CPU grouped convolutions are slower than K separate ones, so there each config trains alone. Either
-way every run is the same experiment, with its own checkpoint and record.
+way every run is the same experiment, with its own checkpoint and record. Plateau schedules
+(`schedule="plateau"`) are never packed: each student would need its own learning rate, set by
+its own loss.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ def schedule_groups(configs: list[Config]) -> list[list[Config]]:
     """The configs grouped so that each group can train together (`fit_many`), in first-seen order.
 
     Students group by what they must share (data, schedule, data seed, teacher); CE students need no
-    teacher and join the first group that matches them otherwise. A config describing the same run as
-    one already grouped is left out (its result is that run's).
+    teacher and join the first group that matches them otherwise. Plateau runs stay alone (see the
+    module docstring). A config describing the same run as one already grouped is left out (its result
+    is that run's).
     """
 
     def key(cfg: Config) -> tuple:
@@ -33,7 +36,9 @@ def schedule_groups(configs: list[Config]) -> list[list[Config]]:
         if cfg.run_name() in seen:
             continue
         seen.add(cfg.run_name())
-        if cfg.method == "ce":
+        if cfg.schedule == "plateau":  # its own group: fit_all trains it with fit()
+            home = ("plateau", cfg.run_name())
+        elif cfg.method == "ce":
             home = next((k for k in groups if k[:-1] == key(cfg)), key(cfg) + (None,))
         else:
             home = key(cfg) + (cfg.teacher,)

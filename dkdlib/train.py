@@ -164,9 +164,54 @@ def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
         scaler.load_state_dict(state)
 
 
+class PlateauSchedule:
+    """ReduceLROnPlateau on each epoch's mean training loss, behind the per-step scheduler interface.
+
+    `step()` (called after every batch, like the other schedules) does nothing; `end_epoch(loss)` may
+    lower the learning rate. A graphed step reads the rate from a device tensor, so the new rate is
+    written into that tensor in place: assigning a float would leave the captured graph on the old one.
+    (ReduceLROnPlateau itself multiplies a tensor rate in place, once per param group: a tensor shared
+    by two groups, as `make_optimizer` makes it, would be lowered twice. So it decides on floats here.)
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int):
+        self.optimizer = optimizer
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=factor, patience=patience
+        )
+
+    def step(self) -> None:
+        """Per batch: nothing (the plateau is judged once per epoch)."""
+
+    def end_epoch(self, loss: float) -> None:
+        groups = self.optimizer.param_groups
+        rates = [group["lr"] for group in groups]
+        for group, rate in zip(groups, rates, strict=True):
+            group["lr"] = float(rate)
+        self.plateau.step(loss)
+        for group, rate in zip(groups, rates, strict=True):
+            if isinstance(rate, torch.Tensor):
+                rate.fill_(group["lr"])
+                group["lr"] = rate
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateau.load_state_dict(state)
+
+
+def end_epoch(scheduler, train_loss: float) -> None:
+    """Tell an epoch-level schedule (plateau) how the epoch went; per-step schedules ignore it."""
+    if isinstance(scheduler, PlateauSchedule):
+        scheduler.end_epoch(train_loss)
+
+
 def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
-    """Per-step learning-rate schedule over the whole run."""
+    """Per-step learning-rate schedule over the whole run (plateau: per epoch, see `PlateauSchedule`)."""
     total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "plateau":
+        return PlateauSchedule(optimizer, cfg.plateau_factor, cfg.plateau_patience)
     if cfg.schedule == "onecycle":  # linear warm-up over the first 25%, then linear decay to ~0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -248,8 +293,16 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None = No
     }
 
 
+def norm_stats(cfg: Config, data: Data) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The run's normalisation (mean, std): the config's where set, else the dataset's."""
+    mean = data.mean if cfg.mean is None else cfg.mean
+    std = data.std if cfg.std is None else cfg.std
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def make_loaders(cfg: Config, data: Data, device: torch.device):
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=use_channels_last(cfg, device))
+    mean, std = norm_stats(cfg, data)
+    common = dict(mean=mean, std=std, device=device, channels_last=use_channels_last(cfg, device))
     train = DeviceLoader(
         data.x_train, data.y_train, cfg.batch_size, train=True, seed=data_seed(cfg), **common
     )
@@ -293,9 +346,53 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
             stacklevel=3,
         )
     teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name, state=state)
+    # Teacher and student see the same normalised batch: a teacher trained on other statistics would
+    # be shown images it never learned from, and quietly teach worse.
+    mean, std = norm_stats(cfg, data)
+    if not _same_stats(state, mean, std):
+        raise DKDError(
+            f"teacher {cfg.teacher} was trained with normalisation mean {state.get('mean')}, std "
+            f"{state.get('std')}, this run uses mean {list(mean)}, std {list(std)}: set mean= and std= "
+            "to the teacher's, or train the teacher with this run's"
+        )
     if use_channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
     return teacher.requires_grad_(False).eval()
+
+
+def _same_stats(state: dict, mean, std) -> bool:
+    """Whether a checkpoint was trained with normalisation (mean, std); old checkpoints all were."""
+    if "mean" not in state or "std" not in state:
+        return True
+    return bool(np.allclose(state["mean"], mean, atol=1e-6) and np.allclose(state["std"], std, atol=1e-6))
+
+
+def load_init(cfg: Config, data: Data) -> dict | None:
+    """The checkpoint `cfg.init` names, checked to hold `cfg.model` for `data`'s classes (None: no init)."""
+    if cfg.init is None:
+        return None
+    state = load_checkpoint(cfg.init)
+    if state["model_name"] != cfg.model or state["num_classes"] != data.num_classes:
+        raise DKDError(
+            f"init checkpoint {cfg.init} holds a {state['model_name']} with {state['num_classes']} classes, "
+            f"but this run trains a {cfg.model} with {data.num_classes}: start from a checkpoint of the "
+            "same architecture (or set init=None)"
+        )
+    if state["dataset"] != data.name:
+        raise DKDError(f"init checkpoint {cfg.init} was trained on {state['dataset']}, not {data.name}")
+    if not state.get("complete", True):
+        warnings.warn(f"init checkpoint {cfg.init} is unfinished (epoch {state['epoch']}); starting from it",
+                      stacklevel=3)  # fmt: skip
+    if not _same_stats(state, *norm_stats(cfg, data)):
+        warnings.warn(f"init checkpoint {cfg.init} was trained with another normalisation", stacklevel=3)
+    return state
+
+
+def init_epochs(state: dict) -> int:
+    """How many epochs trained the weights of an init checkpoint: its run's length, counting its own init."""
+    if not state.get("complete", True):
+        return int(state["epoch"])
+    return int(state.get("metrics", {}).get("total_epochs") or state["config"]["epochs"])
 
 
 def data_for(cfg: Config, data: Data | None = None) -> Data:
@@ -355,10 +452,16 @@ def fit_many(
 
     # The model: each student initialised from its own seed, exactly as it would be alone; K > 1 of
     # them become one grouped network.
+    # ... or from its `init` checkpoint. A started run loads its own weights: no ImageNet download.
+    inits = [load_init(cfg, data) for cfg in group]
     solos = []
-    for cfg in group:
+    for cfg, init in zip(group, inits, strict=True):
         torch.manual_seed(cfg.seed)
-        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained))
+        solos.append(
+            create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and start_epoch == 1)
+        )
+        if init is not None and start_epoch == 1:
+            solos[-1].load_state_dict(init["model"])
     model = (pack(solos) if k > 1 else solos[0]).to(device)
     if start_epoch > 1:
         states = [s["model"] for s in saved]
@@ -422,6 +525,12 @@ def fit_many(
                     row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
             for history, row in zip(histories, rows, strict=True):
                 history.append(row)
+            end_epoch(scheduler, rows[0]["train_loss"])  # plateau: K = 1 only (check_group)
+            best = [j for j, c in enumerate(group) if save and is_best(histories[j], c.best_by)]
+            if best:
+                model_states = unpack(model, k) if k > 1 else [model.state_dict()]
+                for j in best:
+                    save_best(group[j], data, model_states[j], histories[j])
             bar.set_postfix({key: " ".join(f"{r[key]:.3f}" for r in rows) for key in
                              ("train_loss", "val_acc", "test_acc") if key in rows[0]})  # fmt: skip
             if epoch < cfg0.epochs:
@@ -436,7 +545,9 @@ def fit_many(
         raise
 
     wall = time.perf_counter() - t_start
-    metrics = [summarize(h) for h in histories]
+    metrics = [
+        summarize(h) | init_metrics(c, init) for h, c, init in zip(histories, group, inits, strict=True)
+    ]
     if "test" in eval_loaders:
         tests = evaluate_students(model, eval_loaders["test"], k, amp)
         for m, result in zip(metrics, tests, strict=True):
@@ -455,6 +566,7 @@ def fit_many(
     for j, cfg in enumerate(group):
         record = None
         if save:  # each student's record, with its share of the wall time
+            finish_best(cfg, histories[j], metrics[j])
             row = record_dict(cfg, data, metrics[j], histories[j], wall / k, device, **extra)
             record = write_record(Path(cfg.out_dir) / "results", row)
         runs[todo[j]] = Run(
@@ -521,14 +633,54 @@ def _resume_epoch(group: list[Config], saved: list[dict | None]) -> int:
     return done.pop()
 
 
+def init_metrics(cfg: Config, init: dict | None) -> dict[str, Any]:
+    """What a run that started from `cfg.init` adds to its metrics: the epochs behind its start, the
+    epochs in all, and the epoch of the init run its weights come from."""
+    if init is None:
+        return {}
+    before = init_epochs(init)
+    return {"init_epochs": before, "total_epochs": before + cfg.epochs, "init_epoch": int(init["epoch"])}
+
+
+def is_best(history: list[dict[str, float]], best_by: str | None) -> bool:
+    """Whether the newest epoch is the best so far by `best_by` (val_loss: lowest; val_acc: highest;
+    an earlier epoch wins a tie, as in `summarize`). False when best_by is None."""
+    if best_by is None:
+        return False
+    *earlier, last = history
+    if not earlier:
+        return True
+    if best_by == "val_loss":
+        return last["val_loss"] < min(h["val_loss"] for h in earlier)
+    return last["val_acc"] > max(h["val_acc"] for h in earlier)
+
+
+def save_best(cfg: Config, data: Data, model_state: dict, history: list) -> None:
+    """Keep the newest epoch's weights as the run's best (`cfg.best_path`), a loadable checkpoint."""
+    save_checkpoint(cfg.best_path, {
+        **checkpoint_dict(cfg, data, history[-1]["epoch"], False, model_state, {}, {}, {}, history),
+        "best_by": cfg.best_by,
+    })  # fmt: skip
+
+
+def finish_best(cfg: Config, history: list, metrics: dict) -> None:
+    """Mark the best-epoch checkpoint of a finished run complete, with the run's history and metrics
+    (so a teacher or init taken from it reads as finished)."""
+    if cfg.best_by is None:
+        return
+    best = load_checkpoint(cfg.best_path)
+    save_checkpoint(cfg.best_path, {**best, "complete": True, "history": history, "metrics": metrics})
+
+
 def checkpoint_dict(
     cfg: Config, data: Data, epoch: int, complete: bool, model_state: dict, optimizer_state: dict,
     scheduler_state: dict, scaler_state: dict, history: list, metrics: dict | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """What a run's checkpoint holds: the model and its data's description, and all it takes to resume."""
+    mean, std = norm_stats(cfg, data)  # what the model was trained on: evaluate it with the same
     return {
         "model_name": cfg.model, "num_classes": data.num_classes, "classes": data.classes,
-        "dataset": data.name, "mean": list(data.mean), "std": list(data.std),
+        "dataset": data.name, "mean": list(mean), "std": list(std),
         "config": portable(cfg.to_dict()), "epoch": epoch, "complete": complete,
         "model": model_state, "optimizer": optimizer_state, "scheduler": scheduler_state,
         "scaler": scaler_state, "history": history, "metrics": metrics or {},
@@ -549,7 +701,8 @@ def record_dict(
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Last-epoch accuracies, and the test accuracy at the epoch with the best validation accuracy."""
+    """Last-epoch accuracies, and the test accuracy at the epochs with the best validation accuracy and
+    the lowest validation loss."""
     last = history[-1]
     metrics: dict[str, Any] = {
         "epochs_run": len(history),
@@ -564,6 +717,12 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
         metrics.update(
             best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
         )
+    if "val_loss" in last:  # the reference's selection: the checkpoint with the lowest validation loss
+        best = min(history, key=lambda h: h["val_loss"])
+        metrics.update(
+            best_val_loss_epoch=best["epoch"], best_val_loss=best["val_loss"],
+            test_acc_at_best_val_loss=best.get("test_acc"),
+        )  # fmt: skip
     return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
 
 

@@ -95,6 +95,14 @@ def test_labels_and_reference():
     assert A.run_label({"method": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 2.0}) == "DKD α=1 β=8 T=2"
     assert A.run_label({"method": "tckd", "alpha": 0.5, "beta": 0.0}) == "TCKD α=0.5"
     assert A.run_label({"method": "nckd", "alpha": 0.0, "beta": 2.0}) == "NCKD β=2"
+    # as run: T=8, β=0.5, from the CE student; the inferred ablations differ by their CE weight
+    assert A.run_label(
+        {"method": "dkd", "alpha": 1.0, "beta": 0.5, "temperature": 8.0, "init": "s-best.pt"}
+    ) == ("DKD α=1 β=0.5 T=8 from init")
+    assert A.run_label({"method": "tckd", "alpha": 1.0, "temperature": 0.5, "ce_weight": 0.25}) == (
+        "TCKD α=1 T=0.5 CE×0.25"
+    )
+    assert A.run_label({"method": "ce", "model": "resnet8", "init": float("nan")}) == "CE"
     ref = A.reference_frame().set_index("ref_name")
     assert ref.loc["dkd_100", "row"] == "DKD α=1 β=8"
     assert ref.loc["student", "row"] == "CE" and ref.loc["teacher", "row"] == "teacher"
@@ -177,7 +185,11 @@ def test_reference_recipe_runs_never_share_a_setting_with_the_series_runs():
     series = {"dataset": "cifar10", "train_size": 5000, "tag": ""}
     reference = {**series, "tag": "ref:dkd_100"}
     assert A._setting(series) == "cifar10, 5,000 training images (reduced)"
-    assert A._setting(reference) == "cifar10, 5,000 training images, reference recipe (reduced)"
-    assert A._setting({"dataset": "cifar10", "train_size": None, "tag": "ref:teacher"}) == (
-        "cifar10, reference recipe (full)"
+    assert A._setting(reference) == "cifar10, 5,000 training images, reference recipe as described (reduced)"
+    assert A._setting({**series, "tag": "ref:as_run:dkd_100"}) == (
+        "cifar10, 5,000 training images, reference recipe as run (reduced)"
     )
+    assert A._setting({"dataset": "cifar10", "train_size": None, "tag": "ref:teacher"}) == (
+        "cifar10, reference recipe as described (full)"
+    )
+    assert A._setting({**series, "tag": "ref:as_run:dkd_100"}, recipe=False) == A._setting(series)

@@ -1,10 +1,12 @@
 """The command line, end to end on tiny data: every subcommand runs and bad input exits cleanly."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dkdlib import DKDError
 from dkdlib.cli import main
 from dkdlib.results import load_records
 
@@ -80,7 +82,7 @@ def test_reproduce_rows_on_tiny_data(tmp_path, capsys):
                         "--val-size", "40", "--out-dir", tmp_path], capsys)  # fmt: skip
     assert code == 0 and "REDUCED SCHEDULE" in out
     tags = sorted(json.loads(p.read_text())["config"]["tag"] for p in (tmp_path / "results").glob("*.json"))
-    assert tags == ["", "ref:nckd_b2", "ref:student"]
+    assert tags == ["", "ref:as_described:nckd_b2", "ref:as_described:student"]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +99,7 @@ def test_reproduce_rows_on_tiny_data(tmp_path, capsys):
         ),
         (["evaluate", "missing.pt"], "does not exist"),
         (["reproduce", "--rows", "dkd_300"], "unknown rows"),
+        (["reproduce", "--rows", "ce_150"], "unknown rows ['ce_150'] for --reading as_described"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
@@ -115,7 +118,7 @@ def test_reproduce_trains_a_smaller_teacher_row(tmp_path, capsys):
                         "--val-size", "40", "--no-progress", "--out-dir", tmp_path], capsys)  # fmt: skip
     assert code == 0
     (record,) = (json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json"))
-    assert record["config"]["tag"] == "ref:teacher"
+    assert record["config"]["tag"] == "ref:as_described:teacher"
     assert (record["config"]["model"], record["config"]["epochs"]) == ("resnet8", 2)
     assert record["config"]["optimizer"] == "adam"  # still the reference recipe
 
@@ -129,6 +132,83 @@ def test_reproduce_packed_trains_rows_that_share_a_schedule_together(tmp_path, c
     assert code == 0
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
     together = sorted(r["config"]["tag"] for r in records if "trained_with" in r)
-    assert together == ["ref:ce_100", "ref:nckd_b2", "ref:tckd_a1"]  # the 2-epoch rows; "student" (1) alone
-    assert any(r["config"]["tag"] == "ref:student" and "trained_with" not in r for r in records)
+    assert together == [
+        "ref:as_described:ce_100",
+        "ref:as_described:nckd_b2",
+        "ref:as_described:tckd_a1",
+    ]  # the 2-epoch rows; "student" (1) alone
+    assert any(r["config"]["tag"] == "ref:as_described:student" and "trained_with" not in r for r in records)
     assert list((tmp_path / "cache").glob("teacher-logits-*.pt"))
+
+
+def test_reproduce_as_run_starts_from_the_ce_student_and_names_its_reading(tmp_path, capsys):
+    """As run: the rows' tags name the reading; DKD and its CE baseline start from the student's
+    lowest-val-loss epoch, which is trained first even when not asked for; the teacher must share the
+    as-run normalisation (the tiny teacher here is trained with it)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8)  # the student trains at batch 512
+    y = np.arange(600) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    common = ["--data", tmp_path / "c10.npz", "--val-size", "40", "--no-progress", "--out-dir", tmp_path]
+    code, out, _ = run(["reproduce", "--reading", "as_run", "--rows", "teacher", "dkd_100", "ce_150",
+                        "--seeds", "0", "--scale", "0.02", "--teacher-model", "resnet8",
+                        "--teacher-epochs", "1", *common], capsys)  # fmt: skip
+    assert code == 0 and "reading as_run" in out
+    records = {
+        r["config"]["tag"]: r
+        for r in map(json.loads, map(Path.read_text, (tmp_path / "results").glob("*.json")))
+    }
+    assert set(records) == {
+        "ref:as_run:teacher",
+        "ref:as_run:student",
+        "ref:as_run:dkd_100",
+        "ref:as_run:ce_150",
+    }
+    student, dkd, ce = (records[f"ref:as_run:{n}"]["config"] for n in ("student", "dkd_100", "ce_150"))
+    assert (
+        Path(dkd["init"]).name == Path(ce["init"]).name == f"{records['ref:as_run:student']['name']}-best.pt"
+    )
+    assert (dkd["temperature"], dkd["alpha"], dkd["beta"], dkd["warmup"]) == (8.0, 1.0, 0.5, 0)
+    assert student["batch_size"] == 512 and student["std"] == [0.2023, 0.1994, 0.2010]
+    assert Path(dkd["teacher"]).name.endswith("-best.pt")  # distilled from the teacher's saved epoch
+    assert records["ref:as_run:dkd_100"]["metrics"]["total_epochs"] == 1 + 2  # the student's 1, its own 2
+    assert records["ref:as_run:teacher"]["config"]["pretrained"] is False  # resnet8: no ImageNet weights
+
+
+def test_reproduce_both_readings_falls_back_to_a_scratch_teacher_with_a_note(tmp_path, capsys, monkeypatch):
+    import dkdlib.models as models_mod
+
+    def offline():
+        raise DKDError("could not fetch the ImageNet weights for resnet18_imagenet (URLError: offline)")
+
+    monkeypatch.setattr(models_mod, "_imagenet_resnet18_state", offline)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8)  # one step of batch 128
+    y = np.arange(160) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    code, out, _ = run(["reproduce", "--reading", "both", "--rows", "teacher", "--seeds", "0",
+                        "--scale", "0.02", "--teacher-epochs", "1", "--data", tmp_path / "c10.npz",
+                        "--val-size", "20", "--no-progress", "--out-dir", tmp_path], capsys)  # fmt: skip
+    assert code == 0 and "reading as_described" in out and "reading as_run" in out
+    assert "NOTE: ImageNet weights could not be fetched" in out
+    records = {
+        r["config"]["tag"]: r
+        for r in map(json.loads, map(Path.read_text, (tmp_path / "results").glob("*.json")))
+    }
+    assert set(records) == {"ref:as_described:teacher", "ref:as_run:teacher"}
+    teacher = records["ref:as_run:teacher"]["config"]
+    assert teacher["model"] == "resnet18" and teacher["pretrained"] is False
+    assert "trained from scratch, unlike the reference's" in teacher["note"]
+
+
+def test_reproduce_of_ce_rows_alone_trains_no_teacher(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(200) % 10
+    np.savez(tmp_path / "c10.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    code, _, _ = run(["reproduce", "--rows", "ce_200", "--seeds", "0", "--scale", "0.005", "--data",
+                      tmp_path / "c10.npz", "--val-size", "40", "--no-progress", "--out-dir", tmp_path],
+                     capsys)  # fmt: skip
+    assert code == 0
+    (record,) = load_records(tmp_path / "results")
+    assert record["config"]["tag"] == "ref:as_described:ce_200" and record["config"]["epochs"] == 1

@@ -11,12 +11,14 @@ results_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(results_table)
 
 
-def record(tag, method, seed, acc, **config):
+def record(tag, method, seed, acc, metrics=None, **config):
     cfg = {"model": "resnet8", "method": method, "dataset": "cifar10", "epochs": 3, "seed": seed, "tag": tag,
            "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "train_size": 2000, **config}  # fmt: skip
     env = {"hardware": "CPU test", "git_commit": "abc", "date": "2026-11-26T00:00"}
-    return {"name": f"{method}-{seed}", "config": cfg, "wall_time_s": 60.0, "environment": env,
-            "metrics": {"test_acc": acc, "test_acc_at_best_val": acc - 0.01}}  # fmt: skip
+    metrics = {"test_acc": acc, "test_acc_at_best_val": acc - 0.01, "test_acc_at_best_val_loss": acc - 0.02,
+               **(metrics or {})}  # fmt: skip
+    return {"name": f"{method}-{seed}-{tag}", "config": cfg, "wall_time_s": 60.0, "environment": env,
+            "metrics": metrics}  # fmt: skip
 
 
 def test_table_from_reproduce_records_only(tmp_path):
@@ -25,10 +27,27 @@ def test_table_from_reproduce_records_only(tmp_path):
         write_record(tmp_path, record("ref:student", "ce", seed, acc - 0.1))
     write_record(tmp_path, record("", "kd", 0, 0.99))  # not a reproduce run: must not appear
     text = results_table.render(tmp_path)
-    assert "DKD α=1 β=8" in text and "52.00 ± 2.00" in text and "42.00 ± 2.00" in text
-    assert "87.21" in text  # the reference's DKD (100 ep) beside ours
-    assert "99.00" not in text and "| KD" not in text
+    assert "DKD α=1 β=8, 100 ep" in text and "52.00 ± 2.00 (3 ep, n=3)" in text and "42.00 ± 2.00" in text
+    assert "| 87.21 |" in text  # the reference's DKD (100 ep) beside ours
+    assert "99.00" not in text and "KD, as long" not in text
     assert "6 runs; total wall time 6.0 min; hardware: CPU test" in text
+
+
+def test_readings_sit_side_by_side_with_their_fair_baselines_and_notes(tmp_path):
+    """Old tags read as described; as-run runs that start from the CE student show its epochs (2+3)."""
+    write_record(tmp_path, record("ref:dkd_100", "dkd", 0, 0.50))
+    as_run = {"init": "s-best.pt", "temperature": 8.0, "beta": 0.5}
+    write_record(tmp_path, record("ref:as_run:dkd_100", "dkd", 0, 0.60, {"init_epochs": 2}, **as_run,
+                                  note="teacher: trained from scratch"))  # fmt: skip
+    write_record(tmp_path, record("ref:as_run:ce_150", "ce", 0, 0.58, {"init_epochs": 2}, init="s-best.pt"))
+    write_record(tmp_path, record("ref:as_described:ce_100", "ce", 0, 0.55))
+    text = results_table.render(tmp_path)
+    row = next(line for line in text.splitlines() if "DKD α=1 β=8, 100 ep" in line)
+    assert row.split(" | ")[2:] == ["87.21", "50.00 (3 ep, n=1)", "48.00 (3 ep, n=1)", "60.00 (2+3 ep, n=1)",
+                                    "58.00 (2+3 ep, n=1) |"]  # fmt: skip
+    fair = next(line for line in text.splitlines() if "CE, as long as DKD α=1 β=8, 100 ep" in line)
+    assert "55.00 (3 ep, n=1)" in fair and "58.00 (2+3 ep, n=1)" in fair
+    assert "Note (cifar10, 2,000 training images (reduced), as run: teacher: trained from scratch)" in text
 
 
 def test_readme_markers_are_filled_and_checked(tmp_path):
