@@ -24,19 +24,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from .config import Config
     from .data import Data
     from .train import Run
 
 __all__ = [
     "figure",
+    "plot_target_probability",
+    "plot_suppression",
+    "plot_tckd_vs_nckd",
+    "plot_dark_knowledge",
+    "plot_class_delta",
+    "plot_grid",
+    "plot_selection",
     "SYNTHETIC_NOTE",
     "is_synthetic",
     "mark_synthetic",
@@ -220,7 +226,6 @@ def plot_per_class_accuracy(
     dataset: str | None = None,
 ) -> Figure:
     """Grouped bars of per-class accuracy; pass a dict {label: accuracies} to compare runs."""
-    import pandas as pd
     import seaborn as sns
 
     series = dict(per_class) if isinstance(per_class, Mapping) else {"model": per_class}
@@ -277,7 +282,6 @@ def show_images(
 
 def plot_class_balance(data: Data, title: str = "Images per class and split") -> Figure:
     """Bar chart of the number of images of each class in the train, validation and test splits."""
-    import pandas as pd
     import seaborn as sns
 
     rows = []
@@ -489,7 +493,6 @@ def plot_bars(
     The reference markers (CIFAR-10) are drawn only beside runs on real data: never beside synthetic
     bars, which measure nothing comparable.
     """
-    import pandas as pd
 
     data = summary.reset_index(drop=True)
     fig, ax = figure(8.0, 0.45 * len(data) + 2.2)
@@ -513,3 +516,155 @@ def plot_bars(
     ax.set_title(title or "Test accuracy by recipe")
     fig.legend(loc="outside lower center", ncols=2, fontsize="small")
     return mark_synthetic(fig, dataset)
+
+
+# DKD figures: the decomposition, dark knowledge and sweeps over recorded runs
+
+
+def _fig(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
+    return figure(width, height, 1, ncols)
+
+
+def plot_target_probability(p_t: Mapping[str, np.ndarray], title: str | None = None) -> Figure:
+    """Histograms of the teacher's probability of the true class, one per temperature (dict label → p_t)."""
+    fig, ax = _fig(6.5, 3.8)
+    bins = np.linspace(0, 1, 41)
+    for label, values in p_t.items():
+        values = np.asarray(values)
+        ax.hist(values, bins=bins, alpha=0.55, label=f"{label} (median {np.median(values):.2f})")
+    ax.set_xlabel("teacher's probability of the true class, $p_t^{\\mathcal{T}}$")
+    ax.set_ylabel("test images")
+    ax.set_title(title or "How confident is the teacher? (test set)")
+    ax.legend(fontsize="small", loc="upper center")
+    return fig
+
+
+def plot_suppression(frame: pd.DataFrame, temperature: float = 4.0, bins: int = 10) -> Figure:
+    """NCKD per sample vs the teacher's p_t, with and without KD's weight (1 − p_t), and binned shares."""
+    fig, (ax, ax2) = _fig(11, 4.0, 2)
+    floor = 1e-6
+    ax.scatter(frame["p_t"], frame["nckd"].clip(lower=floor), s=6, alpha=0.35, color="tab:gray",
+               label="NCKD (what DKD weights by β)")  # fmt: skip
+    ax.scatter(frame["p_t"], frame["kd_nckd"].clip(lower=floor), s=6, alpha=0.45, color="tab:red",
+               label="(1 − $p_t$)·NCKD (what KD keeps)")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel(f"teacher's $p_t$ (T = {temperature:g})")
+    ax.set_ylabel("per-sample loss (nats, no T²)")
+    ax.set_title("KD shrinks NCKD on confident samples")
+    ax.legend(fontsize="small", markerscale=3)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(frame["p_t"], edges) - 1, 0, bins - 1)
+    nckd = np.bincount(which, frame["nckd"], minlength=bins)
+    kept = np.bincount(which, frame["kd_nckd"], minlength=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    width = 0.9 / bins
+    total = max(float(nckd.sum()), 1e-12)
+    ax2.bar(centers, nckd / total, width=width, color="tab:gray", alpha=0.6, label="NCKD (DKD)")
+    ax2.bar(
+        centers, kept / total, width=width * 0.6, color="tab:red", alpha=0.85, label="(1 − $p_t$)·NCKD (KD)"
+    )
+    ax2.set_xlabel(f"teacher's $p_t$ (bins of {1 / bins:.1f})")
+    ax2.set_ylabel("share of the test set's total NCKD")
+    ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax2.set_title("Where the non-target signal sits, and what KD keeps")
+    ax2.legend(fontsize="small")
+    return fig
+
+
+def plot_tckd_vs_nckd(frame: pd.DataFrame, temperature: float = 4.0) -> Figure:
+    """Per-sample TCKD against NCKD (log–log), coloured by the teacher's p_t."""
+    fig, ax = _fig(6.2, 4.6)
+    floor = 1e-7
+    points = ax.scatter(frame["nckd"].clip(lower=floor), frame["tckd"].clip(lower=floor), c=frame["p_t"],
+                        cmap="viridis", vmin=0, vmax=1, s=7, alpha=0.6)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap
+    ax.set_xlabel("NCKD (nats)")
+    ax.set_ylabel("TCKD (nats)")
+    ax.set_title(f"Per-sample TCKD vs NCKD, teacher vs student (T = {temperature:g})")
+    fig.colorbar(points, ax=ax, label="teacher's $p_t$")
+    return fig
+
+
+def plot_dark_knowledge(matrix: np.ndarray, classes: Sequence[str], temperature: float = 4.0) -> Figure:
+    """Heatmap of the teacher's mean non-target distribution p̂ for each true class (diagonal blank)."""
+
+    return _class_heatmap(
+        matrix, classes, xlabel="non-target class",
+        title=f"Dark knowledge: the teacher's non-target distribution (T = {temperature:g})",
+        mask=~np.isfinite(matrix), fmt=".2f", cmap="magma_r", vmin=0,
+        cbar_kws={"label": "mean $\\hat p$ (share of the non-target mass)"},
+    )  # fmt: skip
+
+
+def _class_heatmap(matrix: np.ndarray, classes: Sequence[str], xlabel: str, title: str, **heatmap) -> Figure:
+    """A square class × class heatmap (rows: true class), annotated when there are few classes."""
+    import seaborn as sns
+
+    k = len(classes)
+    size = max(5.0, 0.6 * k + 2)
+    fig, ax = _fig(size + 1.2, size)
+    sns.heatmap(matrix, annot=k <= 12, square=True, xticklabels=classes, yticklabels=classes,
+                annot_kws={"fontsize": 7}, ax=ax, **heatmap)  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    ax.grid(False)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.tick_params(axis="y", labelrotation=0)
+    return fig
+
+
+def plot_class_delta(
+    per_class: Mapping[str, Sequence[float]], baseline: str, classes: Sequence[str]
+) -> Figure:
+    """Per-class test accuracy of each run minus `baseline`'s, in percentage points."""
+    base = np.asarray(per_class[baseline], float)
+    others = [k for k in per_class if k != baseline]
+    fig, ax = _fig(max(6.5, 0.75 * len(classes)), 3.8)
+    width = 0.8 / max(len(others), 1)
+    x = np.arange(len(classes))
+    for i, label in enumerate(others):
+        delta = 100 * (np.asarray(per_class[label], float) - base)
+        ax.bar(x + (i - (len(others) - 1) / 2) * width, delta, width=width, label=f"{label} − {baseline}")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, classes, rotation=45, ha="right")
+    ax.set_xlabel("class")
+    ax.set_ylabel("test accuracy difference (points)")
+    ax.set_title(f"Per-class test accuracy relative to {baseline}")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_grid(frame: pd.DataFrame, value: str = "test_acc", title: str | None = None) -> Figure:
+    """α×β heatmap of mean test accuracy (in %) over DKD runs in `frame` (columns alpha, beta)."""
+    import seaborn as sns
+
+    grid = frame.groupby(["alpha", "beta"])[value].mean().unstack("beta") * 100
+    fig, ax = _fig(1.3 * grid.shape[1] + 3, 1.0 * grid.shape[0] + 2.2)
+    sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax,
+                cbar_kws={"label": "test accuracy (%)"})  # fmt: skip
+    ax.set_xlabel("β (NCKD weight)")
+    ax.set_ylabel("α (TCKD weight)")
+    ax.tick_params(axis="y", labelrotation=0)
+    ax.set_title(title or "DKD test accuracy over α × β")
+    ax.grid(False)
+    return fig
+
+
+def plot_selection(frame: pd.DataFrame) -> Figure:
+    """Per run: last-epoch test accuracy against test accuracy at the best-validation epoch (both in %)."""
+    fig, ax = _fig(5.2, 4.6)
+    family = frame["row"].str.split().str[0]  # CE, KD, DKD, TCKD, NCKD, teacher
+    for name, block in frame.groupby(family, sort=False):
+        ax.scatter(100 * block["test_acc"], 100 * block["test_acc_at_best_val"], s=22, alpha=0.8, label=name)
+    values = 100 * pd.concat([frame["test_acc"], frame["test_acc_at_best_val"]]).dropna()
+    if len(values):
+        lo, hi = float(values.min()) - 1, float(values.max()) + 1
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8, linestyle="--", label="equal")
+    ax.set_xlabel("test accuracy, last epoch (%)")
+    ax.set_ylabel("test accuracy at the best-val epoch (%)")
+    ax.set_title("Last epoch vs best-validation selection, per run")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig

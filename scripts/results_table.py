@@ -5,7 +5,7 @@
 
 Only records written by `python -m dkdlib reproduce` (tag "ref:<reading>:<row>"; the older "ref:<row>"
 is the as-described reading) count. The table is the one the results chapter shows
-(`dkdlib.analysis.reading_table`: the reference's rows with our runs of each reading side by side),
+(`dkdlib.reports.reading_table`: the reference's rows with our runs of each reading side by side),
 plus provenance: hardware, commits, dates, total wall time, and the notes runs carry. No accuracy
 reaches the README any other way.
 """
@@ -25,7 +25,7 @@ def _short(commit: str) -> str:
 
 
 def render(results_dir: Path) -> str:
-    from dkdlib.analysis import reading_notes, reading_table
+    from dkdlib.reports import reading_notes, reading_table
     from dkdlib.results import load_results
 
     df = load_results(results_dir)

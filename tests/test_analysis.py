@@ -1,4 +1,4 @@
-"""Quick tests of dkdlib.analysis: the decomposition, gradients, dark knowledge, summaries and figures."""
+"""Quick tests of the DKD decomposition (gradients, dark knowledge), the run reports and the DKD figures."""
 
 import math
 from pathlib import Path
@@ -9,8 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from dkdlib import analysis as A
-from dkdlib import create_model, dkd_loss, kd_loss
+from dkdlib import create_model, decomposition, dkd_loss, kd_loss, plots, reports
 from dkdlib.train import Config, Run
 
 
@@ -26,10 +25,10 @@ def logits():
 @pytest.mark.parametrize("temperature", [1.0, 4.0, 8.0])
 def test_decompose_identity_and_kd(logits, temperature):
     zs, zt, y = logits
-    frame = A.decompose(zs, zt, y, temperature)
+    frame = decomposition.decompose(zs, zt, y, temperature)
     assert len(frame) == 300
     assert {"kd", "tckd", "nckd", "p_t", "weight", "kd_nckd", "p_t_student"} <= set(frame.columns)
-    assert A.identity_error(frame) < 1e-5
+    assert decomposition.identity_error(frame) < 1e-5
     assert np.allclose(frame["weight"], 1 - frame["p_t"])
     assert math.isclose(
         kd_loss(zs, zt, temperature).item(), temperature**2 * frame["kd"].mean(), rel_tol=1e-4
@@ -40,7 +39,7 @@ def test_decompose_identity_and_kd(logits, temperature):
 
 
 def test_grad_check_matches_closed_forms(logits):
-    g = A.grad_check(*logits, temperature=4.0)
+    g = decomposition.grad_check(*logits, temperature=4.0)
     mask = g["target_mask"]
     assert bool((g["nckd"][mask] == 0).all())
     assert torch.allclose(g["tckd"], g["tckd_formula"], atol=1e-6)
@@ -53,12 +52,14 @@ def test_grad_check_matches_closed_forms(logits):
 def test_official_loss_agrees_then_breaks(logits):
     zs, zt, y = logits
     assert math.isclose(
-        A.official_dkd_loss(zs, zt, y, 1.0, 8.0, 4.0).item(), dkd_loss(zs, zt, y).item(), rel_tol=1e-4
+        decomposition.official_dkd_loss(zs, zt, y, 1.0, 8.0, 4.0).item(),
+        dkd_loss(zs, zt, y).item(),
+        rel_tol=1e-4,
     )
     sure = torch.zeros(3, 10)
     sure[:, 0] = 200.0
     y0 = torch.zeros(3, dtype=torch.long)
-    assert not torch.isfinite(A.official_dkd_loss(sure, sure, y0, 1.0, 8.0, 1.0))
+    assert not torch.isfinite(decomposition.official_dkd_loss(sure, sure, y0, 1.0, 8.0, 1.0))
     assert torch.isfinite(dkd_loss(sure, sure, y0, 1.0, 8.0, 1.0))
 
 
@@ -67,11 +68,11 @@ def test_dark_knowledge_rows():
     z = torch.zeros(6, 4)
     y = torch.tensor([0, 0, 1, 1, 2, 3])
     z[:2, 0], z[:2, 2] = 5.0, 3.0
-    m = A.dark_knowledge(z, y, temperature=1.0, num_classes=4)
+    m = decomposition.dark_knowledge(z, y, temperature=1.0, num_classes=4)
     assert m.shape == (4, 4)
     assert np.isnan(np.diag(m)).all()
     assert np.allclose(np.nansum(m, axis=1), 1.0)
-    pairs = A.top_pairs(m, ["a", "b", "c", "d"], k=2)
+    pairs = decomposition.top_pairs(m, ["a", "b", "c", "d"], k=2)
     assert list(pairs.iloc[0][["true class", "non-target class"]]) == ["a", "c"]
     assert pairs["mean p̂"].is_monotonic_decreasing
 
@@ -79,34 +80,37 @@ def test_dark_knowledge_rows():
 def test_outputs_on_tiny_data(tiny_data):
     torch.manual_seed(0)
     model = create_model("resnet8", tiny_data.num_classes)
-    z, y = A.outputs(model, tiny_data, "test")
+    z, y = decomposition.outputs(model, tiny_data, "test")
     assert z.shape == (len(tiny_data.y_test), tiny_data.num_classes)
     assert torch.equal(y, torch.as_tensor(tiny_data.y_test))
-    z2, _ = A.teacher_outputs(model, tiny_data, "val")
+    z2, _ = decomposition.teacher_outputs(model, tiny_data, "val")
     assert z2.shape[0] == len(tiny_data.y_val)
     with pytest.raises(ValueError, match="split"):
-        A.outputs(model, tiny_data, "nope")
+        decomposition.outputs(model, tiny_data, "nope")
 
 
 def test_labels_and_reference():
-    assert A.run_label({"method": "ce", "model": "resnet8"}) == "CE"
-    assert A.run_label({"method": "ce", "model": "resnet20"}) == "teacher"
-    assert A.run_label({"method": "kd", "temperature": 4.0}) == "KD"
-    assert A.run_label({"method": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 2.0}) == "DKD α=1 β=8 T=2"
-    assert A.run_label({"method": "tckd", "alpha": 0.5, "beta": 0.0}) == "TCKD α=0.5"
-    assert A.run_label({"method": "nckd", "alpha": 0.0, "beta": 2.0}) == "NCKD β=2"
+    assert reports.run_label({"method": "ce", "model": "resnet8"}) == "CE"
+    assert reports.run_label({"method": "ce", "model": "resnet20"}) == "teacher"
+    assert reports.run_label({"method": "kd", "temperature": 4.0}) == "KD"
+    assert (
+        reports.run_label({"method": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 2.0})
+        == "DKD α=1 β=8 T=2"
+    )
+    assert reports.run_label({"method": "tckd", "alpha": 0.5, "beta": 0.0}) == "TCKD α=0.5"
+    assert reports.run_label({"method": "nckd", "alpha": 0.0, "beta": 2.0}) == "NCKD β=2"
     # as run: T=8, β=0.5, from the CE student; the inferred ablations differ by their CE weight
-    assert A.run_label(
+    assert reports.run_label(
         {"method": "dkd", "alpha": 1.0, "beta": 0.5, "temperature": 8.0, "init": "s-best.pt"}
     ) == ("DKD α=1 β=0.5 T=8 from init")
-    assert A.run_label({"method": "tckd", "alpha": 1.0, "temperature": 0.5, "ce_weight": 0.25}) == (
+    assert reports.run_label({"method": "tckd", "alpha": 1.0, "temperature": 0.5, "ce_weight": 0.25}) == (
         "TCKD α=1 T=0.5 CE×0.25"
     )
-    assert A.run_label({"method": "ce", "model": "resnet8", "init": float("nan")}) == "CE"
-    ref = A.reference_frame().set_index("ref_name")
+    assert reports.run_label({"method": "ce", "model": "resnet8", "init": float("nan")}) == "CE"
+    ref = reports.reference_frame().set_index("ref_name")
     assert ref.loc["dkd_100", "row"] == "DKD α=1 β=8"
     assert ref.loc["student", "row"] == "CE" and ref.loc["teacher", "row"] == "teacher"
-    acc = A.reference_accuracy()
+    acc = reports.reference_accuracy()
     assert math.isclose(acc["DKD α=1 β=8"], 87.21)  # the 100-epoch row, not the 200-epoch one
 
 
@@ -124,30 +128,30 @@ def _records() -> pd.DataFrame:
 
 
 def test_summaries_tables_and_conclusions():
-    frame = A.label_runs(_records())
-    s = A.summarize(frame).set_index("row")
+    frame = reports.label_runs(_records())
+    s = reports.summarize_runs(frame).set_index("row")
     assert math.isclose(s.loc["CE", "test_mean"], 81.0)
     assert math.isclose(s.loc["CE", "test_std"], np.std([80, 82], ddof=1))
     assert s.loc["CE", "seeds"] == "0,1"
-    table = A.results_table(_records())
+    table = reports.results_table(_records())
     assert list(table["row"][:4]) == ["teacher", "CE", "KD", "DKD α=1 β=8"]
     assert "87.21" in table.set_index("row").loc["DKD α=1 β=8", "reference test acc"]
-    text = "\n".join(A.conclusions(_records()))
+    text = "\n".join(reports.conclusions(_records()))
     assert "DKD − CE at equal epochs: +5.00 points" in text
     assert "teacher − CE student gap" in text
 
 
 def test_empty_results_are_handled():
     empty = pd.DataFrame()
-    assert A.results_table(empty).empty
-    assert A.summarize(empty).empty
-    assert A.conclusions(empty) == ["No run records found: there is nothing to conclude yet."]
+    assert reports.results_table(empty).empty
+    assert reports.summarize_runs(empty).empty
+    assert reports.conclusions(empty) == ["No run records found: there is nothing to conclude yet."]
 
 
 def test_runs_frame_from_runs():
     cfg = Config(method="dkd", teacher="t.pt", alpha=0.5, beta=2.0, dataset="synthetic", train_size=100)
     run = Run(cfg, torch.nn.Linear(1, 1), [], {"test_acc": 0.5, "per_class_acc": [0.5]}, Path("x.pt"))
-    frame = A.runs_frame({"a": run})
+    frame = reports.runs_frame({"a": run})
     assert frame.loc[0, "row"] == "DKD α=0.5 β=2"
     assert "synthetic" in frame.loc[0, "setting"]
     assert "per_class_acc" not in frame
@@ -155,26 +159,28 @@ def test_runs_frame_from_runs():
 
 def test_figures_return_figures(logits):
     zs, zt, y = logits
-    frame = A.decompose(zs, zt, y, 4.0)
+    frame = decomposition.decompose(zs, zt, y, 4.0)
     classes = [f"c{i}" for i in range(10)]
-    records = A.label_runs(_records())
-    summary = A.summarize(records)
+    records = reports.label_runs(_records())
+    summary = reports.summarize_runs(records)
     grid = pd.DataFrame(
         {"alpha": [0.5, 0.5, 1.0, 1.0], "beta": [2.0, 8.0, 2.0, 8.0], "test_acc": [0.1, 0.2, 0.3, 0.4]}
     )
     conf = np.eye(10) * 5 + 1
     figures = [
-        A.plot_target_probability({"T = 4": frame["p_t"]}),
-        A.plot_suppression(frame),
-        A.plot_tckd_vs_nckd(frame),
-        A.plot_dark_knowledge(A.dark_knowledge(zt, y, 4.0), classes),
-        A.plot_warmup({"cfg": Config(epochs=5, warmup=3)}),
-        A.plot_class_delta({"CE": [0.5] * 10, "DKD": [0.6] * 10}, "CE", classes),
-        A.plot_confusion_delta(conf, conf.T, classes, ("CE", "DKD")),
-        A.plot_grid(grid),
-        A.plot_sweep(pd.DataFrame({"t": [1, 2], "test_mean": [50, 60], "test_std": [1, np.nan]}), "t", "T"),
-        A.plot_bars(summary, reference=A.reference_accuracy()),
-        A.plot_selection(records),
+        plots.plot_target_probability({"T = 4": frame["p_t"]}),
+        plots.plot_suppression(frame),
+        plots.plot_tckd_vs_nckd(frame),
+        plots.plot_dark_knowledge(decomposition.dark_knowledge(zt, y, 4.0), classes),
+        plots.plot_warmup({"cfg": Config(epochs=5, warmup=3)}),
+        plots.plot_class_delta({"CE": [0.5] * 10, "DKD": [0.6] * 10}, "CE", classes),
+        plots.plot_confusion_delta(conf, conf.T, classes, ("CE", "DKD")),
+        plots.plot_grid(grid),
+        plots.plot_sweep(
+            pd.DataFrame({"t": [1, 2], "test_mean": [50, 60], "test_std": [1, np.nan]}), "t", "T"
+        ),
+        plots.plot_bars(summary, reference=reports.reference_accuracy()),
+        plots.plot_selection(records),
     ]
     for fig in figures:
         assert isinstance(fig, Figure)
@@ -184,12 +190,15 @@ def test_figures_return_figures(logits):
 def test_reference_recipe_runs_never_share_a_setting_with_the_series_runs():
     series = {"dataset": "cifar10", "train_size": 5000, "tag": ""}
     reference = {**series, "tag": "ref:dkd_100"}
-    assert A._setting(series) == "cifar10, 5,000 training images (reduced)"
-    assert A._setting(reference) == "cifar10, 5,000 training images, reference recipe as described (reduced)"
-    assert A._setting({**series, "tag": "ref:as_run:dkd_100"}) == (
+    assert reports._setting(series) == "cifar10, 5,000 training images (reduced)"
+    assert (
+        reports._setting(reference)
+        == "cifar10, 5,000 training images, reference recipe as described (reduced)"
+    )
+    assert reports._setting({**series, "tag": "ref:as_run:dkd_100"}) == (
         "cifar10, 5,000 training images, reference recipe as run (reduced)"
     )
-    assert A._setting({"dataset": "cifar10", "train_size": None, "tag": "ref:teacher"}) == (
+    assert reports._setting({"dataset": "cifar10", "train_size": None, "tag": "ref:teacher"}) == (
         "cifar10, reference recipe as described (full)"
     )
-    assert A._setting({**series, "tag": "ref:as_run:dkd_100"}, recipe=False) == A._setting(series)
+    assert reports._setting({**series, "tag": "ref:as_run:dkd_100"}, recipe=False) == reports._setting(series)

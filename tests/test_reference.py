@@ -320,7 +320,7 @@ def test_records_written_before_the_val_loss_selection_get_it_from_their_history
 
 
 def test_reading_recipes_show_what_each_row_ran_and_what_is_inferred():
-    from dkdlib.analysis import reading_recipes
+    from dkdlib.reports import reading_recipes
 
     frame = reading_recipes().set_index(["row", "reading"])
     dkd = frame.loc[("dkd_100", "as run")]
@@ -339,7 +339,7 @@ def test_reading_recipes_show_what_each_row_ran_and_what_is_inferred():
 
 
 def test_reading_conclusions_set_dkd_beside_the_short_student_and_the_fair_baseline(tmp_path):
-    from dkdlib.analysis import reading_conclusions
+    from dkdlib.reports import reading_conclusions
     from dkdlib.results import load_results, write_record
 
     def rec(row, method, acc, **extra):

@@ -1,10 +1,5 @@
-"""DKD analysis for the notebooks: per-sample decomposition, gradients, dark knowledge, run summaries
-and the DKD-specific figures.
-
-Everything is computed with `dkdlib.losses` (never a second copy of the loss), except
-`official_dkd_loss`, a transcription of the official code kept only to show where it breaks.
-Figures are built as `matplotlib.figure.Figure` objects outside pyplot and returned, so a notebook cell
-that ends with the call shows the figure exactly once.
+"""Reports on recorded runs: labels and settings, the results table beside the reference, the two
+readings of the reference, and conclusions computed from the records.
 """
 
 from __future__ import annotations
@@ -15,205 +10,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, PercentFormatter
-from torch import Tensor, nn
-
-from .data import Data, DeviceLoader
-from .losses import dkd_terms
-from .plots import figure
-from .train import distill_weight, predict
 
 if TYPE_CHECKING:
-    from .train import Config, Run
+    from .train import Run
 
 __all__ = [
-    "outputs",
-    "teacher_outputs",
-    "decompose",
-    "identity_error",
-    "dark_knowledge",
-    "top_pairs",
-    "grad_check",
-    "official_dkd_loss",
-    "agreement",
     "run_label",
     "runs_frame",
-    "label_runs",
     "unique_runs",
+    "label_runs",
     "reference_frame",
     "reference_accuracy",
-    "summarize",
+    "summarize_runs",
     "results_table",
     "conclusions",
     "reading_recipes",
     "reading_table",
     "reading_notes",
     "reading_conclusions",
-    "plot_target_probability",
-    "plot_suppression",
-    "plot_tckd_vs_nckd",
-    "plot_dark_knowledge",
-    "plot_warmup",
-    "plot_class_delta",
-    "plot_confusion_delta",
-    "plot_grid",
-    "plot_sweep",
-    "plot_bars",
-    "plot_selection",
 ]
 
-# --------------------------------------------------------------------------------------------------
-# Model outputs and the per-sample decomposition
-# --------------------------------------------------------------------------------------------------
-
-
-def outputs(
-    model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000
-) -> tuple[Tensor, Tensor]:
-    """Logits (float32, on the CPU) and labels of `model` on one split ("train", "val", "test") of `data`."""
-    splits = {
-        "train": (data.x_train, data.y_train),
-        "val": (data.x_val, data.y_val),
-        "test": (data.x_test, data.y_test),
-    }
-    if split not in splits:
-        raise ValueError(f"split must be one of {', '.join(splits)}; got {split!r}")
-    x, y = splits[split]
-    device = next(model.parameters()).device
-    loader = DeviceLoader(x, y, batch_size, mean=data.mean, std=data.std, train=False, device=device)
-    logits, labels = predict(model, loader)
-    return logits.cpu(), labels.cpu()
-
-
-def teacher_outputs(model: nn.Module, data: Data, split: str = "test") -> tuple[Tensor, Tensor]:
-    """The teacher's logits and the labels on one split (no augmentation, eval mode)."""
-    return outputs(model, data, split)
-
-
-def decompose(logits_s: Tensor, logits_t: Tensor, y: Tensor, temperature: float = 4.0) -> pd.DataFrame:
-    """One row per sample: KD (full KL, computed independently), TCKD, NCKD, p_t and KD's weight 1 − p_t."""
-    tckd, nckd, pt = dkd_terms(logits_s, logits_t, y, temperature)
-    log_ps = F.log_softmax(logits_s.float() / temperature, dim=1)
-    log_pt = F.log_softmax(logits_t.float() / temperature, dim=1)
-    kd = F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(1)
-    ps_t = log_ps.gather(1, y.long()[:, None]).squeeze(1).exp()
-    frame = pd.DataFrame(
-        {
-            "label": y.cpu().numpy(),
-            "p_t": pt.detach().double().cpu().numpy(),
-            "p_t_student": ps_t.detach().double().cpu().numpy(),
-            "kd": kd.detach().double().cpu().numpy(),
-            "tckd": tckd.detach().double().cpu().numpy(),
-            "nckd": nckd.detach().double().cpu().numpy(),
-        }
-    )
-    frame["weight"] = 1.0 - frame["p_t"]
-    frame["kd_nckd"] = frame["weight"] * frame["nckd"]  # the part of KD that is NCKD
-    return frame
-
-
-def identity_error(frame: pd.DataFrame) -> float:
-    """max over samples of |KD − (TCKD + (1 − p_t)·NCKD)| for a `decompose` frame."""
-    return float((frame["kd"] - (frame["tckd"] + frame["weight"] * frame["nckd"])).abs().max())
-
-
-def _nontarget_probs(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
-    """p̂: softmax over the non-target classes (the target column is 0)."""
-    mask = F.one_hot(y.long(), logits.shape[1]).bool()
-    return torch.softmax((logits.float() / temperature).masked_fill(mask, float("-inf")), dim=1)
-
-
-def dark_knowledge(
-    logits: Tensor, y: Tensor, temperature: float = 4.0, num_classes: int | None = None
-) -> np.ndarray:
-    """C×C matrix: row c = mean non-target distribution p̂ over images of true class c (diagonal NaN)."""
-    k = num_classes or logits.shape[1]
-    q = _nontarget_probs(logits, y, temperature).double()
-    matrix = torch.full((k, k), float("nan"), dtype=torch.float64)
-    for c in range(k):
-        rows = q[y == c]
-        if len(rows):
-            matrix[c] = rows.mean(0)
-    matrix.fill_diagonal_(float("nan"))
-    return matrix.numpy()
-
-
-def top_pairs(matrix: np.ndarray, classes: Sequence[str], k: int = 5) -> pd.DataFrame:
-    """The k largest entries of a dark-knowledge matrix: (true class, non-target class, mean p̂)."""
-    rows = [
-        {"true class": classes[i], "non-target class": classes[j], "mean p̂": float(matrix[i, j])}
-        for i in range(len(classes))
-        for j in range(len(classes))
-        if i != j and np.isfinite(matrix[i, j])
-    ]
-    frame = pd.DataFrame(rows, columns=["true class", "non-target class", "mean p̂"])
-    return frame.sort_values("mean p̂", ascending=False, kind="stable").head(k).reset_index(drop=True)
-
-
-def grad_check(logits_s: Tensor, logits_t: Tensor, y: Tensor, temperature: float = 4.0) -> dict[str, Tensor]:
-    """Autograd gradients of Σ TCKD and Σ NCKD w.r.t. the student logits, and their closed forms."""
-    zs = logits_s.detach().float().clone().requires_grad_(True)
-    tckd, nckd, pt_teacher = dkd_terms(zs, logits_t.detach().float(), y, temperature)
-    (g_tckd,) = torch.autograd.grad(tckd.sum(), zs, retain_graph=True)
-    (g_nckd,) = torch.autograd.grad(nckd.sum(), zs)
-    mask = F.one_hot(y.long(), zs.shape[1]).bool()
-    with torch.no_grad():
-        pt_student = torch.softmax(zs / temperature, dim=1)[mask]
-        q_s = _nontarget_probs(zs, y, temperature)
-        q_t = _nontarget_probs(logits_t, y, temperature)
-        diff = (pt_student - pt_teacher)[:, None]
-        tckd_formula = torch.where(mask, diff, -q_s * diff) / temperature
-        nckd_formula = (q_s - q_t) / temperature  # 0 on the target: both p̂ are 0 there
-    return {
-        "tckd": g_tckd,
-        "nckd": g_nckd,
-        "tckd_formula": tckd_formula,
-        "nckd_formula": nckd_formula,
-        "target_mask": mask,
-    }
-
-
-def official_dkd_loss(
-    logits_student: Tensor,
-    logits_teacher: Tensor,
-    target: Tensor,
-    alpha: float,
-    beta: float,
-    temperature: float,
-) -> Tensor:
-    """The official (mdistiller) DKD loss, transcribed for comparison only: it takes log of probabilities."""
-    gt_mask = F.one_hot(target, logits_student.shape[1]).bool()
-    other_mask = ~gt_mask
-    pred_student = F.softmax(logits_student / temperature, dim=1)
-    pred_teacher = F.softmax(logits_teacher / temperature, dim=1)
-
-    def cat_mask(p: Tensor) -> Tensor:  # [p_t, p_\t]
-        return torch.cat([(p * gt_mask).sum(1, keepdim=True), (p * other_mask).sum(1, keepdim=True)], dim=1)
-
-    pred_student, pred_teacher = cat_mask(pred_student), cat_mask(pred_teacher)
-    log_pred_student = torch.log(pred_student)  # log(0) = -inf once p_\t underflows
-    tckd = F.kl_div(log_pred_student, pred_teacher, reduction="sum") * temperature**2 / target.shape[0]
-    pred_teacher_part2 = F.softmax(logits_teacher / temperature - 1000.0 * gt_mask, dim=1)
-    log_pred_student_part2 = F.log_softmax(logits_student / temperature - 1000.0 * gt_mask, dim=1)
-    nckd = (
-        F.kl_div(log_pred_student_part2, pred_teacher_part2, reduction="sum")
-        * temperature**2
-        / target.shape[0]
-    )
-    return alpha * tckd + beta * nckd
-
-
-def agreement(logits_a: Tensor, logits_b: Tensor) -> float:
-    """Fraction of samples on which two models predict the same class."""
-    return float((logits_a.argmax(1) == logits_b.argmax(1)).float().mean())
-
-
-# --------------------------------------------------------------------------------------------------
-# Runs, records and the reference table
-# --------------------------------------------------------------------------------------------------
 
 STUDENT_MODEL = "resnet8"
 
@@ -330,7 +146,7 @@ def reference_accuracy() -> dict[str, float]:
     return dict(zip(ref["row"], ref["ref_test"], strict=True))
 
 
-def summarize(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.DataFrame:
+def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.DataFrame:
     """Mean ± std (in %) over seeds of last-epoch test accuracy and test accuracy at the best val epoch."""
     by = list(by)
     columns = [*by, "runs", "seeds", "test_mean", "test_std", "best_val_test_mean", "best_val_test_std"]
@@ -366,7 +182,7 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
     if results is None or results.empty:
         return pd.DataFrame(columns=columns)
     frame = unique_runs(results)
-    summary = summarize(label_runs(frame))
+    summary = summarize_runs(label_runs(frame))
     ref = reference_frame()
     ref_text = (
         ref.assign(
@@ -396,7 +212,7 @@ def conclusions(results: pd.DataFrame) -> list[str]:
     if results is None or results.empty:
         return ["No run records found: there is nothing to conclude yet."]
     frame = label_runs(unique_runs(results))
-    summary = summarize(frame)
+    summary = summarize_runs(frame)
     ref = reference_frame().set_index("ref_name")["ref_test"]
     lines: list[str] = []
     for setting, block in summary.groupby("setting", sort=False):
@@ -645,239 +461,3 @@ def reading_conclusions(results: pd.DataFrame) -> list[str]:
                         text += f"; − CE as long ({baseline}, {f[1]}) {f[0]:.2f}% = {d[0] - f[0]:+.2f} points"
                     lines.append(text + ".")
     return lines
-
-
-# --------------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------------
-
-
-def _fig(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
-    return figure(width, height, 1, ncols)
-
-
-def plot_target_probability(p_t: Mapping[str, np.ndarray], title: str | None = None) -> Figure:
-    """Histograms of the teacher's probability of the true class, one per temperature (dict label → p_t)."""
-    fig, ax = _fig(6.5, 3.8)
-    bins = np.linspace(0, 1, 41)
-    for label, values in p_t.items():
-        values = np.asarray(values)
-        ax.hist(values, bins=bins, alpha=0.55, label=f"{label} (median {np.median(values):.2f})")
-    ax.set_xlabel("teacher's probability of the true class, $p_t^{\\mathcal{T}}$")
-    ax.set_ylabel("test images")
-    ax.set_title(title or "How confident is the teacher? (test set)")
-    ax.legend(fontsize="small", loc="upper center")
-    return fig
-
-
-def plot_suppression(frame: pd.DataFrame, temperature: float = 4.0, bins: int = 10) -> Figure:
-    """NCKD per sample vs the teacher's p_t, with and without KD's weight (1 − p_t), and binned shares."""
-    fig, (ax, ax2) = _fig(11, 4.0, 2)
-    floor = 1e-6
-    ax.scatter(frame["p_t"], frame["nckd"].clip(lower=floor), s=6, alpha=0.35, color="tab:gray",
-               label="NCKD (what DKD weights by β)")  # fmt: skip
-    ax.scatter(frame["p_t"], frame["kd_nckd"].clip(lower=floor), s=6, alpha=0.45, color="tab:red",
-               label="(1 − $p_t$)·NCKD (what KD keeps)")  # fmt: skip
-    ax.set_yscale("log")
-    ax.set_xlabel(f"teacher's $p_t$ (T = {temperature:g})")
-    ax.set_ylabel("per-sample loss (nats, no T²)")
-    ax.set_title("KD shrinks NCKD on confident samples")
-    ax.legend(fontsize="small", markerscale=3)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(frame["p_t"], edges) - 1, 0, bins - 1)
-    nckd = np.bincount(which, frame["nckd"], minlength=bins)
-    kept = np.bincount(which, frame["kd_nckd"], minlength=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    width = 0.9 / bins
-    total = max(float(nckd.sum()), 1e-12)
-    ax2.bar(centers, nckd / total, width=width, color="tab:gray", alpha=0.6, label="NCKD (DKD)")
-    ax2.bar(
-        centers, kept / total, width=width * 0.6, color="tab:red", alpha=0.85, label="(1 − $p_t$)·NCKD (KD)"
-    )
-    ax2.set_xlabel(f"teacher's $p_t$ (bins of {1 / bins:.1f})")
-    ax2.set_ylabel("share of the test set's total NCKD")
-    ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax2.set_title("Where the non-target signal sits, and what KD keeps")
-    ax2.legend(fontsize="small")
-    return fig
-
-
-def plot_tckd_vs_nckd(frame: pd.DataFrame, temperature: float = 4.0) -> Figure:
-    """Per-sample TCKD against NCKD (log–log), coloured by the teacher's p_t."""
-    fig, ax = _fig(6.2, 4.6)
-    floor = 1e-7
-    points = ax.scatter(frame["nckd"].clip(lower=floor), frame["tckd"].clip(lower=floor), c=frame["p_t"],
-                        cmap="viridis", vmin=0, vmax=1, s=7, alpha=0.6)  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap
-    ax.set_xlabel("NCKD (nats)")
-    ax.set_ylabel("TCKD (nats)")
-    ax.set_title(f"Per-sample TCKD vs NCKD, teacher vs student (T = {temperature:g})")
-    fig.colorbar(points, ax=ax, label="teacher's $p_t$")
-    return fig
-
-
-def plot_dark_knowledge(matrix: np.ndarray, classes: Sequence[str], temperature: float = 4.0) -> Figure:
-    """Heatmap of the teacher's mean non-target distribution p̂ for each true class (diagonal blank)."""
-
-    return _class_heatmap(
-        matrix, classes, xlabel="non-target class",
-        title=f"Dark knowledge: the teacher's non-target distribution (T = {temperature:g})",
-        mask=~np.isfinite(matrix), fmt=".2f", cmap="magma_r", vmin=0,
-        cbar_kws={"label": "mean $\\hat p$ (share of the non-target mass)"},
-    )  # fmt: skip
-
-
-def _class_heatmap(matrix: np.ndarray, classes: Sequence[str], xlabel: str, title: str, **heatmap) -> Figure:
-    """A square class × class heatmap (rows: true class), annotated when there are few classes."""
-    import seaborn as sns
-
-    k = len(classes)
-    size = max(5.0, 0.6 * k + 2)
-    fig, ax = _fig(size + 1.2, size)
-    sns.heatmap(matrix, annot=k <= 12, square=True, xticklabels=classes, yticklabels=classes,
-                annot_kws={"fontsize": 7}, ax=ax, **heatmap)  # fmt: skip
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("true class")
-    ax.set_title(title)
-    ax.grid(False)
-    ax.tick_params(axis="x", labelrotation=45)
-    ax.tick_params(axis="y", labelrotation=0)
-    return fig
-
-
-def plot_warmup(configs: Mapping[str, Config]) -> Figure:
-    """The distillation weight min(epoch / warmup, 1) per epoch, for each labelled config."""
-    fig, ax = _fig(6.5, 3.4)
-    for label, cfg in configs.items():
-        epochs = np.arange(1, cfg.epochs + 1)
-        ax.plot(epochs, [distill_weight(cfg, int(e)) for e in epochs], marker="o", markersize=3,
-                label=f"{label}: warmup {cfg.warmup}, {cfg.epochs} epochs")  # fmt: skip
-    ax.set_xlabel("epoch (counted from 1)")
-    ax.set_ylabel("weight of α·TCKD + β·NCKD")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("DKD warm-up: min(epoch / warmup, 1)")
-    ax.legend(fontsize="small", loc="lower right")
-    return fig
-
-
-def plot_class_delta(
-    per_class: Mapping[str, Sequence[float]], baseline: str, classes: Sequence[str]
-) -> Figure:
-    """Per-class test accuracy of each run minus `baseline`'s, in percentage points."""
-    base = np.asarray(per_class[baseline], float)
-    others = [k for k in per_class if k != baseline]
-    fig, ax = _fig(max(6.5, 0.75 * len(classes)), 3.8)
-    width = 0.8 / max(len(others), 1)
-    x = np.arange(len(classes))
-    for i, label in enumerate(others):
-        delta = 100 * (np.asarray(per_class[label], float) - base)
-        ax.bar(x + (i - (len(others) - 1) / 2) * width, delta, width=width, label=f"{label} − {baseline}")
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, classes, rotation=45, ha="right")
-    ax.set_xlabel("class")
-    ax.set_ylabel("test accuracy difference (points)")
-    ax.set_title(f"Per-class test accuracy relative to {baseline}")
-    ax.legend(fontsize="small")
-    return fig
-
-
-def plot_confusion_delta(confusion_a: np.ndarray, confusion_b: np.ndarray, classes: Sequence[str],
-                         labels: tuple[str, str] = ("A", "B")) -> Figure:  # fmt: skip
-    """Heatmap of (row-normalised confusion of B) − (that of A), in percentage points."""
-
-    def norm(c: np.ndarray) -> np.ndarray:
-        c = np.asarray(c, float)
-        return c / np.maximum(c.sum(1, keepdims=True), 1)
-
-    delta = 100 * (norm(confusion_b) - norm(confusion_a))
-    limit = max(float(np.abs(delta).max()), 1e-9)
-    return _class_heatmap(
-        delta, classes, xlabel="predicted class",
-        title=f"Confusion: {labels[1]} − {labels[0]} (diagonal: more correct is red)",
-        fmt=".0f", cmap="RdBu_r", vmin=-limit, vmax=limit,
-        cbar_kws={"label": "change (percentage points of the true class)"},
-    )  # fmt: skip
-
-
-def plot_grid(frame: pd.DataFrame, value: str = "test_acc", title: str | None = None) -> Figure:
-    """α×β heatmap of mean test accuracy (in %) over DKD runs in `frame` (columns alpha, beta)."""
-    import seaborn as sns
-
-    grid = frame.groupby(["alpha", "beta"])[value].mean().unstack("beta") * 100
-    fig, ax = _fig(1.3 * grid.shape[1] + 3, 1.0 * grid.shape[0] + 2.2)
-    sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax,
-                cbar_kws={"label": "test accuracy (%)"})  # fmt: skip
-    ax.set_xlabel("β (NCKD weight)")
-    ax.set_ylabel("α (TCKD weight)")
-    ax.tick_params(axis="y", labelrotation=0)
-    ax.set_title(title or "DKD test accuracy over α × β")
-    ax.grid(False)
-    return fig
-
-
-def plot_sweep(summary: pd.DataFrame, x: str, ax_title: str, reference: Mapping[float, float] | None = None,
-               xlabel: str | None = None, ax: Any = None) -> Figure:  # fmt: skip
-    """Mean ± std test accuracy (%) against one hyper-parameter; optional reference points {x: acc %}."""
-    fig = None
-    if ax is None:
-        fig, ax = _fig(5.0, 3.6)
-    data = summary.sort_values(x)
-    single = "runs" not in data or bool((data["runs"] <= 1).all())
-    ax.errorbar(data[x], data["test_mean"], yerr=data["test_std"].fillna(0), marker="o", capsize=4,
-                label="ours (one run per point)" if single else "ours (mean ± std over seeds)")  # fmt: skip
-    if reference:
-        xs = sorted(reference)
-        ax.plot(xs, [reference[v] for v in xs], linestyle="--", marker="D", color="black",
-                label="reference (CIFAR-10, 100 ep)")  # fmt: skip
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(ax_title)
-    ax.legend(fontsize="small")
-    return fig if fig is not None else ax.figure
-
-
-def plot_bars(
-    summary: pd.DataFrame, reference: Mapping[str, float] | None = None, title: str | None = None
-) -> Figure:
-    """Horizontal bars of mean ± std test accuracy (%) per row label, with reference values as diamonds."""
-    data = summary.reset_index(drop=True)
-    fig, ax = _fig(8.0, 0.45 * len(data) + 2.2)
-    y = np.arange(len(data))
-    runs = data["runs"] if "runs" in data else pd.Series(1, index=data.index)
-    ax.barh(y, data["test_mean"], color="tab:blue", alpha=0.75, label="ours: last-epoch test accuracy")
-    several = (runs > 1) & data["test_std"].notna()
-    if several.any():
-        ax.errorbar(data["test_mean"][several], y[several], xerr=data["test_std"][several], fmt="none",
-                    ecolor="black", capsize=3, label="± std over seeds")  # fmt: skip
-    if reference:
-        ref = np.array([reference.get(r, np.nan) for r in data["row"]], dtype=float)
-        if np.isfinite(ref).any():
-            ax.scatter(ref, y, marker="D", color="black", zorder=3,
-                       label="reference table (CIFAR-10, its own recipe and epochs)")  # fmt: skip
-    labels = [f"{r} ({int(e)} ep, {int(n)} run{'s' if n > 1 else ''})"
-              for r, e, n in zip(data["row"], data["epochs"], runs, strict=True)]  # fmt: skip
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("test accuracy (%)")
-    ax.set_title(title or "Test accuracy by recipe")
-    fig.legend(loc="outside lower center", ncols=2, fontsize="small")
-    return fig
-
-
-def plot_selection(frame: pd.DataFrame) -> Figure:
-    """Per run: last-epoch test accuracy against test accuracy at the best-validation epoch (both in %)."""
-    fig, ax = _fig(5.2, 4.6)
-    family = frame["row"].str.split().str[0]  # CE, KD, DKD, TCKD, NCKD, teacher
-    for name, block in frame.groupby(family, sort=False):
-        ax.scatter(100 * block["test_acc"], 100 * block["test_acc_at_best_val"], s=22, alpha=0.8, label=name)
-    values = 100 * pd.concat([frame["test_acc"], frame["test_acc_at_best_val"]]).dropna()
-    if len(values):
-        lo, hi = float(values.min()) - 1, float(values.max()) + 1
-        ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8, linestyle="--", label="equal")
-    ax.set_xlabel("test accuracy, last epoch (%)")
-    ax.set_ylabel("test accuracy at the best-val epoch (%)")
-    ax.set_title("Last epoch vs best-validation selection, per run")
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
