@@ -450,26 +450,10 @@ def fit_many(
     group, saved = [configs[i] for i in todo], [states.get(i) for i in todo]
     k, start_epoch = len(group), _resume_epoch(group, saved) + 1
 
-    # The model: each student initialised from its own seed, exactly as it would be alone; K > 1 of
-    # them become one grouped network.
-    # ... or from its `init` checkpoint. A started run loads its own weights: no ImageNet download.
     inits = [load_init(cfg, data) for cfg in group]
-    solos = []
-    for cfg, init in zip(group, inits, strict=True):
-        torch.manual_seed(cfg.seed)
-        solos.append(
-            create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and start_epoch == 1)
-        )
-        if init is not None and start_epoch == 1:
-            solos[-1].load_state_dict(init["model"])
-    model = (pack(solos) if k > 1 else solos[0]).to(device)
-    if start_epoch > 1:
-        states = [s["model"] for s in saved]
-        model.load_state_dict(pack_state_dicts(states, model) if k > 1 else states[0])
+    model = _build_model(group, saved, inits, data, device, start_epoch)
     teacher_cfg = next((c for c in group if distills(c.method)), None)
     teacher = load_teacher(teacher_cfg, data, device) if teacher_cfg else None
-    if use_channels_last(cfg0, device):
-        model = model.to(memory_format=torch.channels_last)
     train_loader, eval_loaders = make_loaders(cfg0, data, device)
     graph = use_graph(cfg0, device)
     optimizer = make_optimizer(cfg0, model, graph)
@@ -493,9 +477,7 @@ def fit_many(
         nonlocal last_saved
         if not save:
             return
-        model_states = unpack(model, k) if k > 1 else [model.state_dict()]
-        opt_state = optimizer.state_dict()
-        opt_states = unpack_optimizer_state(opt_state, k) if k > 1 else [opt_state]
+        model_states, opt_states = _student_states(model, optimizer, k)
         for j, cfg in enumerate(group):
             save_checkpoint(cfg.checkpoint_path, checkpoint_dict(
                 cfg, data, epoch, complete, model_states[j], opt_states[j], scheduler.state_dict(),
@@ -528,7 +510,7 @@ def fit_many(
             end_epoch(scheduler, rows[0]["train_loss"])  # plateau: K = 1 only (check_group)
             best = [j for j, c in enumerate(group) if save and is_best(histories[j], c.best_by)]
             if best:
-                model_states = unpack(model, k) if k > 1 else [model.state_dict()]
+                model_states, _ = _student_states(model, None, k)
                 for j in best:
                     save_best(group[j], data, model_states[j], histories[j])
             bar.set_postfix({key: " ".join(f"{r[key]:.3f}" for r in rows) for key in
@@ -589,6 +571,37 @@ def train_epoch(step: TrainStep, scheduler, epoch: int, weights: list[float], pr
         if (s + 1) % 50 == 0 or s + 1 == steps:
             step.check_finite(epoch, steps)
     return step.epoch_stats()
+
+
+def _build_model(
+    group: list[Config], saved: list[dict | None], inits: list[dict | None], data: Data, device: torch.device,
+    start_epoch: int,
+) -> nn.Module:  # fmt: skip
+    """The students' network: each initialised from its own seed (or its `init` checkpoint) exactly as
+    it would be alone, K > 1 of them packed into one grouped network; a resumed run's saved weights."""
+    solos = []
+    for cfg, init in zip(group, inits, strict=True):
+        torch.manual_seed(cfg.seed)  # the loader has its own seeded generator
+        fresh = start_epoch == 1  # a started run loads its own weights: no ImageNet download
+        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and fresh))
+        if init is not None and fresh:
+            solos[-1].load_state_dict(init["model"])
+    k = len(solos)
+    model = (pack(solos) if k > 1 else solos[0]).to(device)
+    if not fresh:
+        states = [s["model"] for s in saved]
+        model.load_state_dict(pack_state_dicts(states, model) if k > 1 else states[0])
+    if use_channels_last(group[0], device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _student_states(model: nn.Module, optimizer, k: int) -> tuple[list[dict], list[dict]]:
+    """Each student's model (and optimizer, if given) state, as it would save them alone."""
+    opt = optimizer.state_dict() if optimizer is not None else {}
+    if k == 1:
+        return [model.state_dict()], [opt]
+    return unpack(model, k), unpack_optimizer_state(opt, k) if optimizer is not None else [{}] * k
 
 
 def _names(group: list[Config]) -> str:
