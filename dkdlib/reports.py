@@ -24,6 +24,7 @@ __all__ = [
     "label_runs",
     "committed_results_dir",
     "gather_runs",
+    "run_history",
     "selection_table",
     "compare_recipes",
     "reference_frame",
@@ -143,7 +144,8 @@ def committed_results_dir() -> Path | None:
 
 def gather_runs(folders: Mapping[str, Path | str | None]) -> pd.DataFrame:
     """Every run recorded in `folders` ({source name: results folder}), one row per distinct run, with
-    the columns `source` (where the row's record came from), `row` and `setting`.
+    the columns `source` (where the row's record came from), `record` (its file, see `run_history`),
+    `row` and `setting`.
 
     A folder named twice (e.g. this run's outputs are the repository's data/) is read once, under its
     first name; a missing folder (or None) gives no rows. A run recorded in several folders appears
@@ -158,10 +160,17 @@ def gather_runs(folders: Mapping[str, Path | str | None]) -> pd.DataFrame:
         seen.add(Path(folder).resolve())
         frame = load_results(folder)
         if not frame.empty:
-            frames.append(frame.assign(source=source))
+            frames.append(frame.assign(source=source, record=[str(Path(folder) / f) for f in frame["file"]]))
     if not frames:
         return label_runs(pd.DataFrame(columns=["source"]))
     return label_runs(unique_runs(pd.concat(frames, ignore_index=True)).reset_index(drop=True))
+
+
+def run_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-epoch history of one run of `gather_runs` (read from its record file)."""
+    import json
+
+    return json.loads(Path(row["record"]).read_text()).get("history", [])
 
 
 def selection_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -186,6 +186,7 @@ def test_gather_runs_names_each_source_and_keeps_one_record_per_run(tmp_path):
     assert table.loc["DKD α=1 β=8", "runs"] == 2
     assert "source" not in reports.results_table(_records())
     assert reports.gather_runs({"none": None}).empty
+    assert reports.run_history(dkd0.iloc[0]) == []  # the toy records have no epochs
 
 
 def test_committed_records_are_found_in_a_clone():
