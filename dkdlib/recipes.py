@@ -33,12 +33,18 @@ def mode() -> str:
     return "fast" if _flag("DKDLIB_FAST") else "reduced" if _flag("DKDLIB_REDUCED") else "full"
 
 
-def _mode(fast: bool | None) -> str:
+def _mode(fast: bool | str | None) -> str:
+    """None: the environment's mode (`mode`); True/False: fast/full; or a mode's name ("reduced")."""
+    if isinstance(fast, str):
+        if fast not in ("fast", "reduced", "full"):
+            raise ValueError(f"mode must be 'fast', 'reduced' or 'full'; got {fast!r}")
+        return fast
     return mode() if fast is None else ("fast" if fast else "full")
 
 
-def base(fast: bool | None = None, **overrides) -> Config:
-    """Data settings shared by every run of the series (fast=None: from the environment)."""
+def base(fast: bool | str | None = None, **overrides) -> Config:
+    """Data settings shared by every run of the series (fast=None: from the environment; True/False:
+    fast/full; or a mode's name, "fast", "reduced" or "full")."""
     m = _mode(fast)
     out_dir = os.environ.get("DKDLIB_OUT", "data")
     npz = os.environ.get("DKDLIB_DATA") or None
@@ -53,7 +59,7 @@ def base(fast: bool | None = None, **overrides) -> Config:
     return replace(cfg, **overrides)
 
 
-def teacher_config(fast: bool | None = None, **overrides) -> Config:
+def teacher_config(fast: bool | str | None = None, **overrides) -> Config:
     """The teacher: CIFAR-stem ResNet18 from scratch, SGD + one-cycle, batch 256, 15 epochs.
 
     Fast and reduced modes train a ResNet20 instead: a ResNet18 trains at ~30 images/s on a 2-core CPU.
@@ -65,7 +71,7 @@ def teacher_config(fast: bool | None = None, **overrides) -> Config:
     return replace(cfg, **overrides)
 
 
-def finetune_config(fast: bool | None = None, **overrides) -> Config:
+def finetune_config(fast: bool | str | None = None, **overrides) -> Config:
     """Chapter 1's second teacher: torchvision's ImageNet-pretrained ResNet18 (7×7 stem, new 10-class
     head), finetuned with the teacher's schedule at a tenth of its peak learning rate (0.01): the
     pretrained body needs nudging, not relearning. Needs the ImageNet weights (a download, once)."""
@@ -74,7 +80,7 @@ def finetune_config(fast: bool | None = None, **overrides) -> Config:
 
 
 def student_config(
-    method: str = "ce", teacher: str | None = None, fast: bool | None = None, **overrides
+    method: str = "ce", teacher: str | None = None, fast: bool | str | None = None, **overrides
 ) -> Config:
     """A ResNet8 student: SGD + one-cycle, batch 128, 30 epochs; the same schedule for every method.
 
@@ -123,7 +129,7 @@ def ablation_specs(mode_name: str | None = None) -> dict[str, dict]:
     }
 
 
-def series_configs(teacher: str | None = None, fast: bool | None = None) -> dict[str, Config]:
+def series_configs(teacher: str | None = None, fast: bool | str | None = None) -> dict[str, Config]:
     """Every run the chapters train, in the chapters' order and once each: {label: Config}.
 
     The teacher (chapter 1), the CE, KD and DKD students (chapters 2–5), then chapter 6's sweeps

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from .verdicts import compare_seeds
 
 if TYPE_CHECKING:
     from .train import Run
@@ -19,6 +22,11 @@ __all__ = [
     "runs_frame",
     "unique_runs",
     "label_runs",
+    "committed_results_dir",
+    "gather_runs",
+    "run_history",
+    "selection_table",
+    "compare_recipes",
     "reference_frame",
     "reference_accuracy",
     "summarize_runs",
@@ -120,6 +128,98 @@ def label_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def committed_results_dir() -> Path | None:
+    """The run records committed with the repository (`data/results/`), or None where they are not
+    reachable: in a clone they sit next to the package (or next to the notebooks' folder); a
+    `pip install` (as on Colab) installs the package without them."""
+    from . import __file__ as package_file
+
+    candidates = [Path(package_file).resolve().parents[1], Path.cwd().parent, Path.cwd()]
+    for root in candidates:
+        folder = root / "data" / "results"
+        if (root / "dkdlib").is_dir() and folder.is_dir() and any(folder.glob("*.json")):
+            return folder
+    return None
+
+
+def gather_runs(folders: Mapping[str, Path | str | None]) -> pd.DataFrame:
+    """Every run recorded in `folders` ({source name: results folder}), one row per distinct run, with
+    the columns `source` (where the row's record came from), `record` (its file, see `run_history`),
+    `row` and `setting`.
+
+    A folder named twice (e.g. this run's outputs are the repository's data/) is read once, under its
+    first name; a missing folder (or None) gives no rows. A run recorded in several folders appears
+    once: the record of the later folder wins (`unique_runs`), so name the committed records first.
+    """
+    from .results import load_results
+
+    frames, seen = [], set()
+    for source, folder in folders.items():
+        if folder is None or not Path(folder).is_dir() or Path(folder).resolve() in seen:
+            continue
+        seen.add(Path(folder).resolve())
+        frame = load_results(folder)
+        if not frame.empty:
+            frames.append(frame.assign(source=source, record=[str(Path(folder) / f) for f in frame["file"]]))
+    if not frames:
+        return label_runs(pd.DataFrame(columns=["source"]))
+    return label_runs(unique_runs(pd.concat(frames, ignore_index=True)).reset_index(drop=True))
+
+
+def run_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-epoch history of one run of `gather_runs` (read from its record file)."""
+    import json
+
+    return json.loads(Path(row["record"]).read_text()).get("history", [])
+
+
+def selection_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Does picking the best-validation epoch change the test accuracy? Per setting: the runs, how many
+    picked their last epoch anyway, and the change (best-val − last epoch, test accuracy in points)
+    over the runs where it differs."""
+    columns = ["setting", "runs", "best-val epoch = last epoch", "runs that differ", "change (points)"]
+    if frame is None or frame.empty or "test_acc_at_best_val" not in frame:
+        return pd.DataFrame(columns=columns)
+    out = []
+    for setting, block in frame.dropna(subset=["test_acc_at_best_val"]).groupby("setting", sort=False):
+        diff = 100 * (block["test_acc_at_best_val"] - block["test_acc"]).astype(float)
+        moved = diff[diff.abs() > 1e-9]
+        change = (
+            "–"
+            if moved.empty
+            else ", ".join(
+                f"{row} {d:+.2f}" for row, d in zip(block.loc[moved.index, "row"], moved, strict=True)
+            )
+        )
+        out.append([setting, len(block), int(len(block) - len(moved)), len(moved), change])
+    return pd.DataFrame(out, columns=columns)
+
+
+RECIPE_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "epochs", "warmup",
+                 "alpha", "beta", "temperature", "train_size")  # fmt: skip
+
+
+def compare_recipes(configs: Mapping[str, Any], fields: Sequence[str] = RECIPE_FIELDS) -> pd.DataFrame:
+    """The fields in which labelled `Config`s differ (one column per config), plus what follows from
+    them: optimiser steps per epoch and in all (None without `train_size`: the full training split), and
+    the distillation weight of each epoch (`warmup`). All values as text, one column per config."""
+    from .train import distill_weight
+
+    table = pd.DataFrame({label: {f: getattr(c, f) for f in fields} for label, c in configs.items()})
+    table = table.loc[table.astype(str).nunique(axis=1) > 1]
+    derived = {}
+    for label, c in configs.items():
+        steps = c.train_size // c.batch_size if c.train_size else None  # training drops a last partial batch
+        derived[label] = {
+            "steps per epoch": steps,
+            "steps in all": None if steps is None else steps * c.epochs,
+            "distillation weight per epoch": ", ".join(
+                f"{distill_weight(c, e):g}" for e in range(1, c.epochs + 1)
+            ),
+        }
+    return pd.concat([table, pd.DataFrame(derived)]).astype(str)
+
+
 def reference_frame() -> pd.DataFrame:
     """`recipes.REFERENCE` as a DataFrame with the same `row` labels as our runs (accuracies in %)."""
     from .recipes import REFERENCE
@@ -179,10 +279,17 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
     """Every recorded run grouped by recipe (mean ± std over seeds, in %), beside the reference table."""
     columns = ["setting", "row", "model", "epochs", "runs", "seeds", "test acc (last epoch)",
                "test acc (at best val)", "reference test acc"]  # fmt: skip
+    if results is not None and "source" in results:  # where the records came from (`gather_runs`)
+        columns.append("source")
     if results is None or results.empty:
         return pd.DataFrame(columns=columns)
-    frame = unique_runs(results)
-    summary = summarize_runs(label_runs(frame))
+    frame = label_runs(unique_runs(results))
+    summary = summarize_runs(frame)
+    if "source" in columns:
+        sources = frame.groupby(GROUP, sort=False, dropna=False)["source"].agg(
+            lambda s: " + ".join(dict.fromkeys(s))
+        )
+        summary["source"] = [sources[tuple(key)] for key in summary[GROUP].itertuples(index=False)]
     ref = reference_frame()
     ref_text = (
         ref.assign(
@@ -238,13 +345,14 @@ def conclusions(results: pd.DataFrame) -> list[str]:
         if "CE" in get and "DKD α=1 β=8" in get:
             ce, dkd = get["CE"], get["DKD α=1 β=8"]
             gap = dkd["test_mean"] - ce["test_mean"]
-            noise = np.nanmax([ce["test_std"], dkd["test_std"], 0.0])
-            verdict = (
-                "more than twice the seed-to-seed spread" if noise > 0 and abs(gap) > 2 * noise
-                else "within twice the seed-to-seed spread" if noise > 0
-                else "from single runs, so the spread is unknown"
-            )  # fmt: skip
-            lines.append(f"  DKD − CE at equal epochs: {gap:+.2f} points ({verdict}).")
+            # The series' one rule for "beyond the seed spread" (chapters 3, 5, 6 use it too).
+            at = frame[(frame["setting"] == setting) & (frame["epochs"] == epochs)]
+            per_seed = [
+                100 * at.loc[at["row"] == r, "test_acc"].astype(float).to_numpy()
+                for r in ("CE", "DKD α=1 β=8")
+            ]
+            verdict = compare_seeds(*per_seed, names=("CE", "DKD"))
+            lines.append(f"  At equal epochs: {verdict}.")
             ref_gap = ref["dkd_100"] - ref["student"]
             lines.append(
                 f"  The reference's gap is {ref_gap:+.2f} points (DKD {ref['dkd_100']:.2f}% vs CE "
@@ -459,5 +567,10 @@ def reading_conclusions(results: pd.DataFrame) -> list[str]:
                     f = _row_mean(mine, baseline, column)
                     if f is not None:
                         text += f"; − CE as long ({baseline}, {f[1]}) {f[0]:.2f}% = {d[0] - f[0]:+.2f} points"
+                        seeds = [
+                            100 * mine.loc[mine["ref_row"] == r, column].dropna().astype(float).to_numpy()
+                            for r in (baseline, dkd)
+                        ]
+                        text += f", {compare_seeds(*seeds).judgement}"
                     lines.append(text + ".")
     return lines

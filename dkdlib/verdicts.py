@@ -29,16 +29,20 @@ class Verdict:
     names: tuple[str, str] = ("A", "B")
 
     @property
+    def judgement(self) -> str:
+        """The verdict without the gap: 'beyond the seed spread (…)', 'within …' or 'one seed …'."""
+        if self.beyond is None:
+            return "one seed is not enough to tell"
+        side = "beyond" if self.beyond else "within"
+        return f"{side} the seed spread (the larger seed range is {self.spread:.2f} points)"
+
+    @property
     def text(self) -> str:
         a, b = self.names
         head = f"{b} − {a} = {self.gap:+.2f} points"
         if self.beyond is None:
-            return f"{head} ({self.seeds[0]} and {self.seeds[1]} seed(s)): one seed is not enough to tell"
-        side = "beyond" if self.beyond else "within"
-        return (
-            f"{head} over {self.seeds[0]} and {self.seeds[1]} seeds: {side} the seed spread "
-            f"(the larger seed range is {self.spread:.2f} points)"
-        )
+            return f"{head} ({self.seeds[0]} and {self.seeds[1]} seed(s)): {self.judgement}"
+        return f"{head} over {self.seeds[0]} and {self.seeds[1]} seeds: {self.judgement}"
 
     def __str__(self) -> str:
         return self.text

@@ -137,8 +137,85 @@ def test_summaries_tables_and_conclusions():
     assert list(table["row"][:4]) == ["teacher", "CE", "KD", "DKD α=1 β=8"]
     assert "87.21" in table.set_index("row").loc["DKD α=1 β=8", "reference test acc"]
     text = "\n".join(reports.conclusions(_records()))
-    assert "DKD − CE at equal epochs: +5.00 points" in text
+    assert "At equal epochs: DKD − CE = +5.00 points over 2 and 2 seeds: beyond the seed spread" in text
     assert "teacher − CE student gap" in text
+
+
+def test_chapter7_and_chapter6_use_one_rule_for_the_seed_spread():
+    """conclusions (chapter 7) judges DKD − CE with verdicts.compare_seeds (chapter 6), also where the
+    old "twice the std" rule said the opposite: ranges 3 and 2, gap 3.5 > 3, but 3.5 < 2 × std 2.12."""
+    from dkdlib.verdicts import compare_seeds
+
+    frame = _records()
+    frame.loc[frame["name"] == "ce-1", "test_acc"] = 0.83
+    frame.loc[frame["name"] == "dkd-0", "test_acc"] = 0.84
+    frame.loc[frame["name"] == "dkd-1", "test_acc"] = 0.86
+    verdict = compare_seeds([80.0, 83.0], [84.0, 86.0], names=("CE", "DKD"))
+    assert verdict.beyond is True and abs(verdict.gap) < 2 * np.std([80, 83], ddof=1)
+    lines = reports.conclusions(frame)
+    assert f"  At equal epochs: {verdict}." in lines
+    single = reports.conclusions(frame[~frame["name"].isin(["ce-1", "dkd-1"])])
+    assert f"  At equal epochs: {compare_seeds([80.0], [84.0], names=('CE', 'DKD'))}." in single
+    assert "one seed is not enough to tell" in "\n".join(single)
+
+
+def _write(folder, method, seed, acc, model="resnet8"):
+    from dkdlib.results import write_record
+
+    config = {"model": model, "method": method, "dataset": "cifar10", "train_size": 5000, "seed": seed,
+              "epochs": 4, "alpha": 1.0, "beta": 8.0, "temperature": 4.0}  # fmt: skip
+    metrics = {"test_acc": acc, "test_acc_at_best_val": acc}
+    write_record(folder, {"name": f"{method}{seed}", "config": config, "metrics": metrics, "history": []})
+
+
+def test_gather_runs_names_each_source_and_keeps_one_record_per_run(tmp_path):
+    committed, current = tmp_path / "committed", tmp_path / "current"
+    _write(committed, "ce", 0, 0.40)
+    _write(committed, "dkd", 0, 0.45)
+    _write(current, "dkd", 0, 0.47)  # the same run again: the later folder's record wins
+    _write(current, "dkd", 1, 0.46)
+    frame = reports.gather_runs({"committed": committed, "this run": current, "missing": tmp_path / "no"})
+    assert len(frame) == 3
+    dkd0 = frame[(frame["method"] == "dkd") & (frame["seed"] == 0)]
+    assert len(dkd0) == 1 and dkd0["source"].iloc[0] == "this run" and dkd0["test_acc"].iloc[0] == 0.47
+    # the same folder under two names is read once, under its first name
+    once = reports.gather_runs({"committed": committed, "this run": committed})
+    assert len(once) == 2 and set(once["source"]) == {"committed"}
+    table = reports.results_table(frame).set_index("row")
+    assert table.loc["CE", "source"] == "committed" and table.loc["DKD α=1 β=8", "source"] == "this run"
+    assert table.loc["DKD α=1 β=8", "runs"] == 2
+    assert "source" not in reports.results_table(_records())
+    assert reports.gather_runs({"none": None}).empty
+    assert reports.run_history(dkd0.iloc[0]) == []  # the toy records have no epochs
+
+
+def test_committed_records_are_found_in_a_clone():
+    folder = reports.committed_results_dir()
+    assert folder is not None and folder.name == "results" and (folder.parent.parent / "dkdlib").is_dir()
+
+
+def test_selection_table_counts_the_runs_that_picked_another_epoch():
+    frame = reports.label_runs(_records())  # every run's best-val accuracy is 1 point below its last
+    frame.loc[frame["name"] == "t", "test_acc_at_best_val"] = frame.loc[frame["name"] == "t", "test_acc"]
+    row = reports.selection_table(frame).iloc[0]
+    assert (row["runs"], row["best-val epoch = last epoch"], row["runs that differ"]) == (6, 1, 5)
+    assert "CE -1.00" in row["change (points)"]
+    assert reports.selection_table(pd.DataFrame()).empty
+
+
+def test_compare_recipes_shows_what_differs_and_the_warmup_it_implies():
+    from dkdlib.recipes import reference_configs, student_config
+
+    configs = {
+        "series": student_config("dkd", "t.pt", fast="reduced"),
+        "as described": reference_configs("t.pt", scale=0.04, train_size=5000)["dkd_100"],
+    }
+    table = reports.compare_recipes(configs)
+    assert table.loc["optimizer"].tolist() == ["sgd", "adam"]
+    assert table.loc["schedule"].tolist() == ["onecycle", "constant"]
+    assert "epochs" not in table.index  # the same in both: 4
+    assert table.loc["steps per epoch"].tolist() == ["78", "39"]
+    assert table.loc["distillation weight per epoch"].tolist() == ["0.5, 1, 1, 1", "1, 1, 1, 1"]
 
 
 def test_empty_results_are_handled():

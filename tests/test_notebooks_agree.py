@@ -16,7 +16,7 @@ from dkdlib.notebook import INSTALL, badge
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 # Chapters that meet issue #14's learner conventions (GPU metadata, exercises, two checked cells).
-LEARNER_CHAPTERS = [p for p in PATHS if p.name[:2] in {f"{i:02d}" for i in range(7)}]
+LEARNER_CHAPTERS = [p for p in PATHS if p.name[:2] in {f"{i:02d}" for i in range(8)}]
 LIBRARY_NAMES = {"kd_loss", "dkd_loss", "dkd_terms", "_dkd_terms", "_dkd_loss", "_kd_loss"}
 
 

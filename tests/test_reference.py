@@ -361,6 +361,14 @@ def test_reading_conclusions_set_dkd_beside_the_short_student_and_the_fair_basel
     assert "[cifar10, 5,000 training images (reduced), as run] 3 runs." in lines
     assert (
         "  dkd_100 (last epoch): DKD 60.00% (2+3 ep) − CE student 40.00% (2 ep) = +20.00 points; "
-        "− CE as long (ce_150, 2+3 ep) 55.00% = +5.00 points."
+        "− CE as long (ce_150, 2+3 ep) 55.00% = +5.00 points, one seed is not enough to tell."
     ) in lines
     assert any(line.startswith("  dkd_100 (at lowest val loss): DKD 59.00%") for line in lines)
+    # with two seeds each, the fair comparison gets the series' one verdict (verdicts.compare_seeds)
+    rec("dkd_100", "dkd", 0.64, seed=1)
+    rec("ce_150", "ce", 0.53, seed=1)
+    lines = reading_conclusions(load_results(tmp_path))
+    line = next(ln for ln in lines if ln.startswith("  dkd_100 (last epoch)"))
+    assert line.endswith("= +8.00 points, beyond the seed spread (the larger seed range is 4.00 points)."), (
+        line
+    )

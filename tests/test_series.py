@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from dkdlib import recipes
 from dkdlib.recipes import ablation_specs, series_configs, student_config, teacher_config
 
@@ -60,3 +62,16 @@ def test_series_defaults_to_the_series_teacher_and_follows_the_mode():
     small = series_configs(fast=True)
     assert len(small) < len(full) and all(c.dataset == "synthetic" for c in small.values())
     assert recipes.ABLATION_SIZES["small"]["seeds"] == (0, 1)
+
+
+def test_a_mode_can_be_named_without_the_environment(monkeypatch):
+    from dkdlib.recipes import student_config
+
+    monkeypatch.delenv("DKDLIB_FAST", raising=False)
+    monkeypatch.setenv("DKDLIB_REDUCED", "1")
+    from_env = student_config("dkd", "t.pt")
+    monkeypatch.delenv("DKDLIB_REDUCED")
+    assert student_config("dkd", "t.pt", fast="reduced") == from_env
+    assert from_env.train_size == 5000 and from_env.epochs == 4
+    with pytest.raises(ValueError, match="mode"):
+        student_config(fast="tiny")
