@@ -112,9 +112,24 @@ def unique_runs(frame: pd.DataFrame) -> pd.DataFrame:
     if not fields:
         return frame
     key = pd.Series(
-        ["|".join(map(repr, row)) for row in frame[fields].itertuples(index=False)], index=frame.index
+        ["|".join(repr(_plain(v)) for v in row) for row in frame[fields].itertuples(index=False)],
+        index=frame.index,
     )
     return frame.loc[~key.duplicated(keep="last")]
+
+
+def _plain(value: Any) -> Any:
+    """A config value as its record holds it, whatever pandas made of it: a column with a missing value
+    turns None into NaN and 0 into 0.0, lists stay lists."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def label_runs(frame: pd.DataFrame) -> pd.DataFrame:

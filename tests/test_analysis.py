@@ -279,3 +279,20 @@ def test_reference_recipe_runs_never_share_a_setting_with_the_series_runs():
         "cifar10, reference recipe as described (full)"
     )
     assert reports._setting({**series, "tag": "ref:as_run:dkd_100"}, recipe=False) == reports._setting(series)
+
+
+def test_a_run_recorded_in_two_folders_appears_once(tmp_path):
+    """The same record in the committed folder and in this run's folder is one run, even when other
+    records turn a column's None into NaN (and 0 into 0.0) in one folder's frame."""
+    import json
+
+    from dkdlib.config import Config
+
+    record = {"name": "r", "config": Config(method="ce", dataset="synthetic").to_dict(), "metrics": {}}
+    other = {"name": "o", "config": Config(method="ce", dataset="synthetic", data_seed=3, seed=5).to_dict()}
+    for folder, records in (("a", [record, other]), ("b", [record])):
+        (tmp_path / folder).mkdir()
+        for i, rec in enumerate(records):
+            (tmp_path / folder / f"{i}.json").write_text(json.dumps(rec))
+    runs = reports.gather_runs({"committed": tmp_path / "a", "this run": tmp_path / "b"})
+    assert len(runs) == 2 and sorted(runs["source"]) == ["committed", "this run"]
