@@ -24,7 +24,7 @@ AS_RUN_STD = (0.2023, 0.1994, 0.2010)
 
 def cfg(tmp_path, **kw):
     base = dict(model="resnet8", dataset="synthetic", epochs=2, batch_size=32, lr=0.05, val_size=200,
-                train_size=600, test_size=200, warmup=2, out_dir=str(tmp_path))  # fmt: skip
+                train_size=600, test_size=200, warmup=2, out_dir=str(tmp_path), device="cpu")  # fmt: skip
     return Config(**{**base, **kw})
 
 
