@@ -186,3 +186,23 @@ def test_check_limits_sees_what_the_device_drops(tmp_path):
     (tmp_path / "α.json").write_bytes(b"x")
     problems = " ".join(bundle.check_limits(tmp_path))
     assert "11 files" in problems and "deeper than 2" in problems and "α.json" in problems
+
+
+def test_b_trains_with_the_speed_paths_that_call_a_passed(tmp_path):
+    """Call B reads gpu_check's verdicts file (as call A leaves it in /tmp) and trains with the paths
+    that passed: here the logit cache and packed students, on a CPU (dry, synthetic data)."""
+    tree = _scratch_tree(tmp_path / "tree")
+    (tmp_path / "tmp").mkdir()
+    verdicts = {"device": "cpu", "paths": {"graph": False, "cache": True, "packed": True, "compile": False},
+                "checks": [], "seconds": 1.0}  # fmt: skip
+    (tmp_path / "tmp" / "verdicts.json").write_text(json.dumps(verdicts))
+    b = _run(["bash", "scripts/gpu_window.sh", "B"], tree, OUT=str(tmp_path / "B"), GPU_WINDOW_DRY="1",
+             GPU_WINDOW_TMP=str(tmp_path / "tmp"), GPU_WINDOW_BUDGET="60")  # fmt: skip
+    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-2000:]
+    manifest = json.loads((tmp_path / "B" / "runs.json").read_text())
+    assert manifest["info"]["verdicts"] is True
+    assert manifest["info"]["paths"] == verdicts["paths"]
+    done = [r["record"] for r in manifest["runs"] if r["status"] == "done"]
+    assert done and all(r["config"]["graph"] is False for r in done)
+    assert any(r["config"]["cache_teacher"] for r in done), "no run used the logit cache"
+    assert any("trained_with" in r for r in done), "no students were packed"
