@@ -50,6 +50,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a checkout: nothing is installed on the GPU machine
 
+from bench_step import count_replays  # noqa: E402  (benchmarks/, the script's own folder)
+
 import dkdlib.train  # noqa: E402  (GPU_CHECK_BREAK replaces two of its functions)
 from dkdlib import Config, Data, amp_dtype, fit, load_data  # noqa: E402
 from dkdlib.checkpoint import atomic_write, load_checkpoint  # noqa: E402
@@ -186,24 +188,15 @@ def near(s: Session, path: str, what: str, t: Trained, ref: Trained) -> bool:
 
 @contextmanager
 def watch(device: torch.device):
-    """Count CUDA-graph replays and collect warnings while a run trains."""
+    """Count CUDA-graph replays (bench_step's counter) and collect warnings while a run trains."""
     seen: dict = {"replays": 0, "warned": []}
-    original = torch.cuda.CUDAGraph.replay if device.type == "cuda" else None
-
-    def replay(graph):
-        seen["replays"] += 1
-        return original(graph)
-
-    if original is not None:
-        torch.cuda.CUDAGraph.replay = replay
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    with count_replays(device) as replays, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
             yield seen
-        seen["warned"] = list(dict.fromkeys(str(w.message)[:200] for w in caught))
-    finally:
-        if original is not None:
-            torch.cuda.CUDAGraph.replay = original
+        finally:
+            seen["replays"] = replays["n"]
+            seen["warned"] = list(dict.fromkeys(str(w.message)[:200] for w in caught))
 
 
 def config(s: Session, recipe: str, method: str, packed: bool = False, **flags) -> Config:
