@@ -490,6 +490,7 @@ def fit_many(
     bar = tqdm(range(start_epoch, cfg0.epochs + 1), desc=_names(group), disable=not progress,
                initial=start_epoch - 1, total=cfg0.epochs)  # fmt: skip
     epoch = start_epoch - 1
+    results: dict[str, list[dict]] = {}  # the newest epoch's evaluation, per split and student
     try:
         for epoch in bar:
             t0 = time.perf_counter()
@@ -503,7 +504,8 @@ def fit_many(
                      "images_per_s": steps * cfg0.batch_size / seconds, "distill_weight": weights[j],
                      **({"students": k} if k > 1 else {})} for j in range(k)]  # fmt: skip
             for split, loader in eval_loaders.items():
-                for row, result in zip(rows, evaluate_students(model, loader, k, amp), strict=True):
+                results[split] = evaluate_students(model, loader, k, amp)
+                for row, result in zip(rows, results[split], strict=True):
                     row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
             for history, row in zip(histories, rows, strict=True):
                 history.append(row)
@@ -530,9 +532,8 @@ def fit_many(
     metrics = [
         summarize(h) | init_metrics(c, init) for h, c, init in zip(histories, group, inits, strict=True)
     ]
-    if "test" in eval_loaders:
-        tests = evaluate_students(model, eval_loaders["test"], k, amp)
-        for m, result in zip(metrics, tests, strict=True):
+    if "test" in results:  # the last epoch's evaluation: the weights have not changed since
+        for m, result in zip(metrics, results["test"], strict=True):
             m["per_class_acc"] = result["per_class_acc"].round(4).tolist()
             m["confusion"] = result["confusion"].tolist()
     checkpoint(cfg0.epochs, complete=True, metrics=metrics)
