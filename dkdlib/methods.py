@@ -124,10 +124,13 @@ def student_losses(configs: list[Config]) -> LossFn:
             return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
 
         consts["ce_weight"] = column([c.ce_weight for c in configs]).view(-1)
+        consts["terms"] = []  # (term, its students (None: all K, in order), their hyperparameters)
         for method, members in groups.items():
             if distills(method):
                 hp = {name: column([getattr(configs[i], name) for i in members]) for name in HYPERPARAMETERS}
-                consts[method] = (torch.tensor(members, device=device), hp)
+                every = members == list(range(len(configs)))  # one method for all (K = 1 always)
+                index = None if every else torch.tensor(members, device=device)
+                consts["terms"].append((METHODS[method].distill, index, hp))
 
     def loss_fn(logits: Tensor, logits_teacher: Tensor | None, y: Tensor, weight: Tensor) -> Tensor:
         k, n, c = logits.shape
@@ -137,12 +140,13 @@ def student_losses(configs: list[Config]) -> LossFn:
         ce = F.cross_entropy(logits.reshape(k * n, c), y.repeat(k), reduction="none").view(k, n).mean(1)
         if logits_teacher is None:
             return consts["ce_weight"] * ce
+        zt = logits_teacher.float()
         distill = torch.zeros(k, device=logits.device)
-        for method in groups:
-            if distills(method):
-                members, hp = consts[method]
-                term = METHODS[method].distill(logits.index_select(0, members), logits_teacher.float(), y, hp)
-                distill = distill.index_add(0, members, term)
+        for term, index, hp in consts["terms"]:
+            if index is None:
+                distill = distill + term(logits, zt, y, hp)
+            else:
+                distill = distill.index_add(0, index, term(logits.index_select(0, index), zt, y, hp))
         return consts["ce_weight"] * ce + weight * distill
 
     return loss_fn
