@@ -496,7 +496,7 @@ def fit_many(
             t0 = time.perf_counter()
             lr = float(optimizer.param_groups[0]["lr"])  # a device tensor in graph mode
             weights = [distill_weight(cfg, epoch) for cfg in group]
-            stats = train_epoch(step, scheduler, epoch, weights, progress)
+            stats = train_epoch(step, scheduler, epoch, weights, progress, last=epoch == cfg0.epochs)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
@@ -558,9 +558,11 @@ def fit_many(
     return [runs[i] for i in range(len(configs))]
 
 
-def train_epoch(step: TrainStep, scheduler, epoch: int, weights: list[float], progress: bool = False):
+def train_epoch(
+    step: TrainStep, scheduler, epoch: int, weights: list[float], progress: bool = False, last: bool = False
+):
     """One pass over the epoch's batches; each student's mean loss and accuracy (one host sync at the
-    end, and one every 50 steps to stop on a NaN loss)."""
+    end, and one every 50 steps to stop on a NaN loss). `last`: the run's final epoch."""
     from tqdm.auto import tqdm
 
     step.model.train()
@@ -568,7 +570,8 @@ def train_epoch(step: TrainStep, scheduler, epoch: int, weights: list[float], pr
     steps = len(step.loader)
     for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
         step()
-        scheduler.step()
+        if not (last and s + 1 == steps):  # sets the next step's lr; after the run's last step there is
+            scheduler.step()  # none, and OneCycleLR would extrapolate a negative lr into the checkpoint
         if (s + 1) % 50 == 0 or s + 1 == steps:
             step.check_finite(epoch, steps)
     return step.epoch_stats()

@@ -223,3 +223,14 @@ def test_a_record_names_the_commit_of_the_code_that_ran(monkeypatch):
     at_import = results_mod._COMMIT_AT_IMPORT
     monkeypatch.setattr(results_mod, "_git_commit", lambda: "a-later-commit")  # the checkout moved on
     assert results_mod.environment()["git_commit"] == at_import
+
+
+def test_a_finished_one_cycle_run_keeps_its_last_steps_learning_rate(tmp_path, tiny_data):
+    """The scheduler is not stepped after the run's last step: OneCycleLR would extrapolate past its
+    end to a negative learning rate, and a finished checkpoint would keep it."""
+    run = fit(cfg(tmp_path, epochs=2, schedule="onecycle"), data=tiny_data, progress=False)
+    state = load_checkpoint(run.checkpoint)
+    steps = state["scheduler"]["total_steps"]
+    assert state["scheduler"]["last_epoch"] == steps - 1  # every step but the (non-existent) next
+    lr = float(state["optimizer"]["param_groups"][0]["lr"])
+    assert 0 < lr <= run.history[-1]["lr"] and lr == pytest.approx(0.05 / 10 / 100, rel=0.05)
