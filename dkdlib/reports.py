@@ -382,10 +382,17 @@ def conclusions(results: pd.DataFrame) -> list[str]:
                 if len(d):
                     total = float(d["test_mean"].iloc[0]) - short["test_mean"]
                     closed = long_["test_mean"] - short["test_mean"]
-                    if total > 0:
+                    n, m = long_["epochs"], short["epochs"]
+                    if 0 < total and closed <= total:
                         lines.append(
-                            f"  Training CE for {long_['epochs']} instead of {short['epochs']} epochs closes "
-                            f"{100 * closed / total:.0f}% of the DKD − CE({short['epochs']} ep) gap."
+                            f"  Training CE for {n} instead of {m} epochs closes {100 * closed / total:.0f}% "
+                            f"of the DKD({n} ep) − CE({m} ep) gap."
+                        )
+                    elif 0 < total:  # CE trained as long ends above DKD: "% of the gap" would pass 100
+                        lines.append(
+                            f"  Training CE for {n} instead of {m} epochs gains {closed:.2f} points, more "
+                            f"than the whole DKD({n} ep) − CE({m} ep) gap of {total:.2f}: trained as long, "
+                            "CE ends above DKD."
                         )
             if "KD" in get:
                 lines.append(
@@ -395,9 +402,11 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
                 share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])
                 lines.append(
-                    f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
-                    if share > 0
-                    else "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
+                    "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
+                    if share <= 0
+                    else f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
+                    if share <= 1
+                    else "  DKD ends above its teacher (it closes the whole teacher − CE student gap)."
                 )
         else:
             lines.append("  No CE and DKD (α=1, β=8) students at equal epochs to compare.")

@@ -296,3 +296,34 @@ def test_a_run_recorded_in_two_folders_appears_once(tmp_path):
             (tmp_path / folder / f"{i}.json").write_text(json.dumps(rec))
     runs = reports.gather_runs({"committed": tmp_path / "a", "this run": tmp_path / "b"})
     assert len(runs) == 2 and sorted(runs["source"]) == ["committed", "this run"]
+
+
+@pytest.mark.parametrize(
+    ("ce_long", "teacher", "want"),
+    [
+        (0.83, 0.90, ["closes 50% of the DKD(30 ep) − CE(10 ep) gap", "closes 43% of the teacher"]),
+        (
+            0.88,
+            0.90,
+            [
+                "gains 8.00 points, more than the whole DKD(30 ep) − CE(10 ep) gap of 6.00: "
+                "trained as long, CE ends above DKD",
+                "closes none of the teacher",
+            ],
+        ),  # fmt: skip
+        (0.83, 0.84, ["closes 50%", "DKD ends above its teacher"]),
+    ],
+)
+def test_gap_sentences_never_pass_100_percent(ce_long, teacher, want):
+    """The conclusions' "% of the gap" sentences stay within 0-100 % and say what happened beyond."""
+    runs = [("ce-short", "ce", 10, 0.80), ("dkd", "dkd", 30, 0.86), ("ce-long", "ce", 30, ce_long),
+            ("t", "ce", 15, teacher)]  # fmt: skip
+    common = {"model": "resnet8", "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "dataset": "cifar10",
+              "train_size": None, "seed": 0}  # fmt: skip
+    rows = [{**common, "name": name, "method": method, "epochs": epochs, "test_acc": acc,
+             "test_acc_at_best_val": acc} for name, method, epochs, acc in runs]  # fmt: skip
+    rows[-1]["model"] = "resnet18"
+    text = "\n".join(reports.conclusions(pd.DataFrame(rows)))
+    for part in want:
+        assert part in text
+    assert not [w for w in text.split() if w.endswith("%") and float(w.rstrip("%")) > 100]
