@@ -11,9 +11,9 @@ broken runs at chance level would pass any comparison; then each path is compare
 it. The paths, in this order, each checked with the paths above it that passed, as the window runs them:
 
   eager    the base: the teacher and the eager students learn
-  graph    CUDA-graph capture (CUDA only): fp32 graphed runs follow the eager ones (per-epoch train loss
-           within 1e-4 relative, identical learning rates, a replay for every step after warm-up); a
-           graphed run with autocast learns
+  graph    CUDA-graph capture (CUDA only): fp32 graphed runs follow the eager ones (epoch 1's train loss
+           within 1e-4 relative, later epochs within the drift limit, identical learning rates, a replay
+           for every step after warm-up); a graphed run with autocast learns
   cache    the teacher-logit cache equals the live teacher on random views, and a student trained from it
            follows one trained from the live teacher
   packed   students trained together (fit_many) follow each one trained alone (fit), in both recipes
@@ -61,7 +61,9 @@ from dkdlib.train import Run, fit_many, load_teacher, use_channels_last  # noqa:
 
 PATHS = ("graph", "cache", "packed", "compile")  # the speed paths, each on top of the ones before it
 # Limits. fp32 runs use true fp32 (no TF32), so rounding cannot hide a difference or fake one.
-GRAPH_RTOL = 1e-4  # graphed vs eager, every epoch's train loss: the same kernels, in the same order
+# Graphed vs eager, epoch 1's train loss: the same kernels in the same order, but the optimizer reads
+# its lr (and Adam its step) from device tensors, which may round differently; later epochs: DRIFT_RTOL.
+GRAPH_RTOL = 1e-4
 CACHE_RTOL = 5e-3  # cached logits vs a live forward, of the largest logit: fp16 storage rounds by ~5e-4
 FIRST_RTOL = 1e-3  # cache or packed vs its reference run, epoch 1's train loss (before chaos amplifies)
 DRIFT_RTOL = 0.15  # ... any later epoch: rounding gaps grow chaotically (measured on CPU: up to 3.6e-2)
@@ -170,11 +172,12 @@ def follows(
     g = gaps(ref.losses(), t.losses())
     same = t.schedule() == ref.schedule() and t.final_lr == ref.final_lr
     ok = g[0] <= first and max(g) <= rtol and same and abs(t.acc - ref.acc) <= acc_gap
+    exact = ", bitwise identical" if max(g) == 0 else ""
     return check(s, path, what, ok,
-                 f"train loss relative gap {g[0]:.1e} in epoch 1 (limit {first:.2g}), at most {max(g):.1e} "
-                 f"in {len(g)} epochs (limit {rtol:.2g}); lr and distillation weight of every epoch and "
-                 f"final lr ({t.final_lr:.3g}) {'identical' if same else 'DIFFER'}; test acc {t.acc:.3f} "
-                 f"vs {ref.acc:.3f} (limit ±{acc_gap})")  # fmt: skip
+                 f"train loss relative gap {g[0]:.1e} in epoch 1 (limit {first:.2g}), at most "
+                 f"{max(g):.1e}{exact} in {len(g)} epochs (limit {rtol:.2g}); lr and distillation weight "
+                 f"of every epoch and final lr ({t.final_lr:.3g}) {'identical' if same else 'DIFFER'}; "
+                 f"test acc {t.acc:.3f} vs {ref.acc:.3f} (limit ±{acc_gap})")  # fmt: skip
 
 
 def near(s: Session, path: str, what: str, t: Trained, ref: Trained) -> bool:
@@ -278,7 +281,7 @@ def check_graph(s: Session) -> None:
         what = f"{recipe} DKD, fp32, graphed"
         learns(s, "graph", what, graphed.acc)
         replayed(s, "graph", what, graphed)
-        follows(s, "graph", f"{what} follows eager", graphed, eager, GRAPH_RTOL, GRAPH_RTOL, ACC_GAP)
+        follows(s, "graph", f"{what} follows eager", graphed, eager, GRAPH_RTOL, DRIFT_RTOL, ACC_GAP)
     if amp_dtype(s.device) == torch.bfloat16:  # fp16 autocast needs loss scaling: no graphs there
         t = train(s, "reference", "dkd", graph=True, amp=True)
         learns(s, "graph", "reference DKD, bf16 autocast, graphed", t.acc)
