@@ -92,6 +92,18 @@ def _imagenet_resnet18_state() -> dict[str, torch.Tensor]:
     return resnet18_imagenet(pretrained=True).state_dict()
 
 
+def imagenet_weights_error() -> str | None:
+    """None when the ImageNet ResNet18 weights load here (from the torch hub cache, downloading them
+    once, about 45 MB); otherwise why not, with what to do about it."""
+    from .errors import DKDError
+
+    try:
+        _imagenet_resnet18_state()
+    except DKDError as err:
+        return str(err)
+    return None
+
+
 def _imagenet_key(name: str) -> str | None:
     """The torchvision ResNet18 entry that our CIFAR-stem ResNet18's `name` takes its value from.
 

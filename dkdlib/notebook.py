@@ -71,17 +71,15 @@ def imagenet_weights() -> tuple[bool, str]:
     Loads the weights from the torch hub cache, downloading them once (about 45 MB) when there is a
     network. DKDLIB_IMAGENET=0 skips them (the CIFAR-stem teacher is the series' teacher either way).
     """
-    from .errors import DKDError
-    from .models import create_model
+    from .models import imagenet_weights_error
 
     if os.environ.get("DKDLIB_IMAGENET", "").strip().lower() in ("0", "false", "no"):
         return False, "ImageNet-pretrained teacher skipped (DKDLIB_IMAGENET=0): the CIFAR-stem teacher only."
-    try:
-        create_model("resnet18_imagenet", num_classes=10, pretrained=True)
-    except DKDError as err:
+    why = imagenet_weights_error()
+    if why is not None:
         return False, (
             "No ImageNet weights here (offline?), so this chapter trains the CIFAR-stem teacher only; "
-            f"the rest of the series uses that one anyway. To finetune too: {err}"
+            f"the rest of the series uses that one anyway. To finetune too: {why}"
         )
     return True, "ImageNet weights for ResNet18 loaded: finetuning it next to the CIFAR-stem teacher."
 

@@ -316,16 +316,12 @@ def teacher_file(run) -> str:
 def with_pretrained_fallback(cfg: Config) -> Config:
     """`cfg`; or, when it asks for ImageNet weights that cannot be fetched, the same row from scratch
     with a message and a note that its record keeps."""
-    if not cfg.pretrained:
-        return cfg
-    from .errors import DKDError
-    from .models import create_model
+    from .models import imagenet_weights_error
 
-    try:
-        create_model(cfg.model, pretrained=True)  # fetches the weights into the torch hub cache once
-    except DKDError as err:
-        note = (f"ImageNet weights could not be fetched, so this {cfg.model} teacher trained from scratch, "
-                f"unlike the reference's ({err})")  # fmt: skip
-        print(f"NOTE: {note}")
-        return replace(cfg, pretrained=False, note=note)
-    return cfg
+    why = imagenet_weights_error() if cfg.pretrained else None
+    if why is None:
+        return cfg
+    note = (f"ImageNet weights could not be fetched, so this {cfg.model} teacher trained from scratch, "
+            f"unlike the reference's ({why})")  # fmt: skip
+    print(f"NOTE: {note}")
+    return replace(cfg, pretrained=False, note=note)
