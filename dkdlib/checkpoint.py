@@ -17,7 +17,7 @@ from torch import nn
 from .errors import DKDError
 from .models import create_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write", "model_only"]
 
 FORMAT = "dkdlib-checkpoint-v1"
 
@@ -92,3 +92,19 @@ def load_model(
     model = create_model(state["model_name"], state["num_classes"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
+
+
+def model_only(checkpoint: dict) -> dict:
+    """A finished run's checkpoint without its optimizer/scheduler/scaler/RNG state, weights in fp16
+    (what a GPU window sends back and what `dkdlib.weights` commits: about half the size).
+
+    It keeps what train-or-load needs to see the run as finished: `complete`, `model`, `config`,
+    `history`, `metrics` and the data's description; `load_model` and `fit` cast the fp16 tensors back
+    to the model's fp32 when they load them.
+    """
+    keep = ("format", "model_name", "num_classes", "classes", "dataset", "mean", "std", "config", "epoch",
+            "complete", "history", "metrics")  # fmt: skip
+    state = {k: checkpoint[k] for k in keep if k in checkpoint}
+    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["model"].items()}
+    state["weights"] = "fp16, model only"
+    return state

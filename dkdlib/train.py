@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import weights
 from .cache import teacher_logit_cache
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .config import Config, check_group, data_seed, identity
@@ -625,6 +626,8 @@ def _load_existing(configs: list[Config], data: Data, device: torch.device, fres
     states: dict[int, dict] = {}
     for i, cfg in enumerate(configs):
         path = cfg.checkpoint_path
+        if not fresh:
+            weights.materialise(cfg)  # the repository's committed weights of this run, if any
         if fresh or not path.exists():
             continue
         state = load_checkpoint(path)

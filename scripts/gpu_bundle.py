@@ -128,21 +128,6 @@ def read_weights(directory: Path, entry: dict) -> bytes | None:
     return data
 
 
-def model_only(checkpoint: dict) -> dict:
-    """A finished run's checkpoint without its optimizer/scheduler/scaler state, weights in fp16.
-
-    What train-or-load needs to see the run as finished: `complete`, `model`, `config`, `history`,
-    `metrics` and the data's description; `dkdlib.checkpoint.load_model` and `fit` cast the fp16
-    tensors back to the model's fp32 when they load them.
-    """
-    keep = ("format", "model_name", "num_classes", "classes", "dataset", "mean", "std", "config", "epoch",
-            "complete", "history", "metrics")  # fmt: skip
-    state = {k: checkpoint[k] for k in keep if k in checkpoint}
-    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["model"].items()}
-    state["weights"] = "fp16, model only"
-    return state
-
-
 def to_bytes(state: dict) -> bytes:
     """A checkpoint dict as the bytes `torch.save` writes."""
     import torch

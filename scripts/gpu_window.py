@@ -418,7 +418,7 @@ def entry_base(cfg, where: dict) -> dict:
 
 def package(out: Path, manifest: dict, cfg, run, error: str | None, where: dict, seconds: float) -> None:
     """Add a run to what comes back: its record and its model-only fp16 weights, or its error."""
-    from dkdlib.checkpoint import load_checkpoint
+    from dkdlib.checkpoint import load_checkpoint, model_only
 
     entry = {**entry_base(cfg, where), "group_seconds": round(seconds, 1)}
     if run is None:
@@ -427,7 +427,7 @@ def package(out: Path, manifest: dict, cfg, run, error: str | None, where: dict,
     try:
         record_path = run.record or find_record(Path(cfg.out_dir) / "results", cfg.run_name())
         record = json.loads(Path(record_path).read_text()) if record_path else None
-        weights = gpu_bundle.to_bytes(gpu_bundle.model_only(load_checkpoint(cfg.checkpoint_path)))
+        weights = gpu_bundle.to_bytes(model_only(load_checkpoint(cfg.checkpoint_path)))
         entry.update(status="done", test_acc=run.metrics.get("test_acc"), record=record,
                      record_file=Path(record_path).name if record_path else None)  # fmt: skip
         stored = gpu_bundle.add_run(out, manifest, entry, weights)

@@ -1,0 +1,103 @@
+"""Committed weights (dkdlib.weights, scripts/export_weights.py): finished runs exported as fp16 files
+are found by train-or-load in a fresh output folder, which then trains nothing."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dkdlib.train as train_mod
+import dkdlib.weights as weights
+from dkdlib import DKDError, fit
+from dkdlib.checkpoint import load_checkpoint
+from dkdlib.recipes import series_configs, teacher_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A fast-mode teacher and DKD student trained into one folder, exported into another."""
+    base = tmp_path_factory.mktemp("weights")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DKDLIB_OUT", str(base / "trained"))
+        configs = series_configs(fast="fast")
+        runs = {label: fit(configs[label], progress=False) for label in ("teacher", "dkd")}
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import export_weights
+
+        assert (
+            export_weights.main(["--from", str(base / "trained"), "--out", str(base / "w"), "--mode", "fast"])
+            == 0
+        )
+    return base, runs
+
+
+def test_export_writes_the_finished_runs_in_fp16_with_a_manifest(exported):
+    base, runs = exported
+    manifest = json.loads((base / "w" / weights.MANIFEST).read_text())
+    assert {e["label"] for e in manifest.values()} == {"teacher", "dkd"}  # the other runs never trained
+    for run in runs.values():
+        entry = manifest[run.config.run_name()]
+        state = load_checkpoint(base / "w" / f"{run.config.run_name()}.pt")
+        assert state["complete"] and "optimizer" not in state and entry["test_acc"] == run.metrics["test_acc"]
+        assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+        assert (
+            entry["hardware"]
+            and entry["bytes"] == (base / "w" / f"{run.config.run_name()}.pt").stat().st_size
+        )
+    assert sorted(p.stem for p in (base / "w").glob("*.pt")) == sorted(manifest)
+
+
+def test_a_fresh_folder_loads_the_committed_runs_and_trains_nothing(exported, monkeypatch, capsys):
+    base, runs = exported
+    monkeypatch.setenv("DKDLIB_OUT", str(base / "fresh"))
+    monkeypatch.setenv("DKDLIB_WEIGHTS", str(base / "w"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although committed weights exist")
+
+    monkeypatch.setattr(train_mod, "train_epoch", no_training)
+    configs = series_configs(fast="fast")
+    teacher = fit(configs["teacher"], progress=False)
+    student = fit(configs["dkd"], progress=False)  # its teacher= is the fresh folder's copy
+    assert "using the committed weights" in capsys.readouterr().out
+    assert (
+        Path(configs["dkd"].teacher).is_file() and teacher.checkpoint.parent == base / "fresh" / "checkpoints"
+    )
+    for name, run in (("teacher", teacher), ("dkd", student)):
+        assert run.metrics == runs[name].metrics and run.history == runs[name].history
+        for key, value in runs[name].model.state_dict().items():
+            loaded = run.model.state_dict()[key]
+            assert loaded.dtype == value.dtype  # cast back to the model's fp32
+            assert torch.equal(
+                loaded, value.half().to(value.dtype) if value.is_floating_point() else value
+            ), key
+
+
+def test_weights_off_and_a_damaged_file(exported, monkeypatch, tmp_path):
+    base, runs = exported
+    cfg = teacher_config("fast", out_dir=str(tmp_path / "a"))
+    monkeypatch.setenv("DKDLIB_WEIGHTS", "0")
+    assert weights.weights_dir() is None and weights.materialise(cfg) is None
+    copy = tmp_path / "w"
+    copy.mkdir()
+    for p in (base / "w").iterdir():
+        copy.joinpath(p.name).write_bytes(p.read_bytes())
+    monkeypatch.setenv("DKDLIB_WEIGHTS", str(copy))
+    damaged = copy / f"{cfg.run_name()}.pt"
+    damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DKDError, match="do not match their checksum"):
+        weights.materialise(cfg)
+    assert not cfg.checkpoint_path.exists()
+
+
+def test_export_refuses_to_pass_the_size_limits(exported, monkeypatch, tmp_path, capsys):
+    base, _ = exported
+    monkeypatch.setenv("DKDLIB_OUT", str(base / "trained"))
+    monkeypatch.setattr(weights, "MAX_TOTAL_BYTES", 1000)
+    with pytest.raises(DKDError, match="would pass the limits.*nothing written"):
+        weights.export(series_configs(fast="fast"), tmp_path / "w")
+    assert not (tmp_path / "w").exists()
