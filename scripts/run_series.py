@@ -5,6 +5,8 @@ chapter's outputs into its notebook.
     python scripts/run_series.py --mode full --data cifar10.npz         # a GPU: the real schedules
     python scripts/run_series.py --mode fast --chapters 00 01           # a smoke run of two chapters
 
+Full mode runs on a CPU too once data/weights/ holds the series' runs (train-or-load then trains none).
+
 Every chapter runs in a fresh kernel with the same environment: the mode's variable (DKDLIB_FAST=1,
 DKDLIB_REDUCED=1 or neither), DKDLIB_OUT (one output folder, so later chapters load the runs of the
 earlier ones), DKDLIB_DATA (a decoded CIFAR-10 .npz, optional) and MPLBACKEND=Agg. A chapter's
