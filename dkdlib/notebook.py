@@ -108,6 +108,7 @@ def setup(drive: bool | None = None, quiet: bool = False) -> dict:
     import torch
 
     from .train import pick_device
+    from .weights import weights_dir
 
     if "DKDLIB_OUT" not in os.environ:
         if use_drive(drive):
@@ -138,6 +139,11 @@ def setup(drive: bool | None = None, quiet: bool = False) -> dict:
             else:
                 print()
         print(f"torch {torch.__version__}; outputs in {info['out_dir']}")
+        folder = weights_dir()
+        committed = sorted(folder.glob("*.pt")) if folder is not None else []
+        if committed:
+            print(f"{len(committed)} finished runs committed in {folder}: the chapters load those instead of "
+                  "training them (DKDLIB_WEIGHTS=0 trains everything here)")  # fmt: skip
         if in_colab():
             print(
                 "Google Drive keeps the runs, so later chapters find them (setup(drive=False) or "

@@ -101,3 +101,16 @@ def test_export_refuses_to_pass_the_size_limits(exported, monkeypatch, tmp_path,
     with pytest.raises(DKDError, match="would pass the limits.*nothing written"):
         weights.export(series_configs(fast="fast"), tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_setup_says_when_the_chapters_will_load_committed_runs(exported, monkeypatch, capsys, tmp_path):
+    from dkdlib.notebook import setup
+
+    base, _ = exported
+    monkeypatch.setenv("DKDLIB_OUT", str(tmp_path))
+    monkeypatch.setenv("DKDLIB_WEIGHTS", str(base / "w"))
+    setup()
+    assert f"2 finished runs committed in {base / 'w'}" in capsys.readouterr().out
+    monkeypatch.setenv("DKDLIB_WEIGHTS", "0")
+    setup()
+    assert "committed in" not in capsys.readouterr().out
