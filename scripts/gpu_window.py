@@ -457,6 +457,9 @@ def main(argv: list[str]) -> int:
         if argv[0] == "A"
         else os.environ.get("GPU_WINDOW_BUDGET", 520)
     )
+    # The window trains every run it queues: committed weights (data/weights/, normally set aside by
+    # gpu_prepare) must never stand in for a run, or the window would send back old runs as new.
+    os.environ["DKDLIB_WEIGHTS"] = "0"
     mode = " (DRY: tiny sizes on this machine)" if dry() else ""
     log(f"GPU window call {argv[0]}{mode}; budget {budget:.0f} s")
     (call_a if argv[0] == "A" else call_b)(budget)
