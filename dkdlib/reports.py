@@ -160,7 +160,7 @@ def committed_results_dir() -> Path | None:
 def gather_runs(folders: Mapping[str, Path | str | None]) -> pd.DataFrame:
     """Every run recorded in `folders` ({source name: results folder}), one row per distinct run, with
     the columns `source` (where the row's record came from), `record` (its file, see `run_history`),
-    `row` and `setting`.
+    `row` and `setting`. Without any record it is an empty frame with the same columns.
 
     A folder named twice (e.g. this run's outputs are the repository's data/) is read once, under its
     first name; a missing folder (or None) gives no rows. A run recorded in several folders appears
@@ -176,9 +176,21 @@ def gather_runs(folders: Mapping[str, Path | str | None]) -> pd.DataFrame:
         frame = load_results(folder)
         if not frame.empty:
             frames.append(frame.assign(source=source, record=[str(Path(folder) / f) for f in frame["file"]]))
-    if not frames:
-        return label_runs(pd.DataFrame(columns=["source"]))
+    if not frames:  # no rows, but a record's columns: a filter on `epochs` finds nothing (no KeyError)
+        return label_runs(pd.DataFrame(columns=_record_columns()))
     return label_runs(unique_runs(pd.concat(frames, ignore_index=True)).reset_index(drop=True))
+
+
+def _record_columns() -> list[str]:
+    """The columns of a `gather_runs` frame before `label_runs`: what `results.load_results` gives (config
+    fields, metrics, provenance) and where each row came from."""
+    from .config import FIELDS
+
+    metrics = ["epochs_run", "test_acc", "val_acc", "train_acc", "train_seconds", "images_per_s",
+               "best_epoch", "best_val_acc", "test_acc_at_best_val", "best_val_loss_epoch", "best_val_loss",
+               "test_acc_at_best_val_loss", "init_epochs", "total_epochs", "init_epoch"]  # fmt: skip
+    provenance = ["hardware", "git_commit", "date", "torch", "wall_time_s"]
+    return list(dict.fromkeys([*FIELDS, "name", "file", *metrics, *provenance, "source", "record"]))
 
 
 def run_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:

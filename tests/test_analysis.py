@@ -189,6 +189,18 @@ def test_gather_runs_names_each_source_and_keeps_one_record_per_run(tmp_path):
     assert reports.run_history(dkd0.iloc[0]) == []  # the toy records have no epochs
 
 
+def test_gather_runs_without_records_has_the_columns_of_records(tmp_path):
+    # Chapter 7 filters the gathered runs on `epochs`, `seed`, ... whether or not any record exists (a
+    # pip install, as on Colab, has no committed records): no records must give no rows, not a KeyError.
+    empty = reports.gather_runs({"committed": None, "this run": tmp_path / "missing"})
+    assert empty.empty
+    assert empty[(empty["setting"] == "cifar10") & (empty["epochs"] == 4) & (empty["seed"] == 0)].empty
+    assert reports.results_table(empty).empty and reports.selection_table(empty).empty
+    committed = reports.committed_results_dir()
+    if committed is not None:  # the empty frame has every column that real records give
+        assert set(reports.gather_runs({"committed": committed}).columns) <= set(empty.columns)
+
+
 def test_committed_records_are_found_in_a_clone():
     folder = reports.committed_results_dir()
     assert folder is not None and folder.name == "results" and (folder.parent.parent / "dkdlib").is_dir()
