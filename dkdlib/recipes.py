@@ -155,7 +155,8 @@ def series_configs(teacher: str | None = None, fast: bool | str | None = None) -
 
 
 # The reference table (CIFAR-10 test accuracy; val in brackets where reported). The reference's
-# recipe: Adam, batch 128; its teacher was an ImageNet-pretrained ResNet18, finetuned for 50 epochs.
+# recipe: Adam, batch 128; its teacher was the CIFAR-stem ResNet18 initialised from ImageNet (all but conv1
+# and fc), finetuned for 50 epochs.
 # Two readings of it (the project's reference notes, §3b; chapter 7 explains them): "as_described"
 # follows the table's words, "as_run" what its training code did (see `_as_run`).
 READINGS = ("as_described", "as_run")

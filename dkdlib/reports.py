@@ -29,6 +29,7 @@ __all__ = [
     "compare_recipes",
     "reference_frame",
     "reference_accuracy",
+    "reference_rows",
     "summarize_runs",
     "results_table",
     "conclusions",
@@ -160,7 +161,7 @@ def committed_results_dir() -> Path | None:
 def gather_runs(folders: Mapping[str, Path | str | None]) -> pd.DataFrame:
     """Every run recorded in `folders` ({source name: results folder}), one row per distinct run, with
     the columns `source` (where the row's record came from), `record` (its file, see `run_history`),
-    `row` and `setting`.
+    `row` and `setting`. Without any record it is an empty frame with the same columns.
 
     A folder named twice (e.g. this run's outputs are the repository's data/) is read once, under its
     first name; a missing folder (or None) gives no rows. A run recorded in several folders appears
@@ -176,9 +177,21 @@ def gather_runs(folders: Mapping[str, Path | str | None]) -> pd.DataFrame:
         frame = load_results(folder)
         if not frame.empty:
             frames.append(frame.assign(source=source, record=[str(Path(folder) / f) for f in frame["file"]]))
-    if not frames:
-        return label_runs(pd.DataFrame(columns=["source"]))
+    if not frames:  # no rows, but a record's columns: a filter on `epochs` finds nothing (no KeyError)
+        return label_runs(pd.DataFrame(columns=_record_columns()))
     return label_runs(unique_runs(pd.concat(frames, ignore_index=True)).reset_index(drop=True))
+
+
+def _record_columns() -> list[str]:
+    """The columns of a `gather_runs` frame before `label_runs`: what `results.load_results` gives (config
+    fields, metrics, provenance) and where each row came from."""
+    from .config import FIELDS
+
+    metrics = ["epochs_run", "test_acc", "val_acc", "train_acc", "train_seconds", "images_per_s",
+               "best_epoch", "best_val_acc", "test_acc_at_best_val", "best_val_loss_epoch", "best_val_loss",
+               "test_acc_at_best_val_loss", "init_epochs", "total_epochs", "init_epoch"]  # fmt: skip
+    provenance = ["hardware", "git_commit", "date", "torch", "wall_time_s"]
+    return list(dict.fromkeys([*FIELDS, "name", "file", *metrics, *provenance, "source", "record"]))
 
 
 def run_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -261,15 +274,50 @@ def reference_accuracy() -> dict[str, float]:
     return dict(zip(ref["row"], ref["ref_test"], strict=True))
 
 
+def reference_rows(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Per run of `frame`, the rows of the reference table it stands beside (`recipes.REFERENCE` names).
+
+    A `reproduce` run: the row its tag names, or none for a fair baseline the table does not have (CE or
+    KD trained as long as DKD, e.g. "ref:as_described:ce_100": a CE run, but not the reference's 50-epoch
+    CE student). Any other run: every row with its label (the series' CE student beside the reference's
+    student, its DKD α=1 β=8 beside both DKD rows).
+    """
+    from .recipes import REFERENCE, parse_tag
+
+    names = {row[0] for row in REFERENCE}
+    ref = reference_frame()
+    out = []
+    for run in frame.to_dict("records"):
+        parsed = parse_tag(run.get("tag") if isinstance(run.get("tag"), str) else None)
+        if parsed is not None:
+            out.append((parsed[1],) if parsed[1] in names else ())
+        else:
+            label = run["row"] if isinstance(run.get("row"), str) else run_label(run)
+            out.append(tuple(ref.loc[ref["row"] == label, "ref_name"]))
+    return out
+
+
+def _reference_text(names: tuple[str, ...]) -> str:
+    ref = reference_frame().set_index("ref_name")
+    return "; ".join(f"{ref.loc[n, 'ref_test']:.2f} ({ref.loc[n, 'ref_epochs']} ep)" for n in names) or "–"
+
+
 def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.DataFrame:
-    """Mean ± std (in %) over seeds of last-epoch test accuracy and test accuracy at the best val epoch."""
+    """Mean ± std (in %) over seeds of last-epoch test accuracy and test accuracy at the best val epoch.
+
+    `ref_test` is the reference table's test accuracy (%) beside each group (the shortest schedule where
+    its runs stand beside two rows; NaN beside none, see `reference_rows`), `ref_text` all of them with
+    their epochs ("–" for none).
+    """
     by = list(by)
-    columns = [*by, "runs", "seeds", "test_mean", "test_std", "best_val_test_mean", "best_val_test_std"]
+    columns = [*by, "runs", "seeds", "test_mean", "test_std", "best_val_test_mean", "best_val_test_std",
+               "ref_test", "ref_text"]  # fmt: skip
     if frame.empty:
         return pd.DataFrame(columns=columns)
     frame = frame.copy()
     if "test_acc_at_best_val" not in frame:
         frame["test_acc_at_best_val"] = np.nan
+    frame["_ref"] = reference_rows(frame)
     grouped = frame.groupby(by, sort=False, dropna=False)
     out = grouped.agg(
         runs=("test_acc", "size"),
@@ -278,9 +326,16 @@ def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.
         test_std=("test_acc", "std"),
         best_val_test_mean=("test_acc_at_best_val", "mean"),
         best_val_test_std=("test_acc_at_best_val", "std"),
+        _ref=("_ref", lambda s: s.iloc[0] if len(set(s)) == 1 else ()),  # runs that disagree: none
     ).reset_index()
     for col in ("test_mean", "test_std", "best_val_test_mean", "best_val_test_std"):
         out[col] = 100 * out[col].astype(float)
+    ref = reference_frame().set_index("ref_name")
+    out["ref_test"] = [
+        float(ref.loc[min(names, key=lambda n: ref.loc[n, "ref_epochs"]), "ref_test"]) if names else np.nan
+        for names in out["_ref"]
+    ]
+    out["ref_text"] = [_reference_text(names) for names in out["_ref"]]
     return out[columns]
 
 
@@ -305,21 +360,13 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
             lambda s: " + ".join(dict.fromkeys(s))
         )
         summary["source"] = [sources[tuple(key)] for key in summary[GROUP].itertuples(index=False)]
-    ref = reference_frame()
-    ref_text = (
-        ref.assign(
-            text=[f"{t:.2f} ({e} ep)" for t, e in zip(ref["ref_test"], ref["ref_epochs"], strict=True)]
-        )
-        .groupby("row", sort=False)["text"]
-        .agg("; ".join)
-    )
     summary["test acc (last epoch)"] = [
         _pm(m, s) for m, s in zip(summary["test_mean"], summary["test_std"], strict=True)
     ]
     summary["test acc (at best val)"] = [
         _pm(m, s) for m, s in zip(summary["best_val_test_mean"], summary["best_val_test_std"], strict=True)
     ]
-    summary["reference test acc"] = summary["row"].map(ref_text).fillna("–")
+    summary["reference test acc"] = summary["ref_text"]  # a fair baseline (CE as long as DKD): none
     order = {label: i for i, label in enumerate(_ROW_ORDER)}
     summary["_order"] = [order.get(r.split(" T=")[0], len(order)) for r in summary["row"]]
     summary = summary.sort_values(["setting", "_order", "row", "epochs"], kind="stable")

@@ -189,6 +189,47 @@ def test_gather_runs_names_each_source_and_keeps_one_record_per_run(tmp_path):
     assert reports.run_history(dkd0.iloc[0]) == []  # the toy records have no epochs
 
 
+def test_gather_runs_without_records_has_the_columns_of_records(tmp_path):
+    # Chapter 7 filters the gathered runs on `epochs`, `seed`, ... whether or not any record exists (a
+    # pip install, as on Colab, has no committed records): no records must give no rows, not a KeyError.
+    empty = reports.gather_runs({"committed": None, "this run": tmp_path / "missing"})
+    assert empty.empty
+    assert empty[(empty["setting"] == "cifar10") & (empty["epochs"] == 4) & (empty["seed"] == 0)].empty
+    assert reports.results_table(empty).empty and reports.selection_table(empty).empty
+    committed = reports.committed_results_dir()
+    if committed is not None:  # the empty frame has every column that real records give
+        assert set(reports.gather_runs({"committed": committed}).columns) <= set(empty.columns)
+
+
+def test_only_the_reference_rows_themselves_stand_beside_the_reference():
+    # A reproduction's fair baselines (CE trained as long as DKD: ce_100, ce_200) are CE runs, but the
+    # reference table has no such row: only its own 50-epoch CE student gets the reference's 80.49.
+    common = {"model": "resnet8", "dataset": "cifar10", "train_size": 5000, "seed": 0, "temperature": 4.0,
+              "optimizer": "adam"}  # fmt: skip
+    rows = [
+        {**common, "method": "ce", "epochs": 2, "tag": "ref:as_described:student", "test_acc": 0.33},
+        {**common, "method": "ce", "epochs": 4, "tag": "ref:as_described:ce_100", "test_acc": 0.39},
+        {**common, "method": "ce", "epochs": 8, "tag": "ref:as_described:ce_200", "test_acc": 0.45},
+        {**common, "method": "dkd", "epochs": 8, "alpha": 1.0, "beta": 8.0, "tag": "ref:as_described:dkd_200",
+         "test_acc": 0.39},
+        {**common, "method": "ce", "epochs": 4, "tag": "", "optimizer": "sgd", "test_acc": 0.45},  # series
+    ]  # fmt: skip
+    frame = reports.label_runs(pd.DataFrame(rows))
+    assert reports.reference_rows(frame) == [("student",), (), (), ("dkd_200",), ("student",)]
+    table = reports.results_table(frame)
+    ref_col = {("reference" in r["setting"], r["row"], int(r["epochs"])): r["reference test acc"]
+               for r in table.to_dict("records")}  # fmt: skip
+    assert ref_col[(True, "CE", 2)] == "80.49 (50 ep)"
+    assert ref_col[(True, "CE", 4)] == "–" and ref_col[(True, "CE", 8)] == "–"
+    assert ref_col[(True, "DKD α=1 β=8", 8)] == "87.69 (200 ep)"
+    assert ref_col[(False, "CE", 4)] == "80.49 (50 ep)"
+    summary = reports.summarize_runs(frame[frame["setting"].str.contains("reference")])
+    assert summary["ref_test"].notna().tolist() == [True, False, False, True]
+    fig = plots.plot_bars(summary, reference=reports.reference_accuracy(), dataset="cifar10")
+    diamonds = np.asarray(fig.axes[0].collections[0].get_offsets())[:, 0]
+    assert sorted(diamonds[np.isfinite(diamonds)].round(2).tolist()) == [80.49, 87.69]  # none by CE 4/8 ep
+
+
 def test_committed_records_are_found_in_a_clone():
     folder = reports.committed_results_dir()
     assert folder is not None and folder.name == "results" and (folder.parent.parent / "dkdlib").is_dir()

@@ -31,6 +31,17 @@ def test_standardize_z_scores_each_sample():
     assert torch.allclose(s.std(1), torch.ones(5), atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["kd", "dkd"])
+def test_the_registry_entries_fit_runs_equal_the_losses_the_chapters_show(method):
+    """Chapters 3 and 4 print losses.kd_loss / dkd_loss and the registry's _kd / _dkd that fit runs."""
+    zs, zt, y = batch()
+    cfg = Config(method=method, teacher="t.pt", ce_weight=0.0, kd_weight=0.9, temperature=2.0, alpha=0.5,
+                 beta=4.0)  # fmt: skip
+    ours = student_losses([cfg])(zs, zt, y, torch.ones(1))[0]
+    want = 0.9 * kd_loss(zs[0], zt, 2.0) if method == "kd" else dkd_loss(zs[0], zt, y, 0.5, 4.0, 2.0)
+    assert torch.allclose(ours, want, rtol=1e-5)
+
+
 @pytest.mark.parametrize("method", ["kd_ls", "dkd_ls"])
 def test_logit_standardised_losses_are_the_plain_ones_on_z_scored_logits(method):
     zs, zt, y = batch()
