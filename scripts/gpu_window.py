@@ -4,7 +4,8 @@ A (about 4 minutes): copies the first half of the CIFAR-10 sheets (.gpu1/) to /t
   the environment, runs benchmarks/gpu_check.py (a verdict per speed path) and benchmarks/bench_step.py.
 B (sent the moment A returns, carrying .gpu2/): decodes CIFAR-10 from both halves, then trains a queue
   in order of value until its time budget: (1) the series (`recipes.series_configs`), (2) the reference
-  rows, seed 0, (3) the reference's as-run rows, seed 0, where recipes has them, (4) further seeds. It
+  rows, seed 0, (3) the reference's as-run rows, seed 0, where recipes has them, (4) further seeds. Runs
+  whose records are committed in data/results/ are left out (a later window goes on from there). It
   uses the speed paths whose checks passed in A (none if A never ran) and packages every run the moment
   it finishes (`gpu_bundle`), so a timeout loses only the run in progress.
 
@@ -210,9 +211,16 @@ def decode_half(carry: Path, npz: Path) -> tuple[Path | None, str]:
     return npz, f"HALF of CIFAR-10: training sheets {ks} ({len(y_train)} images), full test set"
 
 
-def build_queue(teacher_name_map: dict | None = None) -> list[tuple[str, str, object]]:
-    """(stage, label, Config) in order of value; a run listed twice is kept where it first appears."""
+def build_queue(results: Path | None = ROOT / "data" / "results") -> list[tuple[str, str, object]]:
+    """(stage, label, Config) in order of value; a run listed twice is kept where it first appears.
+
+    Runs with a record in `results` (the committed records: an earlier window ran them) are left out,
+    so a later window goes on where the last one stopped (further seeds) instead of repeating it; a
+    finished teacher (or init) is kept while a run still queued needs it, since committed weights do
+    not travel to the device.
+    """
     from dkdlib import recipes
+    from dkdlib.results import load_records
 
     queue: list[tuple[str, str, object]] = []
     for label, cfg in recipes.series_configs(fast=False).items():
@@ -237,7 +245,14 @@ def build_queue(teacher_name_map: dict | None = None) -> list[tuple[str, str, ob
         if cfg.run_name() not in seen:
             seen.add(cfg.run_name())
             unique.append((stage, label, cfg))
-    return unique
+    committed = load_records(results) if results is not None and results.is_dir() else []
+    done = {r.get("name") for r in committed}
+    todo = [item for item in unique if item[2].run_name() not in done]
+    needed = {Path(p).name for _, _, cfg in todo for p in (cfg.teacher, cfg.init) if p}
+    kept = [item for item in unique if item in todo or item[2].checkpoint_path.name in needed]
+    if len(kept) < len(unique):
+        log(f"{len(unique) - len(kept)} runs left out: their records are committed (an earlier window)")
+    return kept
 
 
 def adapt(queue: list, *, paths: dict, data_npz: Path | None, half: bool) -> list:

@@ -206,3 +206,26 @@ def test_b_trains_with_the_speed_paths_that_call_a_passed(tmp_path):
     assert done and all(r["config"]["graph"] is False for r in done)
     assert any(r["config"]["cache_teacher"] for r in done), "no run used the logit cache"
     assert any("trained_with" in r for r in done), "no students were packed"
+
+
+def test_a_later_window_leaves_out_the_runs_whose_records_are_committed(tmp_path, monkeypatch):
+    """Window 2 goes on where window 1 stopped: the series' finished students are left out, their
+    teacher is trained again only while a student still needs it (weights do not travel)."""
+    for var in ("DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_OUT"):
+        monkeypatch.delenv(var, raising=False)
+    window = _module("gpu_window")
+    full = window.build_queue(results=None)
+    series = [cfg for stage, _, cfg in full if stage == "series"]
+    teacher, students = series[0], series[1:]
+
+    def commit(configs):
+        for cfg in configs:
+            (tmp_path / f"{cfg.run_name()}.json").write_text(json.dumps({"name": cfg.run_name()}))
+
+    commit([teacher, *students[:-1]])  # window 1 finished all but the last series student
+    queue = [cfg.run_name() for _, _, cfg in window.build_queue(results=tmp_path)]
+    assert queue[:2] == [teacher.run_name(), students[-1].run_name()]  # its teacher comes back for it
+    assert len(queue) == len(full) - len(students) + 1
+    commit(students[-1:])  # the whole series done: its teacher is no longer needed
+    queue = [cfg.run_name() for _, _, cfg in window.build_queue(results=tmp_path)]
+    assert queue == [cfg.run_name() for stage, _, cfg in full if stage != "series"]
