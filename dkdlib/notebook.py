@@ -70,11 +70,23 @@ def imagenet_weights() -> tuple[bool, str]:
 
     Loads the weights from the torch hub cache, downloading them once (about 45 MB) when there is a
     network. DKDLIB_IMAGENET=0 skips them (the CIFAR-stem teacher is the series' teacher either way).
+    Full mode on a CPU skips the finetune too, unless its finished run is at hand (an output folder's
+    checkpoint or committed weights): 15 epochs of a ResNet18 would take hours there.
     """
     from .models import imagenet_weights_error
+    from .recipes import finetune_config
+    from .train import pick_device
+    from .weights import committed
 
     if os.environ.get("DKDLIB_IMAGENET", "").strip().lower() in ("0", "false", "no"):
         return False, "ImageNet-pretrained teacher skipped (DKDLIB_IMAGENET=0): the CIFAR-stem teacher only."
+    cfg = finetune_config()
+    if mode() == "full" and pick_device("auto").type == "cpu":
+        if not cfg.checkpoint_path.exists() and committed(cfg) is None:
+            return False, (
+                "Full mode on a CPU: finetuning the ImageNet ResNet18 for 15 epochs would take hours here, "
+                "so this chapter skips it (a GPU runs it in minutes); the CIFAR-stem teacher only."
+            )
     why = imagenet_weights_error()
     if why is not None:
         return False, (

@@ -53,3 +53,21 @@ def test_fit_finetunes_from_the_planted_weights(monkeypatch, tmp_path, tiny_data
     # A fresh (Kaiming) init has mean ~0; one epoch at lr <= 0.01 keeps the planted 0.125 close.
     assert abs(float(conv1.mean()) - 0.125) < 0.02, float(conv1.mean())
     assert run.model.fc.out_features == tiny_data.num_classes
+
+
+def test_full_mode_on_a_cpu_skips_the_finetune_unless_its_run_is_at_hand(monkeypatch, tmp_path):
+    """Hours of ResNet18 training on a CPU are never started by opening chapter 1 in full mode; a
+    finished finetune (an output folder's checkpoint, or committed weights) is still shown."""
+    monkeypatch.delenv("DKDLIB_FAST", raising=False)
+    monkeypatch.delenv("DKDLIB_REDUCED", raising=False)
+    monkeypatch.setenv("DKDLIB_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("DKDLIB_WEIGHTS", "0")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _plant(tmp_path)  # the ImageNet weights are here, yet the CPU does not finetune
+    ok, message = imagenet_weights()
+    assert not ok and "Full mode on a CPU" in message and "would take hours" in message
+    path = finetune_config().checkpoint_path
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a finished run")  # only its existence is asked here
+    assert imagenet_weights()[0]
