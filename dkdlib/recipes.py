@@ -314,12 +314,13 @@ def teacher_file(run) -> str:
     return str(cfg.best_path if cfg.best_by else run.checkpoint)
 
 
-def with_pretrained_fallback(cfg: Config) -> Config:
+def with_pretrained_fallback(cfg: Config, offline: str | None = None) -> Config:
     """`cfg`; or, when it asks for ImageNet weights that cannot be fetched, the same row from scratch
-    with a message and a note that its record keeps."""
+    with a message and a note that its record keeps. offline: the reason they cannot be, known
+    beforehand (no download is tried: on a machine without internet one might hang)."""
     from .models import imagenet_weights_error
 
-    why = imagenet_weights_error() if cfg.pretrained else None
+    why = (offline or imagenet_weights_error()) if cfg.pretrained else None
     if why is None:
         return cfg
     note = (f"ImageNet weights could not be fetched, so this {cfg.model} teacher trained from scratch, "

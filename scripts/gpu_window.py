@@ -257,7 +257,12 @@ def build_queue(results: Path | None = ROOT / "data" / "results") -> list[tuple[
 
 def adapt(queue: list, *, paths: dict, data_npz: Path | None, half: bool) -> list:
     """Every config with this window's speed paths and output folder, shrunk in dry mode; students
-    pointed at their teacher's new checkpoint path where a teacher's name changed with it."""
+    pointed at their teacher's (and init's) new checkpoint path where its name changed with it.
+
+    The device has no internet: a teacher that asks for ImageNet weights (the as-run reading's) trains
+    from scratch there, and its record says so (`recipes.with_pretrained_fallback`)."""
+    from dkdlib.recipes import with_pretrained_fallback
+
     out = str(tmp_dir() / "run")
     speed = dict(graph=paths["graph"], cache_teacher=paths["cache"], compile=paths["compile"])
     if dry():
@@ -278,9 +283,15 @@ def adapt(queue: list, *, paths: dict, data_npz: Path | None, half: bool) -> lis
             new = replace(new, **DRY_SIZES, model=model, epochs=max(1, new.epochs // 50))
             if data_npz is None:
                 new = replace(new, dataset="synthetic")
+            if new.pretrained and model != "resnet18":  # ImageNet weights exist for the ResNet18 only
+                new = replace(new, pretrained=False, note="dry run: a ResNet20 in place of the ResNet18")
+        new = with_pretrained_fallback(new, offline="the GPU machine has no internet")
         if new.teacher:
             new = replace(new, teacher=renamed.get(Path(new.teacher).name, new.teacher))
+        if new.init:
+            new = replace(new, init=renamed.get(Path(new.init).name, new.init))
         renamed[cfg.checkpoint_path.name] = str(new.checkpoint_path)
+        renamed[cfg.best_path.name] = str(new.best_path)
         adapted.append((stage, label, new))
     per_stage: dict[str, int] = {}
     names, kept = set(), []

@@ -229,3 +229,30 @@ def test_a_later_window_leaves_out_the_runs_whose_records_are_committed(tmp_path
     commit(students[-1:])  # the whole series done: its teacher is no longer needed
     queue = [cfg.run_name() for _, _, cfg in window.build_queue(results=tmp_path)]
     assert queue == [cfg.run_name() for stage, _, cfg in full if stage != "series"]
+
+
+def test_the_window_queue_is_trainable_offline_on_half_the_data(tmp_path, monkeypatch):
+    """What B trains, as B adapts it: no run asks for ImageNet weights (the device has no internet;
+    the as-run teacher trains from scratch with a note), and on half the data (new run names) every
+    teacher and init points at a run queued before it."""
+    import numpy as np
+
+    for var in ("DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_OUT", "GPU_WINDOW_DRY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GPU_WINDOW_TMP", str(tmp_path / "tmp"))
+    window = _module("gpu_window")
+    npz = tmp_path / "half.npz"
+    np.savez(npz, y_train=np.zeros(20000, dtype=np.int64))
+    queue = window.build_queue(results=None)
+    assert any(cfg.pretrained for _, _, cfg in queue)  # the as-run teacher asks for ImageNet weights
+    paths = dict.fromkeys(("graph", "cache", "packed", "compile"), False)
+    adapted = window.adapt(queue, paths=paths, data_npz=npz, half=True)
+    assert not any(cfg.pretrained for _, _, cfg in adapted)
+    asked = {label for _, label, cfg in queue if cfg.pretrained}
+    assert all("no internet" in cfg.note for _, label, cfg in adapted if label in asked)
+    made: set[str] = set()
+    for _, label, cfg in adapted:
+        for needed in filter(None, (cfg.teacher, cfg.init)):
+            assert needed in made, f"{label}: {needed} is not made by a run before it"
+        made.update({str(cfg.checkpoint_path), str(cfg.best_path)})
+    assert any(cfg.init for _, _, cfg in adapted)  # the as-run students start from the CE student
