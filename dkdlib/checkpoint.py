@@ -32,6 +32,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); a checkpoint or record is an ordinary file
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

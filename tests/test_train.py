@@ -234,3 +234,10 @@ def test_a_finished_one_cycle_run_keeps_its_last_steps_learning_rate(tmp_path, t
     assert state["scheduler"]["last_epoch"] == steps - 1  # every step but the (non-existent) next
     lr = float(state["optimizer"]["param_groups"][0]["lr"])
     assert 0 < lr <= run.history[-1]["lr"] and lr == pytest.approx(0.05 / 10 / 100, rel=0.05)
+
+
+def test_checkpoints_and_records_are_ordinary_readable_files(tmp_path, tiny_data):
+    """atomic_write's temp file (mkstemp: owner-only) becomes a file others may read, like any other."""
+    run = fit(cfg(tmp_path, epochs=1), data=tiny_data, progress=False)
+    for path in (run.checkpoint, run.record):
+        assert path.stat().st_mode & 0o777 == 0o644, path
