@@ -297,8 +297,8 @@ def reference_rows(frame: pd.DataFrame) -> list[tuple[str, ...]]:
     return out
 
 
-def _reference_text(names: tuple[str, ...]) -> str:
-    ref = reference_frame().set_index("ref_name")
+def _reference_text(names: tuple[str, ...], ref: pd.DataFrame) -> str:
+    """`ref`: `reference_frame()` indexed by ref_name."""
     return "; ".join(f"{ref.loc[n, 'ref_test']:.2f} ({ref.loc[n, 'ref_epochs']} ep)" for n in names) or "–"
 
 
@@ -335,7 +335,7 @@ def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.
         float(ref.loc[min(names, key=lambda n: ref.loc[n, "ref_epochs"]), "ref_test"]) if names else np.nan
         for names in out["_ref"]
     ]
-    out["ref_text"] = [_reference_text(names) for names in out["_ref"]]
+    out["ref_text"] = [_reference_text(names, ref) for names in out["_ref"]]
     return out[columns]
 
 
