@@ -90,13 +90,15 @@ def materialise(cfg: Config) -> Path | None:
     return cfg.checkpoint_path
 
 
-def _record(cfg: Config) -> dict:
-    """The newest record of `cfg`'s run in its output folder ({} when there is none)."""
+def _newest_records(configs: Mapping[str, Config]) -> dict[str, dict]:
+    """{run name: its newest record} over the output folders of `configs` (each folder read once)."""
     from .results import load_records
 
-    folder = Path(cfg.out_dir) / "results"
-    mine = [r for r in load_records(folder) if r.get("name") == cfg.run_name()] if folder.is_dir() else []
-    return mine[-1] if mine else {}
+    newest: dict[str, dict] = {}
+    for folder in dict.fromkeys(Path(cfg.out_dir) / "results" for cfg in configs.values()):
+        for record in load_records(folder) if folder.is_dir() else []:  # sorted by time: the last wins
+            newest[record.get("name")] = record
+    return newest
 
 
 def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
@@ -111,6 +113,7 @@ def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
     blobs: dict[str, bytes] = {}
     manifest: dict[str, dict] = {}
     missing = []
+    records = _newest_records(configs)
     for label, cfg in configs.items():
         path = cfg.checkpoint_path
         state = load_checkpoint(path) if path.is_file() else None
@@ -120,7 +123,7 @@ def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
         buf = io.BytesIO()
         torch.save(model_only(state), buf)
         blob = blobs[cfg.run_name()] = buf.getvalue()
-        env = _record(cfg).get("environment", {})
+        env = records.get(cfg.run_name(), {}).get("environment", {})
         manifest[cfg.run_name()] = {
             "label": label, "model": cfg.model, "method": cfg.method, "epochs": cfg.epochs,
             "test_acc": state.get("metrics", {}).get("test_acc"), "hardware": env.get("hardware"),
