@@ -103,8 +103,11 @@ def portable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Write `record` as JSON to a new, uniquely named file in `directory`; return its path."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    """Write `record` as JSON to a new, uniquely named file in `directory`; return its path.
+
+    The name starts with the UTC time to the microsecond, so file names sort in the order records
+    were written even when two runs end within one second (a tiny CLI run takes less)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
     name = record.get("name", "run")
     path = Path(directory) / f"{stamp}-{name}-{uuid.uuid4().hex[:8]}.json"
     text = json.dumps(record, indent=1, default=str)
@@ -112,7 +115,8 @@ def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
 
 
 def load_records(directory: str | os.PathLike = "data/results") -> list[dict[str, Any]]:
-    """All records in `directory` (sorted by file name, i.e. by time)."""
+    """All records in `directory`, oldest first (file names start with the time they were written;
+    an older name without microseconds sorts before any newer one of the same second)."""
     records = []
     for path in sorted(Path(directory).glob("*.json")):
         records.append({**json.loads(path.read_text()), "file": path.name})

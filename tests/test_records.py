@@ -7,6 +7,7 @@ import torch
 
 from dkdlib import Config, fit
 from dkdlib.checkpoint import load_checkpoint
+from dkdlib.results import load_records, write_record
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 
@@ -44,3 +45,15 @@ def test_committed_records_are_portable_and_named_by_their_identity():
         assert '"/' not in text, f"{path.name} names an absolute path"
         config = record["config"]
         assert Config(**{**config, "milestones": tuple(config["milestones"])}).run_name() == record["name"]
+
+
+def test_records_load_in_the_order_they_were_written_even_within_one_second(tmp_path):
+    # Names sort against the order of writing (z, y, x, ...); a stamp in whole seconds sorted them by name.
+    names = [chr(ord("z") - i) for i in range(5)]
+    for name in names:
+        write_record(tmp_path, {"name": name})
+    assert [r["name"] for r in load_records(tmp_path)] == names
+    # A record written before names had microseconds comes first within its second.
+    (tmp_path / "20000101T000000-old-0000abcd.json").write_text(json.dumps({"name": "old"}))
+    (tmp_path / "20000101T000000.000001-new-0000abcd.json").write_text(json.dumps({"name": "new"}))
+    assert [r["name"] for r in load_records(tmp_path)][:2] == ["old", "new"]
