@@ -316,9 +316,11 @@ def show_augmentations(data: Data, index: int = 0, n: int = 8, seed: int = 0) ->
     axes[0].set_title(f"original\n{data.classes[int(data.y_train[index])]}", fontsize=9)
     for i, ax in enumerate(axes[1:]):
         ax.imshow(views[i], interpolation="nearest")
-        # cropping at offset d moves the content by PAD - d pixels (x: right, y: down)
-        shift = f"({PAD - int(dx[i]):+d}, {PAD - int(dy[i]):+d})"
-        ax.set_title(f"moved {shift}\n{'flipped' if flip[i] else 'not flipped'}", fontsize=8)
+        # Cropping at offset d moves the content by PAD - d pixels (x: right, y: down). The flip comes
+        # after the crop, so against the mirror image a flipped view's content moved by d - PAD in x.
+        sx = int(dx[i]) - PAD if flip[i] else PAD - int(dx[i])
+        shift = f"({sx:+d}, {PAD - int(dy[i]):+d})"
+        ax.set_title(f"{'flipped' if flip[i] else 'not flipped'}\nmoved {shift}", fontsize=8)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])

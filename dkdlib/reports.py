@@ -223,8 +223,9 @@ def selection_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
+# The split sizes count too: the validation split is carved out before the training images are taken.
 RECIPE_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "epochs", "warmup",
-                 "alpha", "beta", "temperature", "train_size")  # fmt: skip
+                 "alpha", "beta", "temperature", "train_size", "val_size", "test_size")  # fmt: skip
 
 
 def compare_recipes(configs: Mapping[str, Any], fields: Sequence[str] = RECIPE_FIELDS) -> pd.DataFrame:
@@ -233,19 +234,20 @@ def compare_recipes(configs: Mapping[str, Any], fields: Sequence[str] = RECIPE_F
     the distillation weight of each epoch (`warmup`). All values as text, one column per config."""
     from .train import distill_weight
 
-    table = pd.DataFrame({label: {f: getattr(c, f) for f in fields} for label, c in configs.items()})
-    table = table.loc[table.astype(str).nunique(axis=1) > 1]
+    # Text from the start: pandas would turn None into a missing value, which nunique() does not count.
+    table = pd.DataFrame({label: {f: str(getattr(c, f)) for f in fields} for label, c in configs.items()})
+    table = table.loc[table.nunique(axis=1) > 1]
     derived = {}
     for label, c in configs.items():
         steps = c.train_size // c.batch_size if c.train_size else None  # training drops a last partial batch
         derived[label] = {
-            "steps per epoch": steps,
-            "steps in all": None if steps is None else steps * c.epochs,
+            "steps per epoch": str(steps),
+            "steps in all": str(None if steps is None else steps * c.epochs),
             "distillation weight per epoch": ", ".join(
                 f"{distill_weight(c, e):g}" for e in range(1, c.epochs + 1)
             ),
         }
-    return pd.concat([table, pd.DataFrame(derived)]).astype(str)
+    return pd.concat([table, pd.DataFrame(derived)])
 
 
 def reference_frame() -> pd.DataFrame:

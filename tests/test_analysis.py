@@ -1,6 +1,7 @@
 """Quick tests of the DKD decomposition (gradients, dark knowledge), the run reports and the DKD figures."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -249,10 +250,12 @@ def test_compare_recipes_shows_what_differs_and_the_warmup_it_implies():
 
     configs = {
         "series": student_config("dkd", "t.pt", fast="reduced"),
-        "as described": reference_configs("t.pt", scale=0.04, train_size=5000)["dkd_100"],
+        "as described": reference_configs("t.pt", scale=0.04, train_size=5000, val_size=2000)["dkd_100"],
     }
     table = reports.compare_recipes(configs)
     assert table.loc["optimizer"].tolist() == ["sgd", "adam"]
+    assert table.loc["val_size"].tolist() == ["1000", "2000"]  # the split: other training images
+    assert table.loc["test_size"].tolist() == ["2000", "None"]  # None: all 10,000 test images
     assert table.loc["schedule"].tolist() == ["onecycle", "constant"]
     assert "epochs" not in table.index  # the same in both: 4
     assert table.loc["steps per epoch"].tolist() == ["78", "39"]
@@ -368,3 +371,13 @@ def test_gap_sentences_never_pass_100_percent(ce_long, teacher, want):
     for part in want:
         assert part in text
     assert not [w for w in text.split() if w.endswith("%") and float(w.rstrip("%")) > 100]
+
+
+def test_compare_recipes_writes_none_as_none():
+    from dkdlib.recipes import student_config
+
+    full = student_config("ce", None, fast=False)
+    configs = {"all": replace(full, train_size=None), "5k": replace(full, train_size=5000)}
+    table = reports.compare_recipes(configs)
+    assert table.loc["train_size"].tolist() == ["None", "5000"]
+    assert table.loc["steps per epoch"].tolist()[0] == "None"

@@ -1,5 +1,7 @@
 """Each figure helper runs on small synthetic inputs and returns a Figure with the expected panels."""
 
+import dataclasses
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -60,6 +62,24 @@ def test_plot_class_balance(data):
 def test_show_augmentations(data):
     fig = plots.show_augmentations(data, index=0, n=5, seed=1)
     assert isinstance(fig, Figure) and len(fig.axes) == 6
+
+
+def test_augmentation_titles_say_where_the_content_moved(data):
+    """One white pixel: each view's title must give its displacement (against the mirror image when
+    the view is flipped). The flipped views' x-shift once had the wrong sign."""
+    data = dataclasses.replace(data, x_train=np.zeros_like(data.x_train[:1]))
+    row, col = 10, 6
+    data.x_train[0, row, col] = 255
+    fig = plots.show_augmentations(data, index=0, n=12, seed=0)
+    flips = set()
+    for ax in fig.axes[1:]:
+        flipped, moved = ax.get_title().split("\n")
+        sx, sy = (int(v) for v in moved.removeprefix("moved (").removesuffix(")").split(", "))
+        view = ax.get_images()[0].get_array()[..., 0]
+        start = 31 - col if flipped == "flipped" else col
+        assert tuple(np.argwhere(view == 255)[0]) == (row + sy, start + sx), ax.get_title()
+        flips.add(flipped)
+    assert flips == {"flipped", "not flipped"}
 
 
 def test_plot_temperature(data):
