@@ -103,8 +103,12 @@ ABLATION_SIZES = {
         grid_beta=(2.0, 4.0, 8.0),
         temperatures=(1.0, 2.0, 4.0, 8.0),
         seeds=(0, 1, 2),
+        # DKD's warm-up in epochs: none, the official 20-of-240 scaled to 30 epochs (2.5, rounded up), and
+        # the official 20 that full mode keeps (chapter 5: full weight only in the last third of the run)
+        warmups=(0, 3, 10, 20),
     ),
-    "small": dict(grid_alpha=(0.5, 1.0), grid_beta=(2.0, 8.0), temperatures=(2.0, 4.0), seeds=(0, 1)),
+    "small": dict(grid_alpha=(0.5, 1.0), grid_beta=(2.0, 8.0), temperatures=(2.0, 4.0), seeds=(0, 1),
+                  warmups=(0, 1, 2, 4)),  # fmt: skip
 }
 ALPHAS, BETAS = (1.0, 0.5, 0.25), (2.0, 4.0, 8.0)  # the reference's TCKD-only and NCKD-only rows
 
@@ -126,6 +130,7 @@ def ablation_specs(mode_name: str | None = None) -> dict[str, dict]:
         },
         "temperature": {f"T={t:g}": ("dkd", dict(temperature=t)) for t in size["temperatures"]},
         "seeds": {f"{m} seed {s}": (m, dict(seed=s)) for m in ("ce", "kd", "dkd") for s in size["seeds"]},
+        "warmup": {f"W={w}": ("dkd", dict(warmup=w)) for w in size["warmups"]},
     }
 
 

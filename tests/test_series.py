@@ -52,7 +52,8 @@ def test_series_holds_every_chapter_run_once():
         for method, overrides in specs.values():
             assert student_config(method, teacher, False, **overrides).run_name() in names
     # 1 teacher + CE/KD/DKD + 6 TCKD/NCKD + 8 new grid cells + 3 new temperatures + 6 new seeds
-    assert len(configs) == 27
+    # + 3 new warm-ups (W = 20 is the DKD student)
+    assert len(configs) == 30
     assert all(c.teacher == teacher for c in configs.values() if c.method != "ce")
 
 
