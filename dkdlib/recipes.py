@@ -107,8 +107,13 @@ ABLATION_SIZES = {
         # the official 20 that full mode keeps (chapter 5: full weight only in the last third of the run)
         warmups=(0, 3, 10, 20),
     ),
-    "small": dict(grid_alpha=(0.5, 1.0), grid_beta=(2.0, 8.0), temperatures=(2.0, 4.0), seeds=(0, 1),
-                  warmups=(0, 1, 2, 4)),  # fmt: skip
+    "small": dict(
+        grid_alpha=(0.5, 1.0),
+        grid_beta=(2.0, 8.0),
+        temperatures=(2.0, 4.0),
+        seeds=(0, 1),
+        warmups=(0, 2, 3, 4),  # no W = 1: it would repeat W = 0, as epoch 1 already weighs 1/1
+    ),
 }
 ALPHAS, BETAS = (1.0, 0.5, 0.25), (2.0, 4.0, 8.0)  # the reference's TCKD-only and NCKD-only rows
 
