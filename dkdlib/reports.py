@@ -186,11 +186,13 @@ def _record_columns() -> list[str]:
     """The columns of a `gather_runs` frame before `label_runs`: what `results.load_results` gives (config
     fields, metrics, provenance) and where each row came from."""
     from .config import FIELDS
+    from .results import PROVENANCE
+    from .train import summarize
 
-    metrics = ["epochs_run", "test_acc", "val_acc", "train_acc", "train_seconds", "images_per_s",
-               "best_epoch", "best_val_acc", "test_acc_at_best_val", "best_val_loss_epoch", "best_val_loss",
-               "test_acc_at_best_val_loss", "init_epochs", "total_epochs", "init_epoch"]  # fmt: skip
-    provenance = ["hardware", "git_commit", "date", "torch", "wall_time_s"]
+    # the metrics `summarize` writes for a history with validation, then `train.init_metrics`'
+    epoch = dict(epoch=1, seconds=1.0, images_per_s=1.0, val_acc=0.0, val_loss=0.0)
+    metrics = [*summarize([epoch]), "init_epochs", "total_epochs", "init_epoch"]
+    provenance = [*PROVENANCE, "wall_time_s"]
     return list(dict.fromkeys([*FIELDS, "name", "file", *metrics, *provenance, "source", "record"]))
 
 

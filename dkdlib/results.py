@@ -123,6 +123,9 @@ def load_records(directory: str | os.PathLike = "data/results") -> list[dict[str
     return records
 
 
+PROVENANCE = ("hardware", "git_commit", "date", "torch")  # the environment fields `load_results` keeps
+
+
 def load_results(directory: str | os.PathLike = "data/results"):
     """One row per run: config fields, metrics and provenance flattened into columns."""
     import pandas as pd
@@ -133,7 +136,7 @@ def load_results(directory: str | os.PathLike = "data/results"):
         row.update(name=rec.get("name"), file=rec.get("file"))  # the run name, not Config.name
         row.update({k: v for k, v in _metrics(rec).items() if not isinstance(v, list)})
         env = rec.get("environment", {})
-        row.update({k: env.get(k) for k in ("hardware", "git_commit", "date", "torch")})
+        row.update({k: env.get(k) for k in PROVENANCE})
         row["wall_time_s"] = rec.get("wall_time_s")
         rows.append(row)
     return pd.DataFrame(rows)
