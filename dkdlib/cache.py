@@ -1,4 +1,13 @@
-"""An exact cache of the teacher's logits: every training image, every augmented view.
+"""Exact caches of the teacher's logits, so that the frozen teacher runs once, not once per student.
+
+Two of them. `teacher_logit_cache` (cache_teacher="views") computes every view of every image ahead:
+a GPU's minute, a CPU's hours. `SeenLogits` (cache_teacher="seen") stores only the views that the
+epochs actually draw: students with the same data seed see the same views in the same batches, so the
+first student of a seed runs the teacher and stores its logits epoch by epoch, and every later student
+of that seed reads them. It costs a CPU nothing extra, and the students after the first train twice as
+fast with a ResNet20 teacher.
+
+The views cache, in detail:
 
 A random crop (pad 4) and a flip can only produce (2·4+1)² × 2 = 162 distinct views of an image
 (`dkdlib.data.N_VIEWS`). The frozen teacher's logits on a view never change, so we compute them once
@@ -26,7 +35,7 @@ from .checkpoint import atomic_write
 from .data import N_VIEWS, PAD, DeviceLoader
 from .errors import DKDError
 
-__all__ = ["cache_key", "compute_teacher_logits", "teacher_logit_cache"]
+__all__ = ["cache_key", "compute_teacher_logits", "teacher_logit_cache", "SeenLogits"]
 
 FORMAT = 1  # bump when the layout or the view numbering changes
 
@@ -107,3 +116,61 @@ def teacher_logit_cache(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: torch.save({"key": key, "logits": logits.cpu(), "seconds": seconds}, f))
     return logits
+
+
+class SeenLogits:
+    """The teacher's logits on the views each epoch draws, for every student of one data seed.
+
+    Epoch e's file holds the teacher's fp32 logits on the one view of every training image that epoch
+    e draws (N × C: 1.8 MB for CIFAR-10). An epoch whose file exists is read; one without it runs the
+    teacher on each batch, uses its logits as they are, and writes the file when the epoch is complete.
+    Both give bit-for-bit the logits a live teacher gives in the same batch. The key holds everything
+    the logits depend on: the teacher's weights, the images, the normalisation, the data seed and the
+    batch size (which decide the views and the batches), and the autocast dtype.
+    """
+
+    def __init__(self, teacher: nn.Module, loader: DeviceLoader, x_train: np.ndarray, *,
+                 cache_dir: str | Path, amp_dtype: torch.dtype | None = None):  # fmt: skip
+        key = cache_key(teacher, x_train, loader.mean, loader.std, amp_dtype)
+        key = hashlib.sha256(f"{key} seed {loader.seed} batch {loader.batch_size}".encode()).hexdigest()[:20]
+        self.folder = Path(cache_dir) / f"seen-{key}"
+        self.teacher, self.n, self.device = teacher, len(loader.y), loader.device
+        self.logits: torch.Tensor | None = None
+        self.stored = False  # whether this epoch's logits came from its file
+        self.epoch = 0
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"epoch-{epoch:04d}.pt"
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, path = epoch, self.path(epoch)
+        self.stored = path.is_file()
+        if self.stored:
+            try:
+                self.logits = torch.load(path, map_location=self.device, weights_only=True)
+            except Exception as err:
+                raise DKDError(f"teacher-logit cache {path} is unreadable ({type(err).__name__}); "
+                               "delete it to rebuild it") from err  # fmt: skip
+            if self.logits.shape[0] != self.n:
+                raise DKDError(f"teacher-logit cache {path} holds {self.logits.shape[0]} images, not "
+                               f"{self.n}; delete it to rebuild it")  # fmt: skip
+        else:
+            self.logits = None
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits on batch `x` (images `idx`): read, or computed and kept."""
+        if self.stored:
+            return self.logits[idx]
+        z = self.teacher(x)
+        if self.logits is None:
+            self.logits = torch.full((self.n, z.shape[1]), float("nan"), dtype=z.dtype, device=z.device)
+        self.logits[idx] = z
+        return z
+
+    def end_epoch(self) -> None:
+        """Store a complete epoch's logits (the images left out of every batch stay NaN)."""
+        if self.stored or self.logits is None:
+            return
+        logits = self.logits.cpu()
+        atomic_write(self.path(self.epoch), lambda f: torch.save(logits, f))

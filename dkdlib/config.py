@@ -28,6 +28,7 @@ __all__ = ["Config", "identity", "data_seed", "check_group", "FIELDS", "SHARED",
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 BEST_BY = ("val_loss", "val_acc")
+CACHES = ("off", "views", "seen")
 
 
 def _field(default, help: str, *, identity: str = "yes", shared: bool = False, file: bool = False):
@@ -143,9 +144,11 @@ class Config:
         identity="no",
         shared=True,
     )
-    cache_teacher: bool = _field(
-        False,
-        "compute the teacher's logits once on all 162 crop×flip views, then look them up",
+    cache_teacher: str = _field(
+        "off",
+        "the teacher's logits, computed once instead of by every student: off | views (all 162 crop×flip "
+        "views of every image, built ahead: a GPU's minute) | seen (the view each epoch draws, stored by "
+        "the first student of a data seed and read by the others: the CPU's choice)",
         identity="no",
         shared=True,
     )
@@ -160,6 +163,10 @@ class Config:
     tag: str = _field("", "free label stored with the results (e.g. ref:as_run:dkd_100)", identity="no")
     note: str = _field("", "free text kept in the run's record (e.g. a fallback taken)", identity="no")
     out_dir: str = _field("data", "where checkpoints/, results/ and downloads go", identity="no", shared=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cache_teacher, bool):  # configs and records from before "seen" existed
+            self.cache_teacher = "views" if self.cache_teacher else "off"
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what is learned (see the module docstring)."""
@@ -194,7 +201,8 @@ class Config:
             raise DKDError(f"Config: {msg}")
 
         for key, choices in (("model", sorted(MODELS)), ("dataset", DATASETS), ("method", list(METHODS)),
-                             ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):  # fmt: skip
+                             ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                             ("cache_teacher", CACHES)):  # fmt: skip
             if getattr(self, key) not in choices:
                 bad(f"unknown {key} {getattr(self, key)!r}; choose one of: {', '.join(choices)}")
         if not 0 < self.plateau_factor < 1:

@@ -22,8 +22,8 @@ from .config import Config
 
 __all__ = [
     "mode", "base", "teacher_config", "finetune_config", "student_config", "ABLATION_SIZES",
-    "ablation_specs", "series_configs", "REFERENCE", "READINGS", "BASELINES", "AS_RUN_STD",
-    "AS_RUN_INFERRED", "reference_configs", "reference_rows", "parse_tag", "teacher_file",
+    "ablation_specs", "series_configs", "campaign_queue", "MODES", "REFERENCE", "READINGS", "BASELINES",
+    "AS_RUN_STD", "AS_RUN_INFERRED", "reference_configs", "reference_rows", "parse_tag", "teacher_file",
     "with_pretrained_fallback",
 ]  # fmt: skip
 
@@ -108,6 +108,8 @@ def student_config(
         cfg = replace(cfg, batch_size=128, epochs=30)
     if method == "kd":
         cfg = replace(cfg, ce_weight=0.1, kd_weight=0.9, warmup=0)
+    if _mode(fast) == "cpu" and method != "ce":
+        cfg = replace(cfg, cache_teacher="seen")  # the teacher runs once per seed, not once per student
     return replace(cfg, **overrides)
 
 
@@ -121,6 +123,15 @@ ABLATION_SIZES = {
         # DKD's warm-up in epochs: none, the official 20-of-240 scaled to 30 epochs (2.5, rounded up), and
         # the official 20 that full mode keeps (chapter 5: full weight only in the last third of the run)
         warmups=(0, 3, 10, 20),
+    ),
+    # the CPU scale's sweeps, a 2 × 2 grid, two more temperatures and warm-ups beside DKD's (T = 4, W = 2):
+    # 7 runs beyond the seeds and the reference's rows
+    "cpu": dict(
+        grid_alpha=(0.5, 1.0),
+        grid_beta=(2.0, 8.0),
+        temperatures=(2.0, 4.0, 8.0),
+        seeds=(0, 1, 2),
+        warmups=(0, 2, 5),
     ),
     "small": dict(
         grid_alpha=(0.5, 1.0),
@@ -136,9 +147,10 @@ ALPHAS, BETAS = (1.0, 0.5, 0.25), (2.0, 4.0, 8.0)  # the reference's TCKD-only a
 def ablation_specs(mode_name: str | None = None) -> dict[str, dict]:
     """Chapter 6's student sweeps, {sweep: {label: (method, overrides of student_config)}}.
 
-    mode_name: "full", "reduced" or "fast" (None: `mode()`); the latter two get the small sizes.
+    mode_name: "full", "cpu", "reduced" or "fast" (None: `mode()`); the latter two get the small sizes.
     """
-    size = ABLATION_SIZES["full" if (mode_name or mode()) == "full" else "small"]
+    m = mode_name or mode()
+    size = ABLATION_SIZES[m if m in ("full", "cpu") else "small"]
     return {
         "tckd": {f"α={a:g}": ("tckd", dict(alpha=a, beta=0.0)) for a in ALPHAS},
         "nckd": {f"β={b:g}": ("nckd", dict(alpha=0.0, beta=b)) for b in BETAS},
@@ -177,6 +189,39 @@ def series_configs(teacher: str | None = None, fast: bool | str | None = None) -
             seen.add(cfg.run_name())
             unique[label] = cfg
     return unique
+
+
+def campaign_queue(
+    fast: bool | str | None = None, teacher: str | None = None
+) -> list[tuple[str, str, Config]]:
+    """Every run of the series in order of value, once each: [(stage, label, Config)].
+
+    The teacher; CE, KD and DKD at seed 0, then at seeds 1 and 2; the reference's TCKD-only and
+    NCKD-only rows at seed 0; the rest of chapter 6's sweeps; the rows' seeds 1 and 2. A campaign
+    (scripts/campaign.py) trains it top to bottom, so whatever it has when stopped is worth most.
+    """
+    series = series_configs(teacher, fast)
+    teacher = teacher or str(series["teacher"].checkpoint_path)
+    seeds = ABLATION_SIZES["full" if _mode(fast) == "full" else "cpu"]["seeds"]
+    rows = [(f"TCKD α={a:g}", "tckd", dict(alpha=a, beta=0.0)) for a in ALPHAS]
+    rows += [(f"NCKD β={b:g}", "nckd", dict(alpha=0.0, beta=b)) for b in BETAS]
+    queue = [("teacher", "teacher", series["teacher"])]
+
+    def add(stage: str, label: str, method: str, seed: int, **over) -> None:
+        cfg = student_config(method, teacher, fast, seed=seed, **over)
+        queue.append((stage, f"{label} seed {seed}", cfg))
+
+    for seed in seeds:
+        for method in ("ce", "kd", "dkd"):
+            add(f"seed {seed}", method, method, seed)
+    for label, method, over in rows:
+        add("rows", label, method, 0, **over)
+    queue += [("chapter 6", label, cfg) for label, cfg in series.items()]
+    for seed in seeds[1:]:
+        for label, method, over in rows:
+            add("row seeds", label, method, seed, **over)
+    names: set[str] = set()  # a run listed twice is kept where it first appears
+    return [item for item in queue if not (item[2].run_name() in names or names.add(item[2].run_name()))]
 
 
 # The reference table (CIFAR-10 test accuracy; val in brackets where reported). The reference's

@@ -44,6 +44,7 @@ class TrainStep:
         k: int = 1,
         teacher: nn.Module | None = None,
         cache: torch.Tensor | None = None,
+        seen=None,
         amp_dtype: torch.dtype | None = None,
         graph: bool = False,
         warmup_steps: int = 3,
@@ -51,10 +52,13 @@ class TrainStep:
         dev = loader.device
         if graph and scaler is not None and scaler.is_enabled():
             raise DKDError("graph capture does not support fp16 loss scaling; use bf16 or no autocast")
+        if graph and seen is not None:
+            raise DKDError("graph=True cannot read the 'seen' teacher cache (it chooses on the host)")
         if graph and dev.type != "cuda":
             raise DKDError("graph=True captures a CUDA graph and needs a CUDA device")
         self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
         self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
+        self.seen = seen  # a `SeenLogits`: the teacher's logits of this data seed, stored or computed
         self.graph, self.warmup_steps = graph, warmup_steps
         steps, batch = len(loader), loader.batch_size
         self.plan_idx = torch.zeros(steps, batch, dtype=torch.long, device=dev)
@@ -77,6 +81,13 @@ class TrainStep:
         for t in (self.counter, self.loss_sum, self.correct):
             t.zero_()
         self.first_bad.fill_(-1)
+        if self.seen is not None:
+            self.seen.start_epoch(epoch)
+
+    def end_epoch(self) -> None:
+        """The epoch's steps are done: store the teacher logits it computed, if it did."""
+        if self.seen is not None:
+            self.seen.end_epoch()
 
     def _step(self, zero_grad: bool = True) -> None:
         s = self.counter.view(1)
@@ -93,6 +104,8 @@ class TrainStep:
             logits = self.model(x)
             if self.cache is not None:
                 logits_teacher = self.cache[idx, view].float()  # exactly this view's teacher logits
+            elif self.seen is not None:
+                logits_teacher = self.seen(x, idx)
             elif self.teacher is not None:
                 with torch.no_grad():
                     logits_teacher = self.teacher(x)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import weights
-from .cache import teacher_logit_cache
+from .cache import SeenLogits, teacher_logit_cache
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .config import Config, check_group, data_seed, identity
 from .data import Data, DeviceLoader, load_data
@@ -244,16 +244,20 @@ def make_step(
     cfg: Config, loss_fn: LossFn, model: nn.Module, loader: DeviceLoader, optimizer, scaler, *, data: Data,
     teacher: nn.Module | None, amp_dtype: torch.dtype | None, graph: bool, k: int = 1, progress: bool = False,
 ) -> TrainStep:  # fmt: skip
-    """The run's `TrainStep`: the model compiled if cfg.compile, the teacher replaced by its logit cache
-    if cfg.cache_teacher (loaded from, or built into, <out_dir>/cache/)."""
-    cache = None
-    if teacher is not None and cfg.cache_teacher:
+    """The run's `TrainStep`: the model compiled if cfg.compile, the teacher replaced by a logit cache
+    if cfg.cache_teacher says so (`dkdlib.cache`; kept in <out_dir>/cache/)."""
+    cache = seen = None
+    if teacher is not None and cfg.cache_teacher == "views":
         cache = teacher_logit_cache(teacher, loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
                                     amp_dtype=amp_dtype, progress=progress)  # fmt: skip
         teacher = None
+    elif teacher is not None and cfg.cache_teacher == "seen":
+        seen = SeenLogits(teacher, loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
+                          amp_dtype=amp_dtype)  # fmt: skip
+        teacher = None
     step_model = torch.compile(model) if cfg.compile else model  # fixed batch shapes: compiled once
     return TrainStep(loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=teacher, cache=cache,
-                     amp_dtype=amp_dtype, graph=graph)  # fmt: skip
+                     seen=seen, amp_dtype=amp_dtype, graph=graph)  # fmt: skip
 
 
 @torch.no_grad()
@@ -321,6 +325,9 @@ def use_graph(cfg: Config, device: torch.device) -> bool:
         return False
     if device.type != "cuda":
         warnings.warn(f"graph=True needs CUDA; training eagerly on {device.type}", stacklevel=3)
+        return False
+    if cfg.cache_teacher == "seen":
+        warnings.warn("graph=True cannot read the 'seen' teacher cache; training eagerly", stacklevel=3)
         return False
     if amp_dtype(device, cfg.amp) == torch.float16:
         warnings.warn(
@@ -575,6 +582,7 @@ def train_epoch(
             scheduler.step()  # none, and OneCycleLR would extrapolate a negative lr into the checkpoint
         if (s + 1) % 50 == 0 or s + 1 == steps:
             step.check_finite(epoch, steps)
+    step.end_epoch()
     return step.epoch_stats()
 
 

@@ -28,7 +28,8 @@ from .config import Config
 from .errors import DKDError
 
 __all__ = [
-    "weights_dir", "committed", "materialise", "export", "MANIFEST", "MAX_FILE_BYTES", "MAX_TOTAL_BYTES",
+    "weights_dir", "committed", "materialise", "export", "add", "MANIFEST", "MAX_FILE_BYTES",
+    "MAX_TOTAL_BYTES",
 ]  # fmt: skip
 
 MANIFEST = "weights.json"
@@ -101,6 +102,41 @@ def _newest_records(configs: Mapping[str, Config]) -> dict[str, dict]:
     return newest
 
 
+def _entry(label: str, cfg: Config, state: dict, records: dict[str, dict]) -> tuple[bytes, dict]:
+    """A finished run's model-only fp16 file (as bytes) and its line in the manifest."""
+    buf = io.BytesIO()
+    torch.save(model_only(state), buf)
+    blob = buf.getvalue()
+    env = records.get(cfg.run_name(), {}).get("environment", {})
+    entry = {
+        "label": label, "model": cfg.model, "method": cfg.method, "epochs": cfg.epochs,
+        "test_acc": state.get("metrics", {}).get("test_acc"), "hardware": env.get("hardware"),
+        "trained": env.get("date"), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+    }  # fmt: skip
+    return blob, entry
+
+
+def add(cfg: Config, label: str, out: str | os.PathLike) -> dict:
+    """Write one finished run into `out` (its fp16 file and its line in the manifest, which keeps the
+    other runs' lines); returns that line. For a campaign, which adds each run as it finishes."""
+    out = Path(out)
+    state = load_checkpoint(cfg.checkpoint_path) if cfg.checkpoint_path.is_file() else None
+    if state is None or not state.get("complete"):
+        raise DKDError(f"{cfg.run_name()} has no finished checkpoint at {cfg.checkpoint_path}")
+    blob, entry = _entry(label, cfg, state, _newest_records({label: cfg}))
+    if len(blob) > MAX_FILE_BYTES:
+        raise DKDError(
+            f"{cfg.run_name()}: {len(blob) / 1e6:.1f} MB passes the {MAX_FILE_BYTES / 1e6:.0f} MB limit"
+        )
+    manifest_path = out / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest[cfg.run_name()] = entry
+    atomic_write(out / f"{cfg.run_name()}.pt", lambda tmp: Path(tmp).write_bytes(blob))
+    text = json.dumps(manifest, indent=1) + "\n"
+    atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(text))
+    return entry
+
+
 def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
     """Write every finished run of `configs` ({label: Config}, e.g. `recipes.series_configs(fast=False)`)
     into `out` as model-only fp16 files, with the manifest; returns the manifest.
@@ -120,15 +156,7 @@ def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
         if state is None or not state.get("complete"):
             missing.append(f"{label} ({cfg.run_name()})")
             continue
-        buf = io.BytesIO()
-        torch.save(model_only(state), buf)
-        blob = blobs[cfg.run_name()] = buf.getvalue()
-        env = records.get(cfg.run_name(), {}).get("environment", {})
-        manifest[cfg.run_name()] = {
-            "label": label, "model": cfg.model, "method": cfg.method, "epochs": cfg.epochs,
-            "test_acc": state.get("metrics", {}).get("test_acc"), "hardware": env.get("hardware"),
-            "trained": env.get("date"), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-        }  # fmt: skip
+        blobs[cfg.run_name()], manifest[cfg.run_name()] = _entry(label, cfg, state, records)
     too_big = [f"{name}: {len(b) / 1e6:.1f} MB" for name, b in blobs.items() if len(b) > MAX_FILE_BYTES]
     total = sum(map(len, blobs.values()))
     if too_big or total > MAX_TOTAL_BYTES:
