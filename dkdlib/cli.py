@@ -239,11 +239,14 @@ def _demo(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .recipes import READINGS, reference_rows
+    from .recipes import AS_RUN_NOT_REPRODUCIBLE, READINGS, reference_rows
 
     readings = list(READINGS) if args.reading == "both" else [args.reading]
     known = {name for reading in readings for name in reference_rows(reading)}
     unknown = sorted(set(args.rows or ()) - known)
+    lost = [name for name in unknown if name in AS_RUN_NOT_REPRODUCIBLE]
+    if lost:
+        raise DKDError(f"row {lost[0]} cannot be run again as run: {AS_RUN_NOT_REPRODUCIBLE[lost[0]]}")
     if unknown:
         raise DKDError(
             f"unknown rows {unknown} for --reading {args.reading}; choose from: {', '.join(sorted(known))}"
@@ -252,6 +255,9 @@ def _reproduce(args) -> int:
         print(f"REDUCED SCHEDULE: every row's epochs × {args.scale}")
     for reading in readings:
         rows = [name for name in reference_rows(reading) if not args.rows or name in args.rows]
+        for name, why in AS_RUN_NOT_REPRODUCIBLE.items() if reading == "as_run" else ():
+            if not args.rows or name in args.rows:
+                print(f"reading as_run: row {name} cannot be run again: {why}")
         if rows:
             print(f"reading {reading}: rows {', '.join(rows)}")
             _reproduce_reading(args, reading, rows)
@@ -277,8 +283,11 @@ def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
         tover = {"model": args.teacher_model} if args.teacher_model else {}
         if args.teacher_epochs:
             tover["epochs"] = args.teacher_epochs
-        return reference_configs(teacher, seed=seed, scale=args.scale, teacher_overrides=tover,
-                                 reading=reading, **over, **extra)  # fmt: skip
+        built = reference_configs(teacher, seed=seed, scale=args.scale, teacher_overrides=tover,
+                                  reading=reading, **over, **extra)  # fmt: skip
+        # A teacher on batch statistics (as run) gives logits that depend on the batch: none to cache.
+        return {n: dataclasses.replace(c, cache_teacher="off" if c.teacher_batch_stats else c.cache_teacher)
+                for n, c in built.items()}  # fmt: skip
 
     teacher, note = args.teacher, {}
     untaught = configs(None, 0)

@@ -119,6 +119,13 @@ class Config:
     beta: float = _field(8.0, "weight of NCKD (among non-targets); 8 for confident teachers, 2 for weak ones")
     warmup: int = _field(20, "epochs over which the distillation weight ramps up linearly (0 = off)")
     ce_weight: float = _field(1.0, "weight of the cross-entropy on labels")
+    teacher_batch_stats: bool = _field(
+        False,
+        "the teacher's BatchNorm normalises each batch by its own statistics while students train (as the "
+        "reference's trainer did); its running statistics and weights stay as they were",
+        identity="unless_default",
+        shared=True,
+    )
     kd_weight: float = _field(
         1.0, "weight of classic KD (official KD baseline: ce_weight 0.1, kd_weight 0.9)"
     )
@@ -219,6 +226,9 @@ class Config:
             bad(f"unknown best_by {self.best_by!r}; choose one of: {', '.join(BEST_BY)} (or None)")
         if self.best_by is not None and self.val_size == 0:
             bad(f"best_by={self.best_by!r} picks an epoch by validation: set val_size > 0")
+        if self.teacher_batch_stats and self.cache_teacher != "off":
+            bad("teacher_batch_stats=True: the teacher's logits depend on the batch they come in, so they "
+                "cannot be cached; set cache_teacher='off'")  # fmt: skip
         if distills(self.method) and not self.teacher:
             bad(f"method {self.method!r} distils from a teacher: set teacher= to its checkpoint")
         for key in ("epochs", "batch_size"):

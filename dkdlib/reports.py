@@ -505,7 +505,7 @@ def _reading_runs(results: pd.DataFrame) -> pd.DataFrame:
     frame["reading"] = [p[0] for p in parsed]
     frame["ref_row"] = [p[1] for p in parsed]
     frame["data_setting"] = [_setting(r, recipe=False) for r in frame.to_dict("records")]
-    for col in ("test_acc_at_best_val_loss", "init_epochs"):
+    for col in ("test_acc_at_best_val_loss", "test_acc_at_best_val", "init_epochs"):
         if col not in frame:
             frame[col] = np.nan
     return frame
@@ -529,16 +529,23 @@ def _cell(block: pd.DataFrame, column: str) -> str:
 def reading_recipes() -> pd.DataFrame:
     """What each row of the reference table trains under each reading, from `recipes.reference_configs`
     (at full scale): loss weights, temperature, warm-up, start, batch, weight decay, schedule, epochs,
-    and what the as-run reading infers (`recipes.AS_RUN_INFERRED`)."""
-    from .recipes import AS_RUN_INFERRED, READINGS, reference_configs
+    the epoch tested, whether it can be run again, and what the as-run reading infers
+    (`recipes.AS_RUN_INFERRED`). A row that cannot be run again as run (`recipes.AS_RUN_NOT_REPRODUCIBLE`)
+    shows what it ran, with its reason in "inferred"."""
+    from .recipes import AS_RUN_INFERRED, AS_RUN_NOT_REPRODUCIBLE, READINGS, _as_run, reference_configs
 
     out = []
     for reading in READINGS:
-        for name, c in reference_configs("teacher.pt", reading=reading).items():
-            guess = (
-                AS_RUN_INFERRED.get(name, AS_RUN_INFERRED.get(c.method, "")) if reading == "as_run" else ""
-            )
+        configs = reference_configs("teacher.pt", reading=reading)
+        if reading == "as_run":  # what the rows that cannot be run again ran, beside the others
+            described = reference_configs("teacher.pt")
+            configs.update({name: _as_run(name, described[name]) for name in AS_RUN_NOT_REPRODUCIBLE})
+        for name, c in configs.items():
+            lost = AS_RUN_NOT_REPRODUCIBLE.get(name) if reading == "as_run" else None
+            guess = AS_RUN_INFERRED.get(name, "") if reading == "as_run" else ""
             start = "CE student" if c.init else "ImageNet" if c.pretrained else "scratch"
+            if lost:
+                start, guess = "an earlier TCKD run", f"cannot be run again: {lost}"
             sched = (
                 f"plateau ×{c.plateau_factor:g}/{c.plateau_patience}"
                 if c.schedule == "plateau"
@@ -550,8 +557,10 @@ def reading_recipes() -> pd.DataFrame:
                 "α": c.alpha if c.method in ("dkd", "tckd") else None,
                 "β": c.beta if c.method in ("dkd", "nckd") else None,
                 "warm-up": c.warmup, "start": start, "batch": c.batch_size, "wd": c.weight_decay,
-                "lr schedule": sched, "std": "copied" if c.std else "true", "epochs": c.epochs,
-                "inferred": guess,
+                "lr schedule": sched, "std": "copied" if c.std else "true",
+                "epochs": 23 if lost else c.epochs, "tested at": c.best_by or "last epoch",
+                "teacher BN": "batch stats" if c.teacher_batch_stats else "running" if c.teacher else None,
+                "reproducible": not lost, "inferred": guess,
             })  # fmt: skip
     frame = pd.DataFrame(out)
     order = {name: i for i, name in enumerate(dict.fromkeys(frame["row"]))}
@@ -563,26 +572,36 @@ def reading_table(results: pd.DataFrame) -> pd.DataFrame:
     """The reference table's rows with our runs of each reading side by side (test accuracy in %).
 
     One line per reference row and fair baseline, per data setting; for each reading, mean ± std over
-    seeds of the last epoch's test accuracy and of the test accuracy at the lowest-validation-loss
-    epoch (the reference's own selection), with epochs (a+b: b epochs from a checkpoint trained a) and
-    the number of runs. Only `reproduce` records (tag "ref:…") count.
+    seeds of the last epoch's test accuracy and of the test accuracy at the epoch the reference tested
+    (`recipes.REFERENCE_BEST_BY`: the lowest validation loss, for two TCKD rows the best validation
+    accuracy), with epochs (a+b: b epochs from a checkpoint trained a) and the number of runs. A row
+    that cannot be run again as run reads "not reproducible" there. Only `reproduce` records
+    (tag "ref:…") count.
     """
-    from .recipes import READINGS, REFERENCE
+    from .recipes import AS_RUN_NOT_REPRODUCIBLE, READINGS, REFERENCE, REFERENCE_BEST_BY
 
     ref_test = {name: 100 * test for name, *_, test, _ in REFERENCE}
-    columns = ["setting", "row (the reference's words)", "reference (at lowest val loss)"]
+    columns = ["setting", "row (the reference's words)", "reference (at its tested epoch)"]
     for reading in READINGS:
         name = reading.replace("_", " ")
-        columns += [f"{name}: last epoch", f"{name}: at lowest val loss"]
+        columns += [f"{name}: last epoch", f"{name}: at the tested epoch"]
     frame = _reading_runs(results)
     out = []
     for setting, runs in frame.groupby("data_setting", sort=True):
         for key, words, rows in _reading_lines():
+            tested = (
+                "test_acc_at_best_val"
+                if REFERENCE_BEST_BY.get(key) == "val_acc"
+                else "test_acc_at_best_val_loss"
+            )
             cells = []
             for reading in READINGS:
+                if reading == "as_run" and key in AS_RUN_NOT_REPRODUCIBLE:
+                    cells += ["not reproducible"] * 2
+                    continue
                 block = runs[(runs["reading"] == reading) & (runs["ref_row"] == rows.get(reading))]
-                cells += [_cell(block, "test_acc"), _cell(block, "test_acc_at_best_val_loss")]
-            if any(c != "–" for c in cells):
+                cells += [_cell(block, "test_acc"), _cell(block, tested)]
+            if any(c not in ("–", "not reproducible") for c in cells):
                 ref = f"{ref_test[key]:.2f}" if key in ref_test else "–"
                 out.append([setting, words, ref, *cells])
     return pd.DataFrame(out, columns=columns)

@@ -345,7 +345,8 @@ def use_channels_last(cfg: Config, device: torch.device) -> bool:
 
 
 def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
-    """The frozen teacher: eval mode (BN uses running stats), no gradients."""
+    """The frozen teacher: eval mode (BN uses running stats; batch stats if cfg.teacher_batch_stats),
+    no gradients."""
     state = load_checkpoint(cfg.teacher)
     if not state.get("complete", True):
         warnings.warn(
@@ -365,7 +366,20 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
         )
     if use_channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
-    return teacher.requires_grad_(False).eval()
+    teacher = teacher.requires_grad_(False).eval()
+    return batch_stats_bn(teacher) if cfg.teacher_batch_stats else teacher
+
+
+def batch_stats_bn(model: nn.Module) -> nn.Module:
+    """`model` with every BatchNorm normalising by the batch's own statistics, as in training mode, but
+    without updating its running statistics (`cfg.teacher_batch_stats`: the reference's trainer called
+    .train() on the module holding its teacher). In place; returns `model`."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            # training mode without tracking: batch statistics, and the running ones left untouched
+            m.train()
+            m.track_running_stats = False
+    return model
 
 
 def _same_stats(state: dict, mean, std) -> bool:

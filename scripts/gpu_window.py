@@ -271,6 +271,8 @@ def adapt(queue: list, *, paths: dict, data_npz: Path | None, half: bool) -> lis
     adapted = []
     for stage, label, cfg in queue:
         new = replace(cfg, out_dir=out, **speed)
+        if new.teacher_batch_stats:  # batch-statistics teacher logits depend on the batch: none to cache
+            new = replace(new, cache_teacher="off")
         if half:  # fewer training images than the full set: say so in every run's identity
             import numpy as np
 

@@ -280,7 +280,9 @@ def test_as_run_rows_follow_what_the_reference_code_ran():
     for name, c in rows.items():
         assert c.tag == f"ref:as_run:{name}" and c.optimizer == "adam" and c.lr == 1e-3
         assert (c.schedule, c.plateau_factor, c.plateau_patience) == ("plateau", 0.05, 2)
-        assert c.std == AS_RUN_STD and c.mean is None and c.best_by == "val_loss" and c.warmup == 0
+        assert c.std == AS_RUN_STD and c.mean is None and c.warmup == 0
+        assert c.best_by == ("val_acc" if name == "tckd_a0.25" else "val_loss")  # its tested file
+        assert c.teacher_batch_stats == (c.method != "ce")
         assert c.init == (None if name in ("teacher", "student") else str(rows["student"].best_path))
     t, s, d = rows["teacher"], rows["student"], rows["dkd_200"]
     assert (t.model, t.pretrained, t.weight_decay, t.epochs) == ("resnet18", True, 1e-4, 50)
@@ -288,9 +290,10 @@ def test_as_run_rows_follow_what_the_reference_code_ran():
     assert (d.ce_weight, d.temperature, d.alpha, d.beta, d.batch_size, d.weight_decay, d.epochs) == (
         1.0, 8.0, 1.0, 0.5, 128, 0.0, 200)  # fmt: skip
     a = rows["tckd_a0.25"]
-    assert (a.method, a.ce_weight, a.temperature, a.alpha) == ("tckd", 0.25, 0.5, 1.0)  # inferred
+    assert (a.method, a.ce_weight, a.temperature, a.alpha) == ("tckd", 0.25, 8.0, 1.0)
     b = rows["nckd_b4"]
-    assert (b.method, b.ce_weight, b.temperature, b.beta) == ("nckd", 0.5, 4.0, 0.5)  # inferred
+    assert (b.method, b.ce_weight, b.temperature, b.beta) == ("nckd", 0.25, 4.0, 0.5)
+    assert "tckd_a1" not in rows  # it cannot be run again (recipes.AS_RUN_NOT_REPRODUCIBLE)
     assert (rows["ce_150"].method, rows["ce_150"].epochs, rows["ce_250"].epochs) == ("ce", 100, 200)
     small = reference_configs(None, reading="as_run", teacher_overrides={"model": "resnet20"})["teacher"]
     assert small.pretrained is False  # ImageNet weights exist for resnet18 only
@@ -333,7 +336,9 @@ def test_reading_recipes_show_what_each_row_ran_and_what_is_inferred():
     )
     assert frame.loc[("dkd_100", "as described"), "T"] == 4.0
     assert frame.loc[("teacher", "as run"), "start"] == "ImageNet"
-    assert "T = 0.5" in frame.loc[("tckd_a0.5", "as run"), "inferred"]
+    assert "no cell kept" in frame.loc[("tckd_a0.5", "as run"), "inferred"]
+    assert frame.loc[("tckd_a0.25", "as run"), "inferred"] == ""
+    assert "cannot be run again" in frame.loc[("tckd_a1", "as run"), "inferred"]
     assert frame.loc[("student", "as run"), "batch"] == 512
     assert frame.loc[("ce_150", "as run"), "start"] == "CE student"
 
