@@ -1,6 +1,6 @@
 """Notebook conveniences: one `setup()` call at the top of every chapter, and where Colab finds dkdlib.
 
-`setup()` says which mode the series runs in (full, reduced or fast: see `dkdlib.recipes`), which
+`setup()` says which mode the series runs in (full, cpu, reduced or fast: see `dkdlib.recipes`), which
 device and library versions are in use, points run outputs at one folder shared by all chapters
 (Google Drive on Colab, so a disconnect or a new Colab VM loses nothing), shows figures inline and
 sets a readable plot style.
@@ -20,7 +20,7 @@ from .recipes import mode
 
 __all__ = [
     "setup", "in_colab", "use_drive", "BANNERS", "REPOSITORY", "BRANCH", "INSTALL", "colab_url", "badge",
-    "DRIVE_FOLDER", "imagenet_weights",
+    "DRIVE_FOLDER", "LOCAL_FOLDER", "imagenet_weights", "choose_scale", "local_cifar10", "fetch_weights",
 ]  # fmt: skip
 
 # Where the package lives on GitHub (owner/name), and the branch whose notebooks the badges open.
@@ -29,12 +29,17 @@ BRANCH = "main"
 # The install line of every chapter's Colab cell: the repository's default branch (Colab's torch is kept).
 INSTALL = f'%pip install -q "dkdlib @ git+https://github.com/{REPOSITORY}"'
 DRIVE_FOLDER = "/content/drive/MyDrive/dkdlib"
+# On Colab: what stays on the machine's own disk (CIFAR-10 and the fetched committed weights); only
+# checkpoints and records go to Drive.
+LOCAL_FOLDER = "/content/dkdlib-local"
 
 BANNERS = {
     "fast": "FAST MODE (DKDLIB_FAST=1): synthetic images (not CIFAR-10), tiny runs. "
     "The numbers below are smoke-test outputs, not results.",
     "reduced": "REDUCED MODE (DKDLIB_REDUCED=1): real CIFAR-10, but a 5k-image subset, a ResNet20 "
     "teacher and 4 epochs — far below full-schedule accuracy.",
+    "cpu": "CPU SCALE (DKDLIB_MODE=cpu): full CIFAR-10 (45k train / 5k val / 10k test), a ResNet20 teacher "
+    "(25 epochs) and ResNet8 students (20 epochs): schedules sized for a 2-core CPU.",
     "full": "FULL MODE: CIFAR-10 and the chapters' full schedules.",
 }
 
@@ -87,11 +92,15 @@ def imagenet_weights() -> tuple[bool, str]:
                 "Full mode on a CPU: finetuning the ImageNet ResNet18 for 15 epochs would take hours here, "
                 "so this chapter skips it (a GPU runs it in minutes); the CIFAR-stem teacher only."
             )
-    why = imagenet_weights_error()
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        why = imagenet_weights_error()  # the hub's download messages and URL errors stay out of the chapter
     if why is not None:
         return False, (
-            "No ImageNet weights here (offline?), so this chapter trains the CIFAR-stem teacher only; "
-            f"the rest of the series uses that one anyway. To finetune too: {why}"
+            "The ImageNet weights could not be downloaded here, so this chapter trains the CIFAR-stem "
+            "teacher only (the one the rest of the series uses anyway)."
         )
     return True, "ImageNet weights for ResNet18 loaded: finetuning it next to the CIFAR-stem teacher."
 
@@ -107,12 +116,67 @@ def _inline_figures() -> None:
         shell.run_line_magic("matplotlib", "inline")
 
 
-def setup(drive: bool | None = None, quiet: bool = False) -> dict:
-    """Pick the output folder, show figures inline, set the plot style and print mode, device, versions.
+def choose_scale(scale: str | None) -> str:
+    """Make `scale` ("fast", "reduced", "cpu" or "full") the series' mode unless the environment already
+    chooses one (DKDLIB_MODE, DKDLIB_FAST or DKDLIB_REDUCED: the tests and scripts/run_series.py set
+    them); the mode in force."""
+    from .recipes import MODES
 
+    if scale is not None:
+        if scale not in MODES:
+            raise ValueError(f"scale must be one of {', '.join(MODES)}; got {scale!r}")
+        if not os.environ.get("DKDLIB_MODE", "").strip() and mode() == "full":
+            os.environ["DKDLIB_MODE"] = scale
+    return mode()
+
+
+def local_cifar10(folder: str | os.PathLike = LOCAL_FOLDER) -> Path:
+    """CIFAR-10 as one decoded .npz on this machine's disk (downloaded once by torchvision into `folder`);
+    its path. On Colab `setup()` points DKDLIB_DATA at it, so the images never go to Google Drive."""
+    import numpy as np
+
+    from .data import load_data
+
+    folder = Path(folder)
+    npz = folder / "cifar10.npz"
+    if not npz.is_file():
+        data = load_data("cifar10", root=folder, val_size=0)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "cifar10.tmp.npz"
+        np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test,
+                 class_names=np.array(data.classes))  # fmt: skip
+        os.replace(tmp, npz)
+    return npz
+
+
+def fetch_weights(folder: str | os.PathLike) -> str | None:
+    """Where the committed weights are missing (a `pip install`: no data/weights/), fetch them from the
+    repository into `folder` and point DKDLIB_WEIGHTS there; one line saying what happened, or None when
+    nothing was needed (a clone has them; DKDLIB_WEIGHTS=0; fast and reduced modes have none)."""
+    from .weights import OFF, fetch, weights_dir
+
+    if mode() not in ("cpu", "full") or weights_dir() is not None:
+        return None
+    if os.environ.get("DKDLIB_WEIGHTS", "").strip().lower() in OFF:
+        return None
+    got, line = fetch(folder)
+    if got is not None:
+        os.environ["DKDLIB_WEIGHTS"] = str(got)
+    return line
+
+
+def setup(drive: bool | None = None, quiet: bool = False, scale: str | None = None) -> dict:
+    """Pick the scale and the output folder, show figures inline, set the plot style and print mode,
+    device, versions.
+
+    scale: "cpu" (full CIFAR-10, schedules sized for a CPU) or "full" (the chapters' full schedules, for a
+    GPU), also "reduced" or "fast"; used unless the environment chooses (DKDLIB_MODE, DKDLIB_FAST,
+    DKDLIB_REDUCED). None: the environment's mode (full when it names none).
     drive: keep checkpoints and results in Google Drive (MyDrive/dkdlib), so every chapter — each its
-    own Colab VM — finds the runs of the earlier ones. Default: yes on Colab, unless DKDLIB_DRIVE=0;
-    `setup(drive=False)` opts out. Ignored outside Colab, and when DKDLIB_OUT is set.
+    own Colab VM — finds the runs of the earlier ones; CIFAR-10 stays on the Colab machine's disk.
+    Default: yes on Colab, unless DKDLIB_DRIVE=0; `setup(drive=False)` opts out. Ignored outside Colab,
+    and when DKDLIB_OUT is set.
+    Where a `pip install` has no committed weights, they are fetched from the repository (cpu and full).
     Returns a dict with mode, device and out_dir.
     """
     import matplotlib
@@ -122,6 +186,7 @@ def setup(drive: bool | None = None, quiet: bool = False) -> dict:
     from .train import pick_device
     from .weights import weights_dir
 
+    choose_scale(scale)
     if "DKDLIB_OUT" not in os.environ:
         if use_drive(drive):
             from google.colab import drive as gdrive  # type: ignore[import-not-found]
@@ -138,6 +203,10 @@ def setup(drive: bool | None = None, quiet: bool = False) -> dict:
     m = mode()
     device = pick_device("auto")
     info = {"mode": m, "device": str(device), "out_dir": os.environ["DKDLIB_OUT"]}
+    local = Path(LOCAL_FOLDER) if in_colab() else Path(info["out_dir"])
+    if in_colab() and m != "fast" and not os.environ.get("DKDLIB_DATA"):
+        os.environ["DKDLIB_DATA"] = str(local_cifar10(local))  # on this machine's disk, not in Drive
+    fetched = fetch_weights(local / "weights")
     if not quiet:
         print(BANNERS[m])
         if device.type == "cuda":
@@ -151,15 +220,19 @@ def setup(drive: bool | None = None, quiet: bool = False) -> dict:
             else:
                 print()
         print(f"torch {torch.__version__}; outputs in {info['out_dir']}")
+        if fetched:
+            print(fetched)
         folder = weights_dir()
         committed = sorted(folder.glob("*.pt")) if folder is not None else []
         if committed:
-            print(f"{len(committed)} finished runs committed in {folder}: the chapters load those instead of "
-                  "training them (DKDLIB_WEIGHTS=0 trains everything here)")  # fmt: skip
+            print(
+                f"{len(committed)} finished runs committed in {folder}: the chapters load those instead of "
+                "training them (DKDLIB_WEIGHTS=0 trains everything here)"
+            )
         if in_colab():
             print(
-                "Google Drive keeps the runs, so later chapters find them (setup(drive=False) or "
-                "DKDLIB_DRIVE=0: keep them on this VM only)."
+                "Google Drive keeps the checkpoints and records, so later chapters find them; CIFAR-10 stays "
+                "on this machine (setup(drive=False) or DKDLIB_DRIVE=0: keep everything on this VM only)."
                 if info["out_dir"] == DRIVE_FOLDER
                 else "Outputs stay on this Colab VM and are lost when it stops (setup() keeps them in Drive)."
             )

@@ -1,17 +1,18 @@
 """Execute the notebook series in order, in one mode and into one output folder, and write every
 chapter's outputs into its notebook.
 
-    python scripts/run_series.py --mode reduced --data cifar10.npz      # real CIFAR-10 on a CPU
+    python scripts/run_series.py --mode cpu --data cifar10.npz          # full CIFAR-10, CPU schedules
+    python scripts/run_series.py --mode reduced --data cifar10.npz      # a real CIFAR-10 subset on a CPU
     python scripts/run_series.py --mode full --data cifar10.npz         # a GPU: the real schedules
     python scripts/run_series.py --mode fast --chapters 00 01           # a smoke run of two chapters
 
-Full mode runs on a CPU too once data/weights/ holds the series' runs (train-or-load then trains none).
+A mode whose runs data/weights/ holds runs on a CPU in minutes (train-or-load then trains none).
 
-Every chapter runs in a fresh kernel with the same environment: the mode's variable (DKDLIB_FAST=1,
-DKDLIB_REDUCED=1 or neither), DKDLIB_OUT (one output folder, so later chapters load the runs of the
-earlier ones), DKDLIB_DATA (a decoded CIFAR-10 .npz, optional) and MPLBACKEND=Agg. A chapter's
-notebook is replaced only when it ran to the end (written to a temporary file, then renamed); the
-series stops at the first failing chapter. Each chapter's wall time is printed.
+Every chapter runs in a fresh kernel with the same environment: the mode's variable (DKDLIB_MODE),
+DKDLIB_OUT (one output folder, so later chapters load the runs of the earlier ones), DKDLIB_DATA (a
+decoded CIFAR-10 .npz, optional) and MPLBACKEND=Agg. A chapter's notebook is replaced only when it ran
+to the end (written to a temporary file, then renamed), without the metadata of earlier executions
+(timestamps); the series stops at the first failing chapter. Each chapter's wall time is printed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = {"fast": {"DKDLIB_FAST": "1"}, "reduced": {"DKDLIB_REDUCED": "1"}, "full": {}}
+MODES = {m: {"DKDLIB_MODE": m} for m in ("fast", "reduced", "cpu", "full")}
+# Cell metadata that only records an execution (nbclient's and Jupyter's timestamps): never written.
+EXECUTION_METADATA = ("execution", "ExecuteTime")
 
 
 def find_chapters(folder: Path, wanted: list[str] | None) -> list[Path]:
@@ -42,7 +45,8 @@ def find_chapters(folder: Path, wanted: list[str] | None) -> list[Path]:
 
 def series_environment(mode: str, out: Path, data: Path | None, notebooks: Path) -> dict[str, str]:
     """The environment every chapter's kernel gets (the current one, with the series' variables)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_OUT")}
+    skip = ("DKDLIB_MODE", "DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_OUT")
+    env = {k: v for k, v in os.environ.items() if k not in skip}
     env.update(MODES[mode])
     # Relative to the notebooks' folder (the kernels' working directory), so the outputs that print
     # it name no folder of this machine.
@@ -54,6 +58,14 @@ def series_environment(mode: str, out: Path, data: Path | None, notebooks: Path)
     return env
 
 
+def strip_execution_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop every cell's execution timestamps (left by earlier runs or by Jupyter), in place."""
+    for cell in nb.cells:
+        for key in EXECUTION_METADATA:
+            cell.metadata.pop(key, None)
+    return nb
+
+
 def execute(path: Path, timeout: int) -> float:
     """Run one chapter top to bottom in a fresh kernel and write its outputs in place; seconds taken."""
     nb = nbformat.read(path, as_version=4)
@@ -63,7 +75,7 @@ def execute(path: Path, timeout: int) -> float:
     client.execute()
     seconds = time.perf_counter() - start
     tmp = path.with_name(f".{path.name}.tmp")
-    nbformat.write(nb, tmp)
+    nbformat.write(strip_execution_metadata(nb), tmp)
     os.replace(tmp, path)
     return seconds
 

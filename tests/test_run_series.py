@@ -18,6 +18,9 @@ def test_run_series_executes_a_chapter_in_place(tmp_path):
     for cell in nb["cells"]:  # start from no outputs, so every output below is this run's
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
+        # ... and with the timestamps an earlier execution (nbclient, Jupyter) leaves in the metadata
+        cell["metadata"]["execution"] = {"iopub.status.idle": "2020-01-01T00:00:00.000000Z"}
+        cell["metadata"]["ExecuteTime"] = {"end_time": "2020-01-01T00:00:00.000000Z"}
     copy.write_text(json.dumps(nb))
     out = tmp_path / "out"
     result = subprocess.run(
@@ -35,3 +38,25 @@ def test_run_series_executes_a_chapter_in_place(tmp_path):
     images = [o for c in code for o in c["outputs"] if "image/png" in o.get("data", {})]
     assert len(images) >= 3, "figures appear under MPLBACKEND=Agg"
     assert not list(notebooks.glob(".*.tmp")), "no temporary file left behind"
+    stamped = [c for c in ran["cells"] if {"execution", "ExecuteTime"} & set(c["metadata"])]
+    assert not stamped, "no execution timestamps written"
+    tags = [c["metadata"].get("tags") for c in nb["cells"]]
+    assert [c["metadata"].get("tags") for c in ran["cells"]] == tags, "the nbval tags are kept"
+
+
+def test_every_mode_sets_only_its_variable(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_series", ROOT / "scripts" / "run_series.py")
+    run_series = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_series)
+    monkeypatch.setenv("DKDLIB_FAST", "1")  # a stale variable of the shell must not pick the mode
+    from dkdlib.recipes import MODES
+
+    for mode in MODES:
+        env = run_series.series_environment(mode, tmp_path / "out", None, tmp_path)
+        assert env["DKDLIB_MODE"] == mode and "DKDLIB_FAST" not in env
+        monkeypatch.setattr("os.environ", env)
+        from dkdlib.recipes import mode as current
+
+        assert current() == mode

@@ -2,6 +2,7 @@
 are found by train-or-load in a fresh output folder, which then trains nothing."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -116,3 +117,87 @@ def test_setup_says_when_the_chapters_will_load_committed_runs(exported, monkeyp
     monkeypatch.setenv("DKDLIB_WEIGHTS", "0")
     setup()
     assert "committed in" not in capsys.readouterr().out
+
+
+def _served(exported, tmp_path) -> Path:
+    """The exported weights as the repository serves them (a folder reached by a file:// URL), with one
+    more run in the manifest whose file is corrupt."""
+    import shutil
+
+    base, _ = exported
+    remote = tmp_path / "remote"
+    shutil.copytree(base / "w", remote)
+    manifest = json.loads((remote / weights.MANIFEST).read_text())
+    manifest["corrupt-run"] = {"sha256": "0" * 64, "bytes": 3}
+    (remote / "corrupt-run.pt").write_bytes(b"bad")
+    (remote / weights.MANIFEST).write_text(json.dumps(manifest))
+    return remote
+
+
+def test_fetch_downloads_the_listed_runs_and_checks_their_sha256(exported, tmp_path):
+    remote = _served(exported, tmp_path)
+    dest, line = weights.fetch(tmp_path / "got", url=remote.as_uri())
+    assert dest == tmp_path / "got"
+    good = sorted(p.name for p in (exported[0] / "w").glob("*.pt"))
+    assert sorted(p.name for p in dest.glob("*.pt")) == good, "the corrupt file is not kept"
+    kept = json.loads((dest / weights.MANIFEST).read_text())
+    assert "corrupt-run" not in kept and len(kept) == len(good)
+    assert f"2 of the series' 3 committed runs in {dest} (2 fetched from" in line
+    assert "1 could not be fetched or failed their checksum" in line
+    _, again = weights.fetch(dest, url=remote.as_uri())  # present and intact: nothing downloaded again
+    assert "fetched from" not in again
+
+
+def test_fetch_offline_fetches_nothing(tmp_path):
+    dest, line = weights.fetch(tmp_path / "got", url=(tmp_path / "nowhere").as_uri())
+    assert dest is None and not (tmp_path / "got").exists()
+    assert line.startswith("The series' committed weights could not be fetched") and "train" in line
+
+
+def test_raw_url_is_built_from_the_repository(monkeypatch):
+    from dkdlib.notebook import BRANCH, REPOSITORY
+
+    monkeypatch.delenv("DKDLIB_WEIGHTS_URL", raising=False)
+    assert weights.raw_url() == f"https://raw.githubusercontent.com/{REPOSITORY}/{BRANCH}/data/weights"
+    monkeypatch.setenv("DKDLIB_WEIGHTS_URL", "file:///tmp/w/")
+    assert weights.raw_url() == "file:///tmp/w"
+
+
+def test_setup_fetches_the_weights_a_pip_install_lacks(exported, monkeypatch, capsys, tmp_path):
+    """No data/weights/ (a pip install): setup() at the cpu scale fetches the committed weights into the
+    output folder and the chapters find them there; offline it says so in one line and trains."""
+    from dkdlib.notebook import setup
+
+    remote = _served(exported, tmp_path)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # setup() sets variables: keep them in this test
+    monkeypatch.setattr(weights, "weights_dir", lambda: None)
+    for name in ("DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_WEIGHTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DKDLIB_MODE", "cpu")
+    monkeypatch.setenv("DKDLIB_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("DKDLIB_WEIGHTS_URL", (tmp_path / "offline").as_uri())
+    setup()
+    assert "could not be fetched" in capsys.readouterr().out
+    assert "DKDLIB_WEIGHTS" not in os.environ
+    monkeypatch.setenv("DKDLIB_WEIGHTS_URL", remote.as_uri())
+    setup()
+    out = capsys.readouterr().out
+    assert "2 fetched from" in out
+    assert os.environ["DKDLIB_WEIGHTS"] == str(tmp_path / "out" / "weights")
+
+
+def test_setup_scale_applies_only_when_the_environment_names_no_mode(monkeypatch, tmp_path):
+    from dkdlib.notebook import choose_scale
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    for name in ("DKDLIB_MODE", "DKDLIB_FAST", "DKDLIB_REDUCED"):
+        monkeypatch.delenv(name, raising=False)
+    assert choose_scale(None) == "full"
+    assert choose_scale("cpu") == "cpu"  # the notebook's choice
+    monkeypatch.delenv("DKDLIB_MODE")
+    monkeypatch.setenv("DKDLIB_FAST", "1")  # the tests' fast mode wins over the notebook's choice
+    assert choose_scale("cpu") == "fast"
+    monkeypatch.setenv("DKDLIB_MODE", "reduced")  # so does run_series.py's
+    assert choose_scale("full") == "reduced"
+    with pytest.raises(ValueError, match="scale must be one of"):
+        choose_scale("huge")
