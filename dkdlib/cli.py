@@ -1,8 +1,9 @@
 """Command line: `python -m dkdlib COMMAND --help`. Every Config field is a flag (--field-name).
 
 Examples
-  python -m dkdlib demo                                   # teacher → CE / KD / DKD students on CIFAR-10
-  python -m dkdlib demo --fast                            # the same on synthetic data, ~2 min on a CPU
+  python -m dkdlib demo                                   # the committed CPU-scale runs, tested: one table
+  python -m dkdlib demo --train                           # train them here instead (hours on a CPU)
+  python -m dkdlib demo --fast                            # synthetic data, two epochs: a smoke run
   python -m dkdlib train --model resnet18 --epochs 15 --batch-size 256 --lr 0.1
   python -m dkdlib distill --teacher data/checkpoints/T.pt --method dkd --beta 8
   python -m dkdlib evaluate data/checkpoints/T.pt
@@ -81,10 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("demo", help="teacher → CE, KD and DKD students, side by side, one table")
+    p.add_argument("--mode", default="cpu", choices=("cpu", "full"),
+                   help="the series' scale: cpu (ResNet20 teacher) or full (ResNet18: a GPU's)")  # fmt: skip
+    p.add_argument("--train", action="store_true", help="train every run here instead of loading it")
     p.add_argument("--fast", action="store_true", help="synthetic data and two epochs: a CPU smoke run")
     p.add_argument("--data", help="an .npz of CIFAR-10 to use instead of downloading")
-    p.add_argument("--epochs", type=int, help="student epochs (default 30; fast: 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="student epochs (default: the scale's)")
+    p.add_argument("--seeds", type=int, nargs="+", help="student seeds (default 0 1 2; fast: 0)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out-dir", help="where checkpoints/ and results/ go (default: data)")
 
@@ -210,32 +214,66 @@ def _evaluate(args) -> int:
 
 
 def _demo(args) -> int:
+    """The series' teacher and its CE, KD and DKD students at every seed it has: loaded from the
+    committed weights where they exist (train-or-load), each evaluated on the test set, one table."""
     import os
 
+    import numpy as np
+
     from . import recipes
-    from .train import fit
+    from .train import data_for, evaluate, fit, make_loaders, pick_device
 
     if args.out_dir:
         os.environ["DKDLIB_OUT"] = args.out_dir
-    fast = args.fast
-    common = {"seed": args.seed, "device": args.device}
-    if args.data:
-        common["data"] = args.data
-    if fast:
+    if args.train:
+        os.environ["DKDLIB_WEIGHTS"] = "0"  # train every run here, ignoring the committed weights
+    mode = "fast" if args.fast else args.mode
+    args.seeds = args.seeds or ([0] if args.fast else [0, 1, 2])
+    if mode == "fast":
         print("FAST MODE: synthetic images (not CIFAR-10), 2 epochs — a smoke run, not a result.")
-    teacher = fit(recipes.teacher_config(fast, **common))
-    _print_run(teacher)
-    rows = []
-    for method in ("ce", "kd", "dkd"):
-        over = dict(common, **({"epochs": args.epochs} if args.epochs else {}))
-        run = fit(recipes.student_config(method, str(teacher.checkpoint), fast, **over))
-        _print_run(run)
-        rows.append((method, run.metrics["test_acc"], run.metrics.get("test_acc_at_best_val")))
-    print(f"\nteacher {teacher.config.model}: test {teacher.metrics['test_acc']:.4f}")
-    print(f"{'student':>10s} {'test (last)':>12s} {'test @ best val':>16s}")
-    for method, last, best in rows:
-        print(f"{method:>10s} {last:12.4f} {best:16.4f}")
+    common = {"device": args.device, **({"data": args.data} if args.data else {})}
+    queue = [cfg for stage, _, cfg in recipes.campaign_queue(mode) if stage == "teacher" or
+             (stage.startswith("seed ") and cfg.seed in args.seeds)]  # fmt: skip
+    queue = [dataclasses.replace(cfg, **common) for cfg in queue]
+    if args.epochs:
+        queue = [queue[0]] + [dataclasses.replace(cfg, epochs=args.epochs) for cfg in queue[1:]]
+    available = [cfg for cfg in queue if args.train or mode == "fast" or _finished(cfg)]
+    missing = [cfg.run_name() for cfg in queue if cfg not in available]
+    if not available or available[0] is not queue[0]:
+        raise DKDError(
+            f"the {mode} scale's teacher is neither committed nor trained here; run "
+            f"`python -m dkdlib demo --mode {mode} --train` to train it and its students"
+        )
+    data = data_for(available[0])
+    test = make_loaders(available[0], data, pick_device(args.device))[1]["test"]
+    accs: dict[str, list[float]] = {}
+    for cfg in available:
+        run = fit(cfg, data=data, progress=not args.fast)
+        label = f"teacher {cfg.model}" if cfg is queue[0] else cfg.method
+        accs.setdefault(label, []).append(evaluate(run.model, test)["acc"])
+    what = "CIFAR-10" if data.name == "cifar10" else f"{data.name.upper()} (not CIFAR-10)"
+    print(f"\n{what} test accuracy ({len(data.y_test)} images), {mode} scale; seeds {args.seeds}")
+    print(f"{'run':>16s} {'mean':>7s} {'spread':>14s}  seeds")
+    for label, values in accs.items():
+        v = np.array(values) * 100
+        spread = f"{v.min():.2f}–{v.max():.2f}" if len(v) > 1 else ""
+        print(f"{label:>16s} {v.mean():7.2f} {spread:>14s}  {len(v)}")
+    if "ce" in accs and "dkd" in accs and len(accs["ce"]) == len(accs["dkd"]):
+        gap = (np.array(accs["dkd"]) - np.array(accs["ce"])) * 100
+        print(f"DKD − CE: {gap.mean():+.2f} points (per seed: {', '.join(f'{g:+.2f}' for g in gap)})")
+    if missing:
+        print(f"not committed yet, left out: {', '.join(missing)} (--train trains them)")
     return 0
+
+
+def _finished(cfg) -> bool:
+    """Whether `cfg`'s run can be loaded without training: committed weights or a finished checkpoint."""
+    from .checkpoint import load_checkpoint
+    from .weights import committed
+
+    if committed(cfg) is not None:
+        return True
+    return cfg.checkpoint_path.is_file() and bool(load_checkpoint(cfg.checkpoint_path).get("complete"))
 
 
 def _reproduce(args) -> int:
