@@ -222,9 +222,10 @@ def build_queue(results: Path | None = ROOT / "data" / "results") -> list[tuple[
     from dkdlib import recipes
     from dkdlib.results import load_records
 
-    queue: list[tuple[str, str, object]] = []
-    for label, cfg in recipes.series_configs(fast=False).items():
-        queue.append(("series", label, cfg))
+    # The series' runs in the campaign's order of value (scripts/campaign.py trains the same queue on a CPU)
+    queue: list[tuple[str, str, object]] = [
+        ("series", label, cfg) for _, label, cfg in recipes.campaign_queue("full")
+    ]
     as_run = "reading" in inspect.signature(recipes.reference_configs).parameters
 
     def reference(stage: str, seed: int, **kw) -> None:
