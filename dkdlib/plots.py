@@ -15,7 +15,13 @@ Honest figures, everywhere:
 - an accuracy axis spans at least 10 points, so a single seed's noise does not fill the panel
   (`accuracy_axis`);
 - a diverging colour map has one meaning (`plot_confusion_delta`: green is "better" everywhere);
-- no synthetic bar stands beside a CIFAR-10 reference marker (`plot_bars`, `plot_sweep`).
+- no synthetic bar stands beside a CIFAR-10 reference marker (`plot_bars`, `plot_sweep`);
+- students are compared as differences from a baseline, every seed drawn, the axis zoomed to the data
+  (`plot_vs_baseline`); a sweep or a grid says how large its range is beside the seed spread
+  (`plot_sweep`, `plot_grid`);
+- a value clipped to fit an axis is counted and labelled (`plot_suppression`, `plot_tckd_vs_nckd`);
+- legends sit outside the axes, so no legend hides a point (`legend_below`);
+- no "-0" or "+0" in a figure's text: a difference that rounds to zero reads "0" (`signed`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 
+from .verdicts import compare_seeds, signed
+
 if TYPE_CHECKING:
     from .config import Config
     from .data import Data
@@ -36,6 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "figure",
+    "signed",
+    "legend_below",
+    "differences_from",
+    "plot_vs_baseline",
+    "range_note",
     "plot_target_probability",
     "plot_suppression",
     "plot_tckd_vs_nckd",
@@ -82,6 +95,21 @@ def figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **subplo
     """A figure outside pyplot, with constrained layout, and its axes (`Figure.subplots` arguments)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots(nrows, ncols, **subplots)
+
+
+def legend_below(fig: Figure, axes: Any = None, ncols: int = 2, **kwargs) -> Any:
+    """One legend for the figure, below its axes (outside them, so it hides no point), with each label
+    once, collected from `axes` (default: all of the figure's). None when nothing is labelled."""
+    axes = fig.axes if axes is None else np.atleast_1d(axes).ravel()
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if not handles:
+        return None
+    ncols = max(1, min(ncols, len(handles)))
+    return fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=ncols,
+                      fontsize="small", **kwargs)  # fmt: skip
 
 
 SYNTHETIC_NOTE = "SYNTHETIC images (fast mode), not CIFAR-10"
@@ -154,7 +182,8 @@ def plot_history(
 ) -> Figure:
     """One panel per metric, one curve per run (labelled by its key), against the epoch.
 
-    Curves of fewer than 5 epochs are drawn as points; accuracy axes span at least 10 points. The title
+    Curves of fewer than 5 epochs are drawn as points; accuracy axes span at least 10 points; one legend
+    for all panels, below them. The title
     says "synthetic" when a run (or `dataset`) is.
     """
     metrics = list(metrics)
@@ -175,8 +204,7 @@ def plot_history(
         if _is_accuracy(metric):
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
             accuracy_axis(ax)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+    legend_below(fig, ncols=min(len(runs), 4))  # outside the panels: no legend hides a point
     if title:
         fig.suptitle(title)
     return mark_synthetic(fig, dataset or list(runs.values()))
@@ -382,7 +410,7 @@ def plot_lr_schedule(configs: Mapping[str, Config], steps_per_epoch: int) -> Fig
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Learning rate at every step ({steps_per_epoch} steps per epoch)")
-    ax.legend(fontsize="small")
+    legend_below(fig, ncols=1)
     return fig
 
 
@@ -400,7 +428,7 @@ def plot_warmup(configs: Mapping[str, Config]) -> Figure:
     ax.set_ylim(0, 1.05)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("DKD warm-up: min(epoch / warmup, 1)")
-    ax.legend(fontsize="small", loc="lower right")
+    legend_below(fig, ncols=1)
     return fig
 
 
@@ -455,11 +483,14 @@ def plot_sweep(
     xlabel: str | None = None,
     ax: Any = None,
     dataset: str | None = None,
+    seed_range: float | None = None,
 ) -> Figure:
     """Mean ± std test accuracy (%) against one hyper-parameter; optional reference points {x: acc %}.
 
     Fewer than 5 points are drawn as points; the accuracy axis spans at least 10 points; reference
-    points (CIFAR-10) are left out when the runs are synthetic.
+    points (CIFAR-10) are left out when the runs are synthetic. `seed_range` (points: max − min over the
+    seeds of one recipe, e.g. DKD's) draws a band that tall around the sweep's mean and says in the
+    title whether the sweep's own range (max − min of its means) is within it (noise) or beyond it.
     """
     fig = None
     if ax is None:
@@ -474,13 +505,21 @@ def plot_sweep(
         ax.plot(xs, [reference[v] for v in xs], color="black", label="reference (CIFAR-10, 100 ep)",
                 **{**curve_style(len(xs)), "marker": "D"} if len(xs) < MIN_POINTS_FOR_LINE
                 else {"linestyle": "--", "marker": "D"})  # fmt: skip
+    if seed_range is not None and np.isfinite(seed_range) and len(data):
+        middle = float(data["test_mean"].mean())
+        ax.axhspan(middle - seed_range / 2, middle + seed_range / 2, color="tab:gray", alpha=0.2,
+                   label=f"seed range of one recipe ({seed_range:.2f} points), around the mean")  # fmt: skip
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel("test accuracy (%)")
     ax.margins(x=0.1)
     accuracy_axis(ax, 100)
-    ax.set_title(ax_title)
-    ax.legend(fontsize="small")
-    fig = fig if fig is not None else ax.figure
+    ax.set_title(f"{ax_title}\n{range_note(data['test_mean'], seed_range, 'over ' + (xlabel or x))}"
+                 if len(data) > 1 else ax_title, fontsize=10)  # fmt: skip
+    if fig is None:
+        fig = ax.figure
+        ax.legend(fontsize="small", loc="best")
+    else:
+        legend_below(fig, ncols=1)
     return mark_synthetic(fig, dataset)
 
 
@@ -526,6 +565,99 @@ def plot_bars(
     return mark_synthetic(fig, dataset)
 
 
+def differences_from(frame: pd.DataFrame, baseline: str = "CE", value: str = "test_acc") -> pd.DataFrame:
+    """Each run's accuracy minus the baseline's, in points: one row per run of `frame` (columns `row`,
+    `seed`, `value` as a fraction of 1, as `runs_frame` and `gather_runs` give them).
+
+    A run is paired with the baseline's run of the same seed where there is one (`paired` True: the two
+    saw the same initial weights and batches), else set against the mean of the baseline's seeds. The
+    baseline's own runs come first, as their distance from their mean: the spread of the baseline.
+    The teacher (row "teacher") is left out. Columns: row, seed, acc (%), diff (points), paired.
+    """
+    frame = frame[frame["row"] != "teacher"]
+    base = frame[frame["row"] == baseline]
+    if base.empty:
+        raise ValueError(f"no {baseline!r} runs to take differences from")
+    by_seed = dict(zip(base["seed"].astype(int), 100 * base[value].astype(float), strict=True))
+    mean = float(np.mean(list(by_seed.values())))
+    rows = [
+        {"row": baseline, "seed": seed, "acc": acc, "diff": acc - mean, "paired": False}
+        for seed, acc in by_seed.items()
+    ]
+    for _, run in frame[frame["row"] != baseline].iterrows():
+        seed, acc = int(run["seed"]), 100 * float(run[value])
+        paired = seed in by_seed
+        rows.append({"row": run["row"], "seed": seed, "acc": acc, "paired": paired,
+                     "diff": acc - (by_seed[seed] if paired else mean)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["row", "seed", "acc", "diff", "paired"])
+
+
+def plot_vs_baseline(
+    frame: pd.DataFrame,
+    baseline: str = "CE",
+    value: str = "test_acc",
+    title: str | None = None,
+    dataset: str | None = None,
+) -> Figure:
+    """Students as differences from `baseline` (points), one dot per seed, zoomed to the data.
+
+    Each row (recipe) shows its seeds' differences (`differences_from`: paired by seed with the baseline
+    where it can be), their mean (a black tick) and their range (a grey line: the seed spread the rule of
+    `dkdlib.verdicts.compare_seeds` reads); the label gives the mean, the seeds and the rule's verdict
+    against the baseline. The baseline's row shows its own seeds around its mean. The teacher (a row
+    "teacher" in `frame`) is a dashed line where it falls inside the axis, otherwise its distance is
+    said in the title, and a recipe whose mean is above it is remarked on. Says "synthetic" when the
+    runs (or `dataset`) are.
+    """
+    diffs = differences_from(frame, baseline, value)
+    names = list(dict.fromkeys(diffs["row"]))
+    fig, ax = figure(7.5, 0.55 * len(names) + 2.4)
+    base_acc = diffs.loc[diffs["row"] == baseline, "acc"].to_numpy()
+    labels = []
+    for i, name in enumerate(names):
+        block = diffs[diffs["row"] == name]
+        d = block["diff"].to_numpy()
+        jitter = np.linspace(-0.12, 0.12, len(d)) if len(d) > 1 else np.zeros(1)
+        colour = "tab:gray" if name == baseline else "tab:blue"
+        dot = "one seed" if name != baseline else f"one {baseline} seed (from {baseline}'s mean)"
+        ax.scatter(d, i + jitter, s=28, color=colour, alpha=0.85, zorder=3, label=dot)
+        if len(d) > 1:
+            ax.plot([d.min(), d.max()], [i, i], color="tab:gray", linewidth=3, alpha=0.5, zorder=2,
+                    label="range over seeds")  # fmt: skip
+        ax.plot([d.mean()] * 2, [i - 0.3, i + 0.3], color="black", linewidth=2, zorder=4, label="mean")
+        if name == baseline:
+            spread = f"range {np.ptp(d):.2f}" if len(d) > 1 else "one seed"
+            labels.append(f"{name}: {len(d)} seed{'s' * (len(d) > 1)}, {spread}")
+        else:
+            verdict = compare_seeds(base_acc, block["acc"].to_numpy())
+            judged = "one seed: cannot tell" if verdict.beyond is None else (
+                "beyond the seed spread" if verdict.beyond else "within the seed spread")  # fmt: skip
+            labels.append(f"{name}: {signed(d.mean())} ({len(d)} seed{'s' * (len(d) > 1)}, {judged})")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    ax.invert_yaxis()
+    lo, hi = float(min(diffs["diff"].min(), 0.0)), float(max(diffs["diff"].max(), 0.0))
+    pad = max(0.1 * (hi - lo), 0.25)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_xlabel(f"{METRIC_LABELS.get(value, value)} − {baseline}'s (points; same seed where there is one)")
+    lines = [title or f"Each recipe's {METRIC_LABELS.get(value, value)} minus {baseline}'s, per seed"]
+    teacher = frame.loc[frame["row"] == "teacher", value].astype(float)
+    if len(teacher):
+        t = 100 * float(teacher.mean()) - float(np.mean(base_acc))
+        if lo - pad <= t <= hi + pad:
+            ax.axvline(t, color="firebrick", linestyle="--", linewidth=1, label="the teacher")
+        else:
+            lines.append(f"the teacher is {signed(t)} points from {baseline}, off this scale")
+        teacher_acc = 100 * float(teacher.mean())
+        means = diffs.groupby("row", sort=False)["acc"].mean()
+        above = [f"{n} ({signed(m - teacher_acc)})" for n, m in means.items() if m > teacher_acc]
+        if above:
+            lines.append(f"above its teacher: {', '.join(above)} points")
+    ax.set_title("\n".join(lines), fontsize=10)
+    legend_below(fig, ncols=4)
+    return mark_synthetic(fig, dataset or (frame["dataset"].tolist() if "dataset" in frame else None))
+
+
 # DKD figures: the decomposition, dark knowledge and sweeps over recorded runs
 
 
@@ -543,7 +675,7 @@ def plot_target_probability(p_t: Mapping[str, np.ndarray], title: str | None = N
     ax.set_xlabel("teacher's probability of the true class, $p_t^{\\mathcal{T}}$")
     ax.set_ylabel("test images")
     ax.set_title(title or "How confident is the teacher? (test set)")
-    ax.legend(fontsize="small", loc="upper center")
+    legend_below(fig)
     return fig
 
 
@@ -551,6 +683,7 @@ def plot_suppression(frame: pd.DataFrame, temperature: float = 4.0, bins: int = 
     """NCKD per sample vs the teacher's p_t, with and without KD's weight (1 − p_t), and binned shares."""
     fig, (ax, ax2) = _fig(11, 4.0, 2)
     floor = 1e-6
+    _floor_note(ax, [frame["nckd"], frame["kd_nckd"]], floor, axis="y")
     ax.scatter(frame["p_t"], frame["nckd"].clip(lower=floor), s=6, alpha=0.35, color="tab:gray",
                label="NCKD (what DKD weights by β)")  # fmt: skip
     ax.scatter(frame["p_t"], frame["kd_nckd"].clip(lower=floor), s=6, alpha=0.45, color="tab:red",
@@ -559,7 +692,6 @@ def plot_suppression(frame: pd.DataFrame, temperature: float = 4.0, bins: int = 
     ax.set_xlabel(f"teacher's $p_t$ (T = {temperature:g})")
     ax.set_ylabel("per-sample loss (nats, no T²)")
     ax.set_title("KD shrinks NCKD on confident samples")
-    ax.legend(fontsize="small", markerscale=3)
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(frame["p_t"], edges) - 1, 0, bins - 1)
     nckd = np.bincount(which, frame["nckd"], minlength=bins)
@@ -575,7 +707,7 @@ def plot_suppression(frame: pd.DataFrame, temperature: float = 4.0, bins: int = 
     ax2.set_ylabel("share of the test set's total NCKD")
     ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax2.set_title("Where the non-target signal sits, and what KD keeps")
-    ax2.legend(fontsize="small")
+    legend_below(fig, ncols=4, markerscale=3)
     return fig
 
 
@@ -583,6 +715,8 @@ def plot_tckd_vs_nckd(frame: pd.DataFrame, temperature: float = 4.0) -> Figure:
     """Per-sample TCKD against NCKD (log–log), coloured by the teacher's p_t."""
     fig, ax = _fig(6.2, 4.6)
     floor = 1e-7
+    _floor_note(ax, [frame["nckd"]], floor, axis="x")
+    _floor_note(ax, [frame["tckd"]], floor, axis="y")
     points = ax.scatter(frame["nckd"].clip(lower=floor), frame["tckd"].clip(lower=floor), c=frame["p_t"],
                         cmap="viridis", vmin=0, vmax=1, s=7, alpha=0.6)  # fmt: skip
     ax.set_xscale("log")
@@ -604,6 +738,24 @@ def plot_dark_knowledge(matrix: np.ndarray, classes: Sequence[str], temperature:
         mask=~np.isfinite(matrix), fmt=".2f", cmap="magma_r", vmin=0,
         cbar_kws={"label": "mean $\\hat p$ (share of the non-target mass)"},
     )  # fmt: skip
+
+
+def _floor_note(ax: Any, values: Sequence[Any], floor: float, axis: str = "y") -> int:
+    """Mark the floor that values below it are clipped to on a log axis, with how many were: a dotted
+    line, labelled 'N of M values < floor, drawn at it'. Nothing when none is clipped. Returns N."""
+    arrays = [np.asarray(v, dtype=float) for v in values]
+    clipped, total = sum(int((a < floor).sum()) for a in arrays), sum(a.size for a in arrays)
+    if clipped:
+        text = f"{clipped:,} of {total:,} values < {floor:g}, drawn at {floor:g}"
+        if axis == "y":
+            ax.axhline(floor, color="black", linestyle=":", linewidth=0.8)
+            ax.annotate(text, (0.01, floor), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                        textcoords="offset points", fontsize=7, va="bottom")  # fmt: skip
+        else:
+            ax.axvline(floor, color="black", linestyle=":", linewidth=0.8)
+            ax.annotate(text, (floor, 0.99), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                        textcoords="offset points", fontsize=7, va="top", rotation=90)  # fmt: skip
+    return clipped
 
 
 def _class_heatmap(matrix: np.ndarray, classes: Sequence[str], xlabel: str, title: str, **heatmap) -> Figure:
@@ -641,24 +793,45 @@ def plot_class_delta(
     ax.set_xlabel("class")
     ax.set_ylabel("test accuracy difference (points)")
     ax.set_title(f"Per-class test accuracy relative to {baseline}")
-    ax.legend(fontsize="small")
+    legend_below(fig, ncols=max(1, len(others)))
     return fig
 
 
-def plot_grid(frame: pd.DataFrame, value: str = "test_acc", title: str | None = None) -> Figure:
-    """α×β heatmap of mean test accuracy (in %) over DKD runs in `frame` (columns alpha, beta)."""
+def plot_grid(
+    frame: pd.DataFrame, value: str = "test_acc", title: str | None = None, seed_range: float | None = None
+) -> Figure:
+    """α×β heatmap of mean test accuracy (in %) over DKD runs in `frame` (columns alpha, beta).
+
+    The title says how large the grid's range is (best − worst cell, in points) beside `seed_range`
+    (max − min over the seeds of one recipe, in points): a range within it is noise (`range_note`).
+    """
     import seaborn as sns
 
     grid = frame.groupby(["alpha", "beta"])[value].mean().unstack("beta") * 100
-    fig, ax = _fig(1.3 * grid.shape[1] + 3, 1.0 * grid.shape[0] + 2.2)
+    fig, ax = _fig(1.3 * grid.shape[1] + 3.6, 1.0 * grid.shape[0] + 2.6)
     sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax,
                 cbar_kws={"label": "test accuracy (%)"})  # fmt: skip
     ax.set_xlabel("β (NCKD weight)")
     ax.set_ylabel("α (TCKD weight)")
     ax.tick_params(axis="y", labelrotation=0)
-    ax.set_title(title or "DKD test accuracy over α × β")
+    note = range_note(grid.to_numpy().ravel(), seed_range, "over the grid")
+    ax.set_title(f"{title or 'DKD test accuracy over α × β'}\n{note}", fontsize=10)
     ax.grid(False)
-    return fig
+    return mark_synthetic(fig, frame["dataset"].tolist() if "dataset" in frame else None)
+
+
+def range_note(values: Sequence[float], seed_range: float | None, what: str = "") -> str:
+    """'range over the grid 1.00 points, within the seed range of 1.60: noise' (or 'beyond the seed
+    range of …', or '…; one seed each: the seed range is unknown'), from values in points."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    span = float(np.ptp(values)) if values.size else float("nan")
+    head = f"range {what} {span:.2f} points".replace("  ", " ")
+    if seed_range is None or not np.isfinite(seed_range):
+        return f"{head}; the seed range is unknown (one seed)"
+    if span <= seed_range:
+        return f"{head}, within the seed range of {seed_range:.2f}: noise"
+    return f"{head}, beyond the seed range of {seed_range:.2f}"
 
 
 def plot_selection(frame: pd.DataFrame) -> Figure:

@@ -6,16 +6,20 @@ A student's accuracy moves from seed to seed (initial weights, batch order, augm
     than the larger of their two seed ranges (max − min over seeds), and each has at least two seeds.
 
 With one seed on either side the spread is unknown, and the verdict says so instead of guessing.
+
+`remarks` says, from the runs, what a reader should not miss beside a comparison: a student that ends
+above its teacher, and validation and test images that disagree about which recipe is better.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Verdict", "compare_seeds"]
+__all__ = ["Verdict", "compare_seeds", "signed", "remarks"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,63 @@ def compare_seeds(a: Sequence[float], b: Sequence[float], names: tuple[str, str]
         return Verdict(gap, None, seeds, None, names)
     spread = float(max(np.ptp(a_), np.ptp(b_)))
     return Verdict(gap, spread, seeds, abs(gap) > spread, names)
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """A difference with its sign, '+1.25' or '-0.40', and '0.00' (never '-0.00' or '+0.00') where it
+    rounds to zero; 'nan' for a missing value."""
+    value = float(value)
+    if not np.isfinite(value):
+        return "nan"
+    text = f"{value:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def remarks(frame: Any, baseline: str = "CE") -> list[str]:
+    """Sentences about what a comparison of recipes should not hide, computed from the runs.
+
+    `frame`: one row per run with the columns `row` (recipe label; "teacher" for the teacher), `test_acc`
+    and, for the second remark, `val_acc` (fractions of 1), as `reports.runs_frame` and
+    `reports.gather_runs` give them. It says
+    - which student recipe ends above its teacher (mean test accuracy over its seeds);
+    - where the validation and the test images disagree about the sign of a recipe's gap to `baseline`
+      (means over seeds), and when the best recipe on validation is not the best on test.
+    An empty list when there is nothing to remark.
+    """
+    lines: list[str] = []
+    if frame is None or len(frame) == 0:
+        return lines
+    test = frame.groupby("row", sort=False)["test_acc"].mean().astype(float) * 100
+    teacher = test.pop("teacher") if "teacher" in test else None
+    if teacher is not None:
+        for row, acc in test.items():
+            if acc > teacher:
+                lines.append(
+                    f"{row} ends above its teacher: {acc:.2f}% against {teacher:.2f}% on the test set "
+                    f"({signed(acc - teacher)} points). A student can pass a teacher it learns from: the "
+                    "labels teach it too, and the teacher's soft targets are a regulariser, not a ceiling."
+                )
+    if "val_acc" not in frame or baseline not in test:
+        return lines
+    students = frame[frame["row"] != "teacher"]
+    val = students.groupby("row", sort=False)["val_acc"].mean().astype(float) * 100
+    if val.isna().any():
+        return lines
+    for row in test.index:
+        if row == baseline:
+            continue
+        gap_val, gap_test = val[row] - val[baseline], test[row] - test[baseline]
+        a, b = signed(gap_val), signed(gap_test)
+        if a != "0.00" and b != "0.00" and (a[0] == "-") != (b[0] == "-"):
+            lines.append(
+                f"{row} − {baseline} is {a} points on the validation images but {b} on the test images: "
+                "the two held-out sets disagree about which is better, so the gap is smaller than what "
+                "one set of images can measure."
+            )
+    if len(test) > 1 and val.idxmax() != test.idxmax():
+        lines.append(
+            f"The best recipe on the validation images is {val.idxmax()} ({val.max():.2f}%), on the test "
+            f"images {test.idxmax()} ({test.max():.2f}%): choosing by validation, as one should, picks "
+            f"{val.idxmax()}."
+        )
+    return lines

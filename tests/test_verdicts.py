@@ -31,3 +31,35 @@ def test_gap_within_the_larger_range_is_not_beyond():
 def test_empty_side_is_an_error():
     with pytest.raises(ValueError):
         compare_seeds([], [1.0])
+
+
+def _frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["row", "seed", "test_acc", "val_acc"])
+
+
+def test_remarks_a_student_above_its_teacher():
+    from dkdlib.verdicts import remarks
+
+    frame = _frame([("teacher", 0, 0.4935, 0.50), ("CE", 0, 0.4565, 0.46), ("DKD", 0, 0.4940, 0.49)])
+    lines = remarks(frame)
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "DKD ends above its teacher: 49.40% against 49.35% on the test set (+0.05 points)"
+    )
+    assert remarks(frame[frame["row"] != "teacher"]) == []  # no teacher: nothing to say
+
+
+def test_remarks_a_validation_test_disagreement():
+    from dkdlib.verdicts import remarks
+
+    frame = _frame([("CE", 0, 0.450, 0.470), ("CE", 1, 0.452, 0.468), ("DKD", 0, 0.455, 0.465),
+                    ("DKD", 1, 0.451, 0.467), ("KD", 0, 0.440, 0.460)])  # fmt: skip
+    lines = remarks(frame)
+    assert any(line.startswith("DKD − CE is -0.30 points on the validation images but +0.20 on the test")
+               for line in lines)  # fmt: skip
+    assert not any(line.startswith("KD − CE") for line in lines)  # worse on both: no disagreement
+    assert any("best recipe on the validation images is CE (46.90%), on the test images DKD (45.30%)" in line
+               for line in lines)  # fmt: skip
+    assert remarks(frame.drop(columns="val_acc")) == []  # no validation accuracy: no disagreement to tell
