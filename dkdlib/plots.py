@@ -630,7 +630,7 @@ def plot_vs_baseline(
             labels.append(f"{name}: {len(d)} seed{'s' * (len(d) > 1)}, {spread}")
         else:
             verdict = compare_seeds(base_acc, block["acc"].to_numpy())
-            judged = "one seed: cannot tell" if verdict.beyond is None else (
+            judged = "cannot tell" if verdict.beyond is None else (
                 "beyond the seed spread" if verdict.beyond else "within the seed spread")  # fmt: skip
             labels.append(f"{name}: {signed(d.mean())} ({len(d)} seed{'s' * (len(d) > 1)}, {judged})")
     ax.axvline(0.0, color="black", linewidth=0.8)

@@ -142,16 +142,12 @@ def test_chapter4_checked_cells_say_true():
 
 
 def _checked(nb: dict) -> list[dict]:
-    """The code cells whose output nbval compares under --nbval-lax: tagged `nbval-check-output` (or,
-    in a chapter not yet converted, marked with nbval's comment)."""
+    """The code cells whose output nbval compares under --nbval-lax: those tagged `nbval-check-output`
+    (nbval's `# NBVAL_CHECK_OUTPUT` comment is a developer note that `test_no_developer_notes` refuses)."""
     return [
         c
         for c in nb["cells"]
-        if c["cell_type"] == "code"
-        and (
-            "nbval-check-output" in c["metadata"].get("tags", [])
-            or "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])
-        )
+        if c["cell_type"] == "code" and "nbval-check-output" in c["metadata"].get("tags", [])
     ]
 
 
@@ -166,12 +162,19 @@ DEVELOPER_NOTES = [
     "before section",
     "version of this chapter",
 ]
-CLEAN_CHAPTERS = [p for p in PATHS if p.name[:2] in {f"{i:02d}" for i in range(7)}]
+CLEAN_CHAPTERS = [p for p in PATHS if p.name[:2] in {f"{i:02d}" for i in range(8)}]
+
+
+@pytest.mark.parametrize("path", CLEAN_CHAPTERS, ids=lambda p: p.name)
+def test_heading_style(path):
+    """One style of chapter heading: '# Chapter N · Title', N the file's number."""
+    heading = "".join(_load(path)["cells"][0]["source"]).splitlines()[0]
+    assert re.fullmatch(rf"# Chapter {int(path.name[:2])} · \S.*", heading), heading
 
 
 @pytest.mark.parametrize("path", CLEAN_CHAPTERS, ids=lambda p: p.name)
 def test_no_developer_notes(path):
-    """Chapters 0–6 show a learner the lesson only: no developer notes in cells, no execution timestamps."""
+    """Chapters 0–7 show a learner the lesson only: no developer notes in cells, no execution timestamps."""
     nb = _load(path)
     for i, cell in enumerate(nb["cells"]):
         source = "".join(cell["source"])
