@@ -52,7 +52,10 @@ def test_readings_sit_side_by_side_with_their_fair_baselines_and_notes(tmp_path)
 
 def test_readme_markers_are_filled_and_checked(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{results_table.START}\nold\n{results_table.END}\nrest\n")
+    readme.write_text(
+        f"intro\n{results_table.START}\nold\n{results_table.END}\nmid\n"
+        f"{results_table.CPU_START}\nold\n{results_table.CPU_END}\nrest\n"
+    )
     (tmp_path / "results").mkdir()
     import sys
 
@@ -74,3 +77,23 @@ def test_readme_markers_are_filled_and_checked(tmp_path):
     finally:
         sys.argv = argv
     assert "old" not in readme.read_text() and "rest" in readme.read_text()
+
+
+def test_cpu_table_from_records(tmp_path):
+    """The CPU scale's table reads the campaign's records by run name: seeds, spread, DKD − CE."""
+    import json
+
+    from dkdlib.recipes import campaign_queue
+
+    names = {label: cfg for _, label, cfg in campaign_queue("cpu")}
+    accs = {"ce seed 0": 0.83, "ce seed 1": 0.84, "dkd seed 0": 0.85, "dkd seed 1": 0.855, "teacher": 0.9}
+    for i, (label, acc) in enumerate(accs.items()):
+        cfg = names[label]
+        record = {"name": cfg.run_name(), "config": {"seed": cfg.seed}, "metrics": {"test_acc": acc},
+                  "wall_time_s": 1800, "environment": {"hardware": "test cpu"}}  # fmt: skip
+        (tmp_path / f"2026{i:02d}-{cfg.run_name()}.json").write_text(json.dumps(record))
+    text = results_table.render_cpu(tmp_path)
+    assert "| student alone, CE | 83.50 (83.00–84.00) | 0, 1 | 80.49 |" in text
+    assert "| classic KD | not yet | — | — |" in text
+    assert "DKD − CE, seed by seed: +2.00, +1.50 points (mean +1.75)" in text
+    assert "5 runs, 2.5 CPU hours in all, on test cpu" in text
