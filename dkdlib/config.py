@@ -116,7 +116,11 @@ class Config:
     temperature: float = _field(4.0, "softmax temperature T of the distillation term (the paper: 4)")
     alpha: float = _field(1.0, "weight of TCKD (target vs. rest)")
     beta: float = _field(8.0, "weight of NCKD (among non-targets); 8 for confident teachers, 2 for weak ones")
-    warmup: int = _field(20, "epochs over which the distillation weight ramps up linearly (0 = off)")
+    warmup: int | None = _field(
+        None,
+        "epochs over which the distillation weight ramps up linearly (0 = off; default: the method's, "
+        "DKD 20, KD 0)",
+    )
     ce_weight: float = _field(1.0, "weight of the cross-entropy on labels")
     kd_weight: float = _field(
         1.0, "weight of classic KD (official KD baseline: ce_weight 0.1, kd_weight 0.9)"
@@ -160,6 +164,10 @@ class Config:
     tag: str = _field("", "free label stored with the results (e.g. ref:as_run:dkd_100)", identity="no")
     note: str = _field("", "free text kept in the run's record (e.g. a fallback taken)", identity="no")
     out_dir: str = _field("data", "where checkpoints/, results/ and downloads go", identity="no", shared=True)
+
+    def setting(self, name: str) -> Any:
+        """The value field `name` trains with: the config's, or where it is None the method's default."""
+        return resolved(self.to_dict(), name)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what is learned (see the module docstring)."""
@@ -221,8 +229,8 @@ class Config:
             not isinstance(self.data_seed, int) or isinstance(self.data_seed, bool)
         ):
             bad(f"data_seed must be an integer or None (= seed); got {self.data_seed!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            bad(f"warmup must be an integer number of epochs >= 0 (0 = off); got {self.warmup!r}")
+        if self.warmup is not None and (not isinstance(self.warmup, int) or self.warmup < 0):
+            bad(f"warmup must be an integer number of epochs >= 0 (0 = off) or None; got {self.warmup!r}")
         if not self.temperature > 0:
             bad(f"temperature must be > 0 (the paper uses 4); got {self.temperature!r}")
         for key in ("alpha", "beta", "ce_weight", "kd_weight", "weight_decay", "momentum"):
@@ -240,8 +248,23 @@ FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
 SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
 
 
+# What a method setting left at None stands for in the identity of a method without that setting: the
+# Config default from before methods carried their own, so the runs named then keep their names.
+NAMED_AS = {"warmup": 20}
+
+
+def resolved(config: dict[str, Any], name: str) -> Any:
+    """Field `name` of a config saved as a dict, a None resolved to its method's default."""
+    value = config.get(name)
+    if value is None and name in NAMED_AS:
+        settings = METHODS[config.get("method", "ce")].settings
+        return settings.get(name, NAMED_AS[name])
+    return value
+
+
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
+    config = {**config, **{key: resolved(config, key) for key in NAMED_AS if key in config}}
     ident = {}
     for key, value in config.items():
         meta = FIELDS.get(key, {"identity": "yes", "file": False})

@@ -18,7 +18,7 @@ adding one entry here; `Config` validation and the CLI's choices read this table
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,10 +44,12 @@ HYPERPARAMETERS = ("temperature", "alpha", "beta", "kd_weight")  # the Config fi
 
 @dataclass(frozen=True)
 class Method:
-    """A training method: its distillation term (None: labels only) and a line of help."""
+    """A training method: its distillation term (None: labels only), a line of help, and its own
+    settings: the Config fields it reads, with its defaults (a Config field left at None takes them)."""
 
     distill: DistillFn | None
     help: str
+    settings: dict[str, float] = field(default_factory=dict)
 
 
 def _flat(zs: Tensor, zt: Tensor, y: Tensor, t: Tensor):
@@ -92,14 +94,18 @@ def _on_standardized(term: DistillFn) -> DistillFn:
     return lambda zs, zt, y, hp: term(standardize(zs), standardize(zt), y, hp)
 
 
+# Hinton's KD and mdistiller's KD have no warm-up; DKD's official code ramps in over 20 epochs.
+_KD = {"warmup": 0}
+_DKD = {"warmup": 20}
+
 METHODS: dict[str, Method] = {
     "ce": Method(None, "labels only (a teacher or a baseline)"),
-    "kd": Method(_kd, "Hinton's KD: kd_weight · T² · KL(p_teacher ‖ p_student)"),
-    "dkd": Method(_dkd, "DKD: T² · (α · TCKD + β · NCKD)"),
-    "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)"),
-    "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)"),
-    "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)"),
-    "dkd_ls": Method(_on_standardized(_dkd), "DKD on z-scored logits (logit standardisation)"),
+    "kd": Method(_kd, "Hinton's KD: kd_weight · T² · KL(p_teacher ‖ p_student)", _KD),
+    "dkd": Method(_dkd, "DKD: T² · (α · TCKD + β · NCKD)", _DKD),
+    "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)", _DKD),
+    "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)", _DKD),
+    "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)", _KD),
+    "dkd_ls": Method(_on_standardized(_dkd), "DKD on z-scored logits (logit standardisation)", _DKD),
 }
 
 

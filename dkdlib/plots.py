@@ -394,7 +394,7 @@ def plot_warmup(configs: Mapping[str, Config]) -> Figure:
     for label, cfg in configs.items():
         epochs = np.arange(1, cfg.epochs + 1)
         ax.plot(epochs, [distill_weight(cfg, int(e)) for e in epochs], **curve_style(len(epochs)),
-                label=f"{label}: warmup {cfg.warmup}, {cfg.epochs} epochs")  # fmt: skip
+                label=f"{label}: warmup {cfg.setting('warmup')}, {cfg.epochs} epochs")  # fmt: skip
     ax.set_xlabel("epoch (counted from 1)")
     ax.set_ylabel("weight of α·TCKD + β·NCKD")
     ax.set_ylim(0, 1.05)

@@ -237,7 +237,7 @@ def compare_recipes(configs: Mapping[str, Any], fields: Sequence[str] = RECIPE_F
     from .train import distill_weight
 
     # Text from the start: pandas would turn None into a missing value, which nunique() does not count.
-    table = pd.DataFrame({label: {f: str(getattr(c, f)) for f in fields} for label, c in configs.items()})
+    table = pd.DataFrame({label: {f: str(c.setting(f)) for f in fields} for label, c in configs.items()})
     table = table.loc[table.nunique(axis=1) > 1]
     derived = {}
     for label, c in configs.items():
@@ -549,7 +549,7 @@ def reading_recipes() -> pd.DataFrame:
                 "CE w": c.ce_weight, "T": c.temperature if c.method != "ce" else None,
                 "α": c.alpha if c.method in ("dkd", "tckd") else None,
                 "β": c.beta if c.method in ("dkd", "nckd") else None,
-                "warm-up": c.warmup, "start": start, "batch": c.batch_size, "wd": c.weight_decay,
+                "warm-up": c.setting("warmup"), "start": start, "batch": c.batch_size, "wd": c.weight_decay,
                 "lr schedule": sched, "std": "copied" if c.std else "true", "epochs": c.epochs,
                 "inferred": guess,
             })  # fmt: skip

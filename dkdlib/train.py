@@ -237,7 +237,8 @@ def distill_weight(cfg: Config, epoch: int) -> float:
     a method without a teacher)."""
     if not distills(cfg.method):
         return 0.0
-    return min(epoch / cfg.warmup, 1.0) if cfg.warmup > 0 else 1.0
+    warmup = cfg.setting("warmup")  # the method's default where the config leaves it at None
+    return min(epoch / warmup, 1.0) if warmup > 0 else 1.0
 
 
 def make_step(

@@ -1,0 +1,26 @@
+"""Issue 20's defects, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dkdlib import Config
+from dkdlib.train import distill_weight
+
+
+def test_kd_takes_its_own_warmup_not_dkds():
+    """Defect 1: classic KD has no warm-up (Hinton, mdistiller); DKD keeps its 20 epochs."""
+    kd = Config(method="kd", teacher="t.pt")
+    assert kd.setting("warmup") == 0 and distill_weight(kd, 1) == 1.0
+    dkd = replace(kd, method="dkd")
+    assert dkd.setting("warmup") == 20 and distill_weight(dkd, 1) == 1 / 20
+    assert distill_weight(replace(kd, warmup=4), 1) == 0.25  # an explicit warm-up still counts
+
+
+def test_warmup_default_keeps_the_names_of_runs_named_before():
+    """A method's warm-up default changes no existing name: DKD (and CE) at None name as at 20."""
+    for method in ("ce", "dkd", "tckd", "nckd"):
+        cfg = Config(method=method, teacher="t.pt")
+        assert cfg.run_name() == replace(cfg, warmup=20).run_name(), method
+    kd = Config(method="kd", teacher="t.pt")
+    assert kd.run_name() == replace(kd, warmup=0).run_name() != replace(kd, warmup=20).run_name()
