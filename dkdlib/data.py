@@ -79,6 +79,7 @@ class Data:
     mean: tuple[float, float, float] = STATS["cifar10"][0]
     std: tuple[float, float, float] = STATS["cifar10"][1]
     source: str = ""
+    split: dict | None = None  # the sizes `load_data` was asked for: val_size, train_size, test_size
 
     @property
     def num_classes(self) -> int:
@@ -130,6 +131,7 @@ def load_data(
         data.x_train, data.y_train = _balanced_head(data.x_train, data.y_train, train_size)
     if test_size is not None:
         data.x_test, data.y_test = _balanced_head(data.x_test, data.y_test, test_size)
+    data.split = {"val_size": val_size, "train_size": train_size, "test_size": test_size}
     return data
 
 

@@ -404,6 +404,20 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
                          test_size=cfg.test_size, root=Path(cfg.out_dir))  # fmt: skip
     if data.name != cfg.dataset:
         raise DKDError(f"the data given are {data.name!r} but the config says dataset={cfg.dataset!r}")
+    wanted = {"val_size": cfg.val_size, "train_size": cfg.train_size, "test_size": cfg.test_size}
+    if data.split is not None:  # loaded by `load_data`: the sizes it was asked for
+        diff = [
+            f"{k}: {data.split.get(k)!r} there, {v!r} here"
+            for k, v in wanted.items()
+            if data.split.get(k) != v
+        ]
+    else:  # built by hand: its counts
+        counts = {"val_size": len(data.y_val), "train_size": len(data.y_train), "test_size": len(data.y_test)}
+        diff = [f"{k}: {counts[k]} images there, {v!r} here" for k, v in wanted.items()
+                if v is not None and counts[k] != v]  # fmt: skip
+    if diff:
+        raise DKDError(f"the data given were split otherwise than the config says ({'; '.join(diff)}): "
+                       "load them with the config's sizes, or leave data= out")  # fmt: skip
     return data
 
 

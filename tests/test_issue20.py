@@ -24,3 +24,23 @@ def test_warmup_default_keeps_the_names_of_runs_named_before():
         assert cfg.run_name() == replace(cfg, warmup=20).run_name(), method
     kd = Config(method="kd", teacher="t.pt")
     assert kd.run_name() == replace(kd, warmup=0).run_name() != replace(kd, warmup=20).run_name()
+
+
+def test_data_for_checks_the_split_sizes():
+    """Defect 3: data of other split sizes must not train under the config's identity."""
+    import pytest
+
+    from dkdlib import load_data
+    from dkdlib.errors import DKDError
+    from dkdlib.train import data_for
+
+    data = load_data("synthetic", val_size=100, train_size=300, test_size=100)
+    cfg = Config(dataset="synthetic", val_size=100, train_size=300, test_size=100)
+    assert data_for(cfg, data) is data
+    for other in (dict(train_size=200), dict(val_size=50), dict(test_size=None), dict(train_size=None)):
+        with pytest.raises(DKDError, match="split otherwise"):
+            data_for(replace(cfg, **other), data)
+    hand = replace(data, split=None)  # a Data built by hand: its counts are checked
+    assert data_for(cfg, hand) is hand
+    with pytest.raises(DKDError, match="split otherwise"):
+        data_for(replace(cfg, train_size=200), hand)
