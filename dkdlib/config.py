@@ -195,8 +195,9 @@ class Config:
         """Where `best_by` keeps the weights of the run's best epoch."""
         return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}-best.pt"
 
-    def validate(self) -> None:
-        """Raise `DKDError` naming the first bad value and what would be valid."""
+    def validate(self, files: bool = True) -> None:
+        """Raise `DKDError` naming the first bad value and what would be valid (files: and unless the
+        teacher and init checkpoints exist, `check_files`)."""
 
         def bad(msg: str):
             raise DKDError(f"Config: {msg}")
@@ -238,10 +239,20 @@ class Config:
                 bad(f"{key} must be >= 0; got {getattr(self, key)!r}")
         if not self.lr > 0:
             bad(f"lr must be > 0; got {self.lr!r}")
+        if files:
+            self.check_files()
+
+    def check_files(self) -> None:
+        """Raise `DKDError` unless the teacher and init checkpoints the run starts from exist (a finished
+        run, e.g. committed weights, loads without them)."""
         if distills(self.method) and not Path(self.teacher).is_file():
-            bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
+            raise DKDError(
+                f"Config: teacher checkpoint {self.teacher} does not exist; train the teacher first"
+            )
         if self.init is not None and not Path(self.init).is_file():
-            bad(f"init checkpoint {self.init} does not exist; train the run it comes from first")
+            raise DKDError(
+                f"Config: init checkpoint {self.init} does not exist; train the run it comes from first"
+            )
 
 
 FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
@@ -290,14 +301,14 @@ def data_seed(cfg: Config) -> int:
     return cfg.seed if cfg.data_seed is None else cfg.data_seed
 
 
-def check_group(configs: list[Config]) -> None:
+def check_group(configs: list[Config], files: bool = True) -> None:
     """Raise `DKDError` unless `configs` can train in one loop: each valid, all sharing data, schedule,
-    data seed and teacher, no run twice."""
+    data seed and teacher, no run twice (files: `Config.check_files` too)."""
     if not configs:
         raise DKDError("fit_many needs at least one config")
     first = configs[0]
     for i, cfg in enumerate(configs):
-        cfg.validate()
+        cfg.validate(files)
         if cfg.schedule == "plateau" and len(configs) > 1:
             raise DKDError(
                 f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which lowers the learning rate "

@@ -452,7 +452,7 @@ def fit_many(
     """
     from tqdm.auto import tqdm
 
-    check_group(configs)
+    check_group(configs, files=False)  # a finished run loads without its teacher's file
     cfg0 = configs[0]
     device = pick_device(cfg0.device)
     data = data_for(cfg0, data)
@@ -464,6 +464,8 @@ def fit_many(
     if not todo:
         return [runs[i] for i in range(len(configs))]
     group, saved = [configs[i] for i in todo], [states.get(i) for i in todo]
+    for cfg in group:
+        cfg.check_files()
     k, start_epoch = len(group), _resume_epoch(group, saved) + 1
 
     inits = [load_init(cfg, data) for cfg in group]

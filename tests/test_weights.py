@@ -116,3 +116,15 @@ def test_setup_says_when_the_chapters_will_load_committed_runs(exported, monkeyp
     monkeypatch.setenv("DKDLIB_WEIGHTS", "0")
     setup()
     assert "committed in" not in capsys.readouterr().out
+
+
+def test_a_committed_student_loads_without_its_teachers_file(exported, monkeypatch):
+    """Issue 20, defect 4: a finished student needs no teacher checkpoint to be loaded."""
+    base, runs = exported
+    monkeypatch.setenv("DKDLIB_OUT", str(base / "student-only"))
+    monkeypatch.setenv("DKDLIB_WEIGHTS", str(base / "w"))
+    monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: pytest.fail("trained"))
+    cfg = series_configs(fast="fast")["dkd"]
+    assert not Path(cfg.teacher).exists()  # the teacher was never loaded into this folder
+    assert fit(cfg, progress=False).metrics == runs["dkd"].metrics
+    assert not Path(cfg.teacher).exists()
