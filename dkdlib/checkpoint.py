@@ -92,6 +92,8 @@ def load_model(
         )
     model = create_model(state["model_name"], state["num_classes"])
     model.load_state_dict(state["model"])
+    if "mean" in state and "std" in state:  # what it was trained on: evaluate it with the same
+        model.normalization = (tuple(state["mean"]), tuple(state["std"]))
     return model.to(device).eval()
 
 

@@ -560,7 +560,7 @@ def fit_many(
         extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in group],
                                  "group_wall_time_s": round(wall, 2)}  # fmt: skip
     trained = (
-        [model]
+        [_with_normalization(model, cfg0, data)]
         if k == 1
         else [_solo(c, sd, data, device) for c, sd in zip(group, unpack(model, k), strict=True)]
     )
@@ -634,6 +634,13 @@ def _solo(cfg: Config, state: dict, data: Data, device: torch.device) -> nn.Modu
     """A student's own network, holding `state`."""
     model = create_model(cfg.model, data.num_classes).to(device)
     model.load_state_dict(state)
+    return _with_normalization(model, cfg, data)
+
+
+def _with_normalization(model: nn.Module, cfg: Config, data: Data) -> nn.Module:
+    """`model`, carrying the (mean, std) it trained with as `model.normalization` (as `load_model`'s
+    do), so whatever evaluates it later normalises as training did."""
+    model.normalization = norm_stats(cfg, data)
     return model
 
 

@@ -44,3 +44,30 @@ def test_data_for_checks_the_split_sizes():
     assert data_for(cfg, hand) is hand
     with pytest.raises(DKDError, match="split otherwise"):
         data_for(replace(cfg, train_size=200), hand)
+
+
+def test_outputs_normalise_as_the_checkpoint_was_trained(tmp_path, tiny_data):
+    """Defect 5: `decomposition.outputs` uses the model's own normalisation, not the dataset's."""
+    import torch
+
+    from dkdlib import decomposition, fit
+    from dkdlib.checkpoint import load_model, save_checkpoint
+    from dkdlib.data import DeviceLoader
+    from dkdlib.models import create_model
+    from dkdlib.train import predict
+
+    std = (0.2023, 0.1994, 0.2010)
+    torch.manual_seed(0)
+    model = create_model("resnet8", tiny_data.num_classes)
+    path = save_checkpoint(tmp_path / "m.pt", {
+        "model_name": "resnet8", "num_classes": tiny_data.num_classes, "dataset": tiny_data.name,
+        "mean": list(tiny_data.mean), "std": list(std), "model": model.state_dict(),
+    })  # fmt: skip
+    loaded = load_model(path)
+    own = DeviceLoader(tiny_data.x_test, tiny_data.y_test, 1000, mean=tiny_data.mean, std=std, train=False)
+    assert torch.equal(decomposition.outputs(loaded, tiny_data)[0], predict(loaded.eval(), own)[0])
+    assert not torch.equal(decomposition.outputs(model, tiny_data)[0], predict(model.eval(), own)[0])
+    cfg = Config(dataset="synthetic", val_size=200, train_size=600, test_size=200, epochs=1, batch_size=100,
+                 std=std, device="cpu", out_dir=str(tmp_path))  # fmt: skip
+    run = fit(cfg, data=tiny_data, progress=False, save=False)
+    assert run.model.normalization == (tuple(tiny_data.mean), std)
