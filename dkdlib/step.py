@@ -6,6 +6,7 @@ tensor it reads stays in place.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -56,6 +57,7 @@ class TrainStep:
         self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
         self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
         self.graph, self.warmup_steps = graph, warmup_steps
+        self.cuda_index = dev.index if dev.type == "cuda" else None  # the device a graph is captured on
         steps, batch = len(loader), loader.batch_size
         self.plan_idx = torch.zeros(steps, batch, dtype=torch.long, device=dev)
         self.plan_view = torch.zeros(steps, batch, dtype=torch.long, device=dev)
@@ -120,6 +122,13 @@ class TrainStep:
         """Train on the next batch of the epoch."""
         if not self.graph:
             return self._step()
+        # On cuda:N the side stream, the capture and the replay belong to the loader's device, whatever
+        # the current device is (None: plain "cuda", the current device).
+        guard = contextlib.nullcontext() if self.cuda_index is None else torch.cuda.device(self.cuda_index)
+        with guard:
+            return self._graph_step()
+
+    def _graph_step(self) -> None:
         if self._cuda_graph is None:
             if self._eager_steps < self.warmup_steps:
                 self._warmup_step()

@@ -71,3 +71,48 @@ def test_outputs_normalise_as_the_checkpoint_was_trained(tmp_path, tiny_data):
                  std=std, device="cpu", out_dir=str(tmp_path))  # fmt: skip
     run = fit(cfg, data=tiny_data, progress=False, save=False)
     assert run.model.normalization == (tuple(tiny_data.mean), std)
+
+
+def test_graph_steps_run_on_the_loaders_cuda_device(tiny_data, monkeypatch):
+    """Defect 6: on cuda:N, warm-up, capture and replay run under torch.cuda.device(N).
+
+    No GPU here: the step is built on the CPU and pretends (graph=True, device index 1); a recording
+    stand-in for torch.cuda.device says which device was current when each graph-path call ran."""
+    import contextlib
+
+    import torch
+
+    from dkdlib import step as step_mod
+    from dkdlib.data import DeviceLoader
+    from dkdlib.methods import student_losses
+    from dkdlib.models import create_model
+    from dkdlib.step import TrainStep
+
+    current, calls = [None], []
+
+    @contextlib.contextmanager
+    def device(index):
+        before, current[0] = current[0], index
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    monkeypatch.setattr(step_mod.torch.cuda, "device", device)
+    model = create_model("resnet8", 10)
+    loader = DeviceLoader(tiny_data.x_train, tiny_data.y_train, 32, mean=tiny_data.mean, std=tiny_data.std)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    step = TrainStep(student_losses([Config()]), model, loader, optimizer, warmup_steps=1)
+    step.graph, step.cuda_index = True, 1  # as on cuda:1
+
+    class Graph:
+        def replay(self):
+            calls.append(("replay", current[0]))
+
+    monkeypatch.setattr(step, "_warmup_step", lambda: (calls.append(("warm-up", current[0])),
+                                                       setattr(step, "_eager_steps", 1)))  # fmt: skip
+    monkeypatch.setattr(step, "_capture", lambda: calls.append(("capture", current[0])) or Graph())
+    for _ in range(3):
+        step()
+    assert calls == [("warm-up", 1), ("capture", 1), ("replay", 1), ("replay", 1)]
+    assert current[0] is None  # left again after each step
