@@ -116,3 +116,17 @@ def test_graph_steps_run_on_the_loaders_cuda_device(tiny_data, monkeypatch):
         step()
     assert calls == [("warm-up", 1), ("capture", 1), ("replay", 1), ("replay", 1)]
     assert current[0] is None  # left again after each step
+
+
+def test_no_absolute_path_reaches_a_record_through_the_note():
+    """Defect 7: a note (e.g. the ImageNet error message) keeps file names, not this machine's folders."""
+    from dkdlib.results import portable
+
+    note = ("ImageNet weights could not be fetched (no file /root/.cache/torch/hub/checkpoints/r18.pth; "
+            r"nor C:\Users\me\r18.pth); see data/README.md")  # fmt: skip
+    out = portable(Config(note=note, tag="ref:as_run:/home/me/x").to_dict())
+    assert (
+        out["note"]
+        == "ImageNet weights could not be fetched (no file .../r18.pth; nor .../r18.pth); see data/README.md"
+    )
+    assert out["tag"] == "ref:as_run:.../x"
