@@ -4,7 +4,7 @@ Every method trains on  ce_weight · CE(labels) + w · distill,  where w is the 
 epoch (0 for CE) and `distill` is the entry's term, the batch mean of a per-sample loss × T². An entry
 computes that term for K students at once (a K×N×C block of logits against one teacher's N×C), so the
 same code trains one student (`fit`, K = 1) and a packed sweep (`fit_many`). Adding a method means
-adding one entry here; `Config` validation and the CLI's choices read this table.
+adding one entry here; `Config` validation and the CLI's `--method` help read this table.
 
     ce      labels only
     kd      Hinton: kd_weight · T² · KL(p^T ‖ p^S)

@@ -29,7 +29,7 @@ __all__ = [
     "compare_recipes",
     "reference_frame",
     "reference_accuracy",
-    "reference_rows",
+    "reference_matches",
     "summarize_runs",
     "results_table",
     "conclusions",
@@ -278,7 +278,7 @@ def reference_accuracy() -> dict[str, float]:
     return dict(zip(ref["row"], ref["ref_test"], strict=True))
 
 
-def reference_rows(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+def reference_matches(frame: pd.DataFrame) -> list[tuple[str, ...]]:
     """Per run of `frame`, the rows of the reference table it stands beside (`recipes.REFERENCE` names).
 
     A `reproduce` run: the row its tag names, or none for a fair baseline the table does not have (CE or
@@ -310,7 +310,7 @@ def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.
     """Mean ± std (in %) over seeds of last-epoch test accuracy and test accuracy at the best val epoch.
 
     `ref_test` is the reference table's test accuracy (%) beside each group (the shortest schedule where
-    its runs stand beside two rows; NaN beside none, see `reference_rows`), `ref_text` all of them with
+    its runs stand beside two rows; NaN beside none, see `reference_matches`), `ref_text` all of them with
     their epochs ("–" for none).
     """
     by = list(by)
@@ -321,7 +321,7 @@ def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.
     frame = frame.copy()
     if "test_acc_at_best_val" not in frame:
         frame["test_acc_at_best_val"] = np.nan
-    frame["_ref"] = reference_rows(frame)
+    frame["_ref"] = reference_matches(frame)
     grouped = frame.groupby(by, sort=False, dropna=False)
     out = grouped.agg(
         runs=("test_acc", "size"),

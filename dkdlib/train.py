@@ -1,15 +1,18 @@
-"""Training: cross-entropy for teachers and baselines, KD / DKD / TCKD / NCKD for students.
+"""Training: one loop, `fit_many`, for a teacher, a student of any method (`dkdlib.methods`), or K
+students packed into one network (`dkdlib.packed`); `fit(cfg)` is `fit_many([cfg])[0]`.
 
-One entry point, `fit(Config(...))`, runs a whole experiment: data, model, (frozen) teacher, optimizer,
-schedule, per-epoch evaluation, checkpoints after every epoch and a results record at the end. It is
-train-or-load: a run whose checkpoint exists is resumed (or, if finished, just loaded), so re-running a
-notebook cell or a CLI command after a disconnect loses at most the epoch in progress.
+It runs a whole experiment: data, model, (frozen) teacher, optimizer, schedule, the training step
+(`dkdlib.step`), per-epoch evaluation, checkpoints after every epoch and a results record at the end.
+It is train-or-load: a run whose checkpoint exists is resumed (or, if finished, just loaded; committed
+weights count, `dkdlib.weights`), so re-running a notebook cell or a CLI command after a disconnect
+loses at most the epoch in progress.
 
 Speed tricks, each on by default where it helps (CUDA) and off where it does not (CPU):
 - the dataset lives on the device and is augmented there (`DeviceLoader`), no worker processes;
 - bf16 autocast (fp16 + GradScaler before compute capability 8.0: T4, V100), channels_last, fused optimizer;
 - no host syncs inside the epoch: losses and accuracies accumulate on the device;
-- optional `torch.compile` (fixed batch shapes: the last partial batch is dropped).
+- optional `torch.compile` (fixed batch shapes: the last partial batch is dropped), the whole step as
+  one CUDA graph (`graph`), and the teacher's logits looked up in a cache (`cache_teacher`).
 """
 
 from __future__ import annotations
@@ -213,7 +216,7 @@ def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "plateau":
         return PlateauSchedule(optimizer, cfg.plateau_factor, cfg.plateau_patience)
-    if cfg.schedule == "onecycle":  # linear warm-up over the first 25%, then linear decay to ~0
+    if cfg.schedule == "onecycle":  # the lr rises linearly over the first 25%, then linear decay to ~0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=cfg.lr,
@@ -513,13 +516,13 @@ def fit_many(
         for epoch in bar:
             t0 = time.perf_counter()
             lr = float(optimizer.param_groups[0]["lr"])  # a device tensor in graph mode
-            weights = [distill_weight(cfg, epoch) for cfg in group]
-            stats = train_epoch(step, scheduler, epoch, weights, progress, last=epoch == cfg0.epochs)
+            distill_weights = [distill_weight(cfg, epoch) for cfg in group]
+            stats = train_epoch(step, scheduler, epoch, distill_weights, progress, last=epoch == cfg0.epochs)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             rows = [{"epoch": epoch, "lr": lr, **stats[j], "seconds": seconds,
-                     "images_per_s": steps * cfg0.batch_size / seconds, "distill_weight": weights[j],
+                     "images_per_s": steps * cfg0.batch_size / seconds, "distill_weight": distill_weights[j],
                      **({"students": k} if k > 1 else {})} for j in range(k)]  # fmt: skip
             for split, loader in eval_loaders.items():
                 results[split] = evaluate_students(model, loader, k, amp)
@@ -577,14 +580,15 @@ def fit_many(
 
 
 def train_epoch(
-    step: TrainStep, scheduler, epoch: int, weights: list[float], progress: bool = False, last: bool = False
-):
+    step: TrainStep, scheduler, epoch: int, distill_weights: list[float], progress: bool = False,
+    last: bool = False,
+):  # fmt: skip
     """One pass over the epoch's batches; each student's mean loss and accuracy (one host sync at the
     end, and one every 50 steps to stop on a NaN loss). `last`: the run's final epoch."""
     from tqdm.auto import tqdm
 
     step.model.train()
-    step.start_epoch(epoch, weights)
+    step.start_epoch(epoch, distill_weights)
     steps = len(step.loader)
     for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
         step()
@@ -604,13 +608,13 @@ def _build_model(
     solos = []
     for cfg, init in zip(group, inits, strict=True):
         torch.manual_seed(cfg.seed)  # the loader has its own seeded generator
-        fresh = start_epoch == 1  # a started run loads its own weights: no ImageNet download
-        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and fresh))
-        if init is not None and fresh:
+        from_scratch = start_epoch == 1  # a resumed run loads its own weights: no ImageNet download
+        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and from_scratch))
+        if init is not None and from_scratch:
             solos[-1].load_state_dict(init["model"])
     k = len(solos)
     model = (pack(solos) if k > 1 else solos[0]).to(device)
-    if not fresh:
+    if not from_scratch:
         states = [s["model"] for s in saved]
         model.load_state_dict(pack_state_dicts(states, model) if k > 1 else states[0])
     if use_channels_last(group[0], device):

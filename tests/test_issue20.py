@@ -102,14 +102,14 @@ def test_graph_steps_run_on_the_loaders_cuda_device(tiny_data, monkeypatch):
     model = create_model("resnet8", 10)
     loader = DeviceLoader(tiny_data.x_train, tiny_data.y_train, 32, mean=tiny_data.mean, std=tiny_data.std)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    step = TrainStep(student_losses([Config()]), model, loader, optimizer, warmup_steps=1)
+    step = TrainStep(student_losses([Config()]), model, loader, optimizer, steps_before_capture=1)
     step.graph, step.cuda_index = True, 1  # as on cuda:1
 
     class Graph:
         def replay(self):
             calls.append(("replay", current[0]))
 
-    monkeypatch.setattr(step, "_warmup_step", lambda: (calls.append(("warm-up", current[0])),
+    monkeypatch.setattr(step, "_step_before_capture", lambda: (calls.append(("warm-up", current[0])),
                                                        setattr(step, "_eager_steps", 1)))  # fmt: skip
     monkeypatch.setattr(step, "_capture", lambda: calls.append(("capture", current[0])) or Graph())
     for _ in range(3):
@@ -130,3 +130,37 @@ def test_no_absolute_path_reaches_a_record_through_the_note():
         == "ImageNet weights could not be fetched (no file .../r18.pth; nor .../r18.pth); see data/README.md"
     )
     assert out["tag"] == "ref:as_run:.../x"
+
+
+def test_comments_say_what_the_code_does():
+    """Defect 8: no RNG state is saved; the CLI's --method has help, not a choices list read from a table."""
+    from dkdlib import checkpoint, methods, recipes, train
+
+    assert "RNG" not in checkpoint.__doc__.replace("No RNG\nstate is saved", "")
+    assert "RNG" not in checkpoint.model_only.__doc__
+    assert "the CLI's choices read this table" not in methods.__doc__
+    assert "fit_many" in train.__doc__ and "KD / DKD / TCKD / NCKD" not in train.__doc__
+    assert "READINGS" in recipes.__doc__
+
+
+def test_one_name_one_meaning():
+    """Defect 9: `weights` is the module in train.py, `fresh` is fit's argument only, one `reference_rows`
+    and "warmup" is the distillation ramp only."""
+    import ast
+    import inspect
+
+    from dkdlib import recipes, reports, step, train
+
+    tree = ast.parse(inspect.getsource(train))
+    module_uses = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "weights"]
+    assert names and all(id(n) in module_uses for n in names)  # only ever `weights.<something>`
+    assert not [a for a in ast.walk(tree) if isinstance(a, ast.arg) and a.arg == "weights"]
+    fresh = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and n.id == "fresh" and isinstance(n.ctx, ast.Store)
+    ]
+    assert not fresh  # `fresh` is fit's argument (start over), never "this run starts now"
+    assert hasattr(recipes, "reference_rows") and not hasattr(reports, "reference_rows")
+    assert "warmup" not in inspect.getsource(step) and "warm-up" not in inspect.getsource(step)
