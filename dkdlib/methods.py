@@ -50,6 +50,8 @@ class Method:
     distill: DistillFn | None
     help: str
     settings: dict[str, float] = field(default_factory=dict)
+    label: str = ""  # its name in tables ("DKD"); every setting that differs from its default follows
+    shown: tuple[str, ...] = ()  # settings its label always shows ("DKD α=1 β=8")
 
 
 def _flat(zs: Tensor, zt: Tensor, y: Tensor, t: Tensor):
@@ -94,19 +96,32 @@ def _on_standardized(term: DistillFn) -> DistillFn:
     return lambda zs, zt, y, hp: term(standardize(zs), standardize(zt), y, hp)
 
 
-# Hinton's KD and mdistiller's KD have no warm-up; DKD's official code ramps in over 20 epochs.
-_KD = {"warmup": 0}
-_DKD = {"warmup": 20}
+# Every method weighs the labels' CE; Hinton's KD and mdistiller's KD have no warm-up, DKD's official
+# code ramps in over 20 epochs.
+_CE = {"ce_weight": 1.0}
+_KD = {**_CE, "temperature": 4.0, "kd_weight": 1.0, "warmup": 0}
+_DKD = {**_CE, "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20}
+_TCKD = {k: v for k, v in _DKD.items() if k != "beta"}
+_NCKD = {k: v for k, v in _DKD.items() if k != "alpha"}
 
 METHODS: dict[str, Method] = {
-    "ce": Method(None, "labels only (a teacher or a baseline)"),
-    "kd": Method(_kd, "Hinton's KD: kd_weight · T² · KL(p_teacher ‖ p_student)", _KD),
-    "dkd": Method(_dkd, "DKD: T² · (α · TCKD + β · NCKD)", _DKD),
-    "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)", _DKD),
-    "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)", _DKD),
-    "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)", _KD),
-    "dkd_ls": Method(_on_standardized(_dkd), "DKD on z-scored logits (logit standardisation)", _DKD),
+    "ce": Method(None, "labels only (a teacher or a baseline)", _CE, "CE"),
+    "kd": Method(_kd, "Hinton's KD: kd_weight · T² · KL(p_teacher ‖ p_student)", _KD, "KD"),
+    "dkd": Method(_dkd, "DKD: T² · (α · TCKD + β · NCKD)", _DKD, "DKD", ("alpha", "beta")),
+    "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)", _TCKD, "TCKD", ("alpha",)),
+    "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)", _NCKD, "NCKD", ("beta",)),
+    "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)", _KD, "KD+LS"),
+    "dkd_ls": Method(
+        _on_standardized(_dkd),
+        "DKD on z-scored logits (logit standardisation)",
+        _DKD,
+        "DKD+LS",
+        ("alpha", "beta"),
+    ),  # fmt: skip
 }
+# How a setting reads in a label: "α=1", "T=2", "CE×0.1", "W=2" (warm-up epochs).
+SYMBOLS = {"alpha": "α=", "beta": "β=", "temperature": "T=", "ce_weight": "CE×", "kd_weight": "KD×",
+           "warmup": "W="}  # fmt: skip
 
 
 def distills(method: str) -> bool:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "run_label",
+    "label_head",
     "runs_frame",
     "unique_runs",
     "label_runs",
@@ -44,27 +45,42 @@ STUDENT_MODEL = "resnet8"
 
 
 def run_label(row: Mapping[str, Any]) -> str:
-    """Short recipe name: 'teacher', 'CE', 'KD', 'DKD α=1 β=8', 'TCKD α=0.5', 'NCKD β=2' (+ T if ≠ 4,
-    the CE weight if ≠ 1 for DKD/TCKD/NCKD, and 'from init' for a run that started from a checkpoint)."""
-    method = row.get("method")
-    temp = row.get("temperature", 4.0)
-    t = "" if temp is None or _isnan(temp) or float(temp) == 4.0 else f" T={float(temp):g}"
-    ce_w = row.get("ce_weight", 1.0)
-    if method in ("dkd", "tckd", "nckd") and ce_w is not None and not _isnan(ce_w) and float(ce_w) != 1.0:
-        t += f" CE×{float(ce_w):g}"
+    """Short recipe name: the method's label ('CE', 'KD', 'DKD'; 'teacher' for a CE run of another model
+    than the students'), the settings it always shows ('DKD α=1 β=8', 'TCKD α=0.5'), then every setting
+    of the method that differs from its default ('T=2', 'CE×0.1', 'KD×0.9', 'W=2' epochs of warm-up),
+    and 'from init' for a run that started from a checkpoint. Runs of one label share every setting of
+    their method, so averaging them mixes seeds only."""
+    from .methods import METHODS, SYMBOLS
+
+    method = METHODS.get(row.get("method"))
+    if method is None:
+        return str(row.get("method"))
+    parts = [method.label]
+    if row.get("method") == "ce" and row.get("model", STUDENT_MODEL) != STUDENT_MODEL:
+        parts = ["teacher"]
+    for name in sorted(method.settings, key=lambda n: (n not in method.shown, list(SYMBOLS).index(n))):
+        value, default = row.get(name), method.settings[name]
+        value = default if value is None or _isnan(value) else float(value)
+        if name in method.shown or value != default:
+            parts.append(f"{SYMBOLS[name]}{value:g}")
     init = row.get("init")
-    t += " from init" if isinstance(init, str) and init else ""
-    if method == "ce":
-        return ("CE" if row.get("model", STUDENT_MODEL) == STUDENT_MODEL else "teacher") + t
-    if method == "kd":
-        return "KD" + t
-    if method == "tckd":
-        return f"TCKD α={float(row['alpha']):g}" + t
-    if method == "nckd":
-        return f"NCKD β={float(row['beta']):g}" + t
-    if method == "dkd":
-        return f"DKD α={float(row['alpha']):g} β={float(row['beta']):g}" + t
-    return str(method)
+    if isinstance(init, str) and init:
+        parts.append("from init")
+    return " ".join(parts)
+
+
+def label_head(label: str, drop: tuple[str, ...] = ("W=",)) -> str:
+    """A label without its `drop` settings (default: the warm-up, 'DKD α=1 β=8 W=2' → 'DKD α=1 β=8'):
+    the row of the reference table a run stands beside, whatever warm-up its scale took."""
+    return " ".join(part for part in label.split(" ") if not part.startswith(drop))
+
+
+def _main_row(rows: Mapping[str, Mapping[str, Any]], head: str) -> Mapping[str, Any] | None:
+    """Of the groups `rows` ({label: summary row}), the one that stands for the series' recipe `head`
+    ('DKD α=1 β=8', 'KD'): its label is `head` up to the warm-up and the loss weights its scale sets
+    (W=, CE×, KD×); of several (a warm-up sweep), the one with the most runs (the seeds)."""
+    same = [r for label, r in rows.items() if label_head(label, ("W=", "CE×", "KD×")) == head]
+    return max(same, key=lambda r: r["runs"], default=None)
 
 
 def _isnan(value: Any) -> bool:
@@ -297,7 +313,7 @@ def reference_matches(frame: pd.DataFrame) -> list[tuple[str, ...]]:
             out.append((parsed[1],) if parsed[1] in names else ())
         else:
             label = run["row"] if isinstance(run.get("row"), str) else run_label(run)
-            out.append(tuple(ref.loc[ref["row"] == label, "ref_name"]))
+            out.append(tuple(ref.loc[ref["row"] == label_head(label), "ref_name"]))
     return out
 
 
@@ -372,7 +388,8 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
     ]
     summary["reference test acc"] = summary["ref_text"]  # a fair baseline (CE as long as DKD): none
     order = {label: i for i, label in enumerate(_ROW_ORDER)}
-    summary["_order"] = [order.get(r.split(" T=")[0], len(order)) for r in summary["row"]]
+    summary["_order"] = [order.get(label_head(r.split(" T=")[0], ("W=", "CE×", "KD×")), len(order))
+                         for r in summary["row"]]  # fmt: skip
     summary = summary.sort_values(["setting", "_order", "row", "epochs"], kind="stable")
     return summary[columns].reset_index(drop=True)
 
@@ -408,14 +425,14 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             f"test accuracy (last epoch, {int(best['runs'])} run(s))."
         )
         get = {r["row"]: r for _, r in same.iterrows()}
-        if "CE" in get and "DKD α=1 β=8" in get:
-            ce, dkd = get["CE"], get["DKD α=1 β=8"]
+        ce, dkd, kd = (_main_row(get, head) for head in ("CE", "DKD α=1 β=8", "KD"))
+        if ce is not None and dkd is not None:
             gap = dkd["test_mean"] - ce["test_mean"]
             # The series' one rule for "beyond the seed spread" (chapters 3, 5, 6 use it too).
             at = frame[(frame["setting"] == setting) & (frame["epochs"] == epochs)]
             per_seed = [
                 100 * at.loc[at["row"] == r, "test_acc"].astype(float).to_numpy()
-                for r in ("CE", "DKD α=1 β=8")
+                for r in (ce["row"], dkd["row"])
             ]
             verdict = compare_seeds(*per_seed, names=("CE", "DKD"))
             lines.append(f"  At equal epochs: {verdict}.")
@@ -425,8 +442,8 @@ def conclusions(results: pd.DataFrame) -> list[str]:
                 f"{ref['student']:.2f}%), but its CE student trained for 50 epochs "
                 f"and DKD for 100; trained equally long, these records give DKD − CE = {gap:+.2f} points."
             )
-            ce_runs = students[students["row"] == "CE"]
-            dkd_runs = students[students["row"] == "DKD α=1 β=8"]
+            ce_runs = students[students["row"] == ce["row"]]
+            dkd_runs = students[students["row"] == dkd["row"]]
             if ce_runs["epochs"].nunique() > 1 and len(dkd_runs):
                 short, long_ = ce_runs.sort_values("epochs").iloc[[0, -1]].to_dict("records")
                 d = dkd_runs[dkd_runs["epochs"] == long_["epochs"]]
@@ -445,10 +462,8 @@ def conclusions(results: pd.DataFrame) -> list[str]:
                             f"than the whole DKD({n} ep) − CE({m} ep) gap of {total:.2f}: trained as long, "
                             "CE ends above DKD."
                         )
-            if "KD" in get:
-                lines.append(
-                    f"  DKD − KD at equal epochs: {dkd['test_mean'] - get['KD']['test_mean']:+.2f} points."
-                )
+            if kd is not None:
+                lines.append(f"  DKD − KD at equal epochs: {dkd['test_mean'] - kd['test_mean']:+.2f} points.")
             teacher = block[block["row"] == "teacher"]
             if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
                 share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])

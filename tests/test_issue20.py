@@ -164,3 +164,35 @@ def test_one_name_one_meaning():
     assert not fresh  # `fresh` is fit's argument (start over), never "this run starts now"
     assert hasattr(recipes, "reference_rows") and not hasattr(reports, "reference_rows")
     assert "warmup" not in inspect.getsource(step) and "warm-up" not in inspect.getsource(step)
+
+
+def test_a_label_carries_every_setting_that_differs_from_the_methods_defaults():
+    """Defect 2: kd_ls, dkd_ls and any method get labels with their settings, and runs of other warm-ups
+    or weights are not averaged together with the seeds."""
+    import pandas as pd
+
+    from dkdlib import reports
+
+    label = reports.run_label
+    assert label({"method": "kd_ls", "temperature": 2.0}) == "KD+LS T=2"
+    assert label({"method": "dkd_ls", "alpha": 1.0, "beta": 8.0}) == "DKD+LS α=1 β=8"
+    assert label({"method": "kd", "ce_weight": 0.1, "kd_weight": 0.9, "warmup": 0}) == "KD CE×0.1 KD×0.9"
+    assert label({"method": "kd", "warmup": 20}) == "KD W=20"  # the old Config default, now visible
+    assert label({"method": "dkd", "alpha": 1.0, "beta": 8.0, "warmup": 20}) == "DKD α=1 β=8"
+    assert label({"method": "dkd", "alpha": 1.0, "beta": 8.0, "warmup": None}) == "DKD α=1 β=8"
+    assert label({"method": "dkd", "alpha": 1.0, "beta": 8.0, "warmup": 2}) == "DKD α=1 β=8 W=2"
+    # chapter 7's case: the seeds (W=2) and a warm-up sweep (W=0, 4) in one reduced-scale setting
+    common = {"model": "resnet8", "dataset": "cifar10", "train_size": 5000, "epochs": 4, "alpha": 1.0,
+              "beta": 8.0, "temperature": 4.0, "tag": ""}  # fmt: skip
+    rows = [{**common, "method": "ce", "seed": s, "test_acc": 0.40 + s / 100} for s in (0, 1)]
+    rows += [
+        {**common, "method": "dkd", "seed": s, "warmup": 2, "test_acc": 0.48 + s / 100} for s in (0, 1, 2)
+    ]
+    rows += [{**common, "method": "dkd", "seed": 0, "warmup": w, "test_acc": 0.30} for w in (0, 4)]
+    frame = reports.label_runs(pd.DataFrame(rows))
+    summary = reports.summarize_runs(frame).set_index("row")
+    assert summary.loc["DKD α=1 β=8 W=2", "runs"] == 3 and summary.loc["DKD α=1 β=8 W=0", "runs"] == 1
+    assert abs(summary.loc["DKD α=1 β=8 W=2", "test_mean"] - 49.0) < 1e-9
+    assert "87.21" in summary.loc["DKD α=1 β=8 W=2", "ref_text"]  # beside the reference, whatever W
+    text = "\n".join(reports.conclusions(pd.DataFrame(rows)))
+    assert "DKD − CE = +8.50 points" in text  # the seeds' 49.00 against CE's 40.50, not the sweep's
