@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model with cross-entropy (a teacher or a baseline)")
-    _add_config_flags(
-        p, skip=("method", "teacher", "temperature", "alpha", "beta", "warmup", "ce_weight", "kd_weight")
-    )
+    from .methods import METHODS
+
+    settings = dict.fromkeys(name for m in METHODS.values() for name in m.settings)  # a method's own
+    _add_config_flags(p, skip=("method", "teacher", *settings))
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 

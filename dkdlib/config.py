@@ -112,19 +112,21 @@ class Config:
     plateau_patience: int = _field(
         10, "plateau: epochs without improvement before the lr drops", identity="unless_default", shared=True
     )
-    # distillation (official DKD defaults)
-    temperature: float = _field(4.0, "softmax temperature T of the distillation term (the paper: 4)")
-    alpha: float = _field(1.0, "weight of TCKD (target vs. rest)")
-    beta: float = _field(8.0, "weight of NCKD (among non-targets); 8 for confident teachers, 2 for weak ones")
+    # The method's settings: None takes the method's default (`methods.METHODS[method].settings`).
+    temperature: float | None = _field(None, "softmax temperature T of the distillation term (DKD, KD: 4)")
+    alpha: float | None = _field(None, "DKD: weight of TCKD (target vs. rest; default 1)")
+    beta: float | None = _field(
+        None, "DKD: weight of NCKD (among non-targets; default 8, 2 for weak teachers); DIST: inter-class (1)"
+    )
     warmup: int | None = _field(
-        None,
-        "epochs over which the distillation weight ramps up linearly (0 = off; default: the method's, "
-        "DKD 20, KD 0)",
+        None, "epochs over which the distillation weight ramps up linearly (0 = off; DKD 20, KD 0)"
     )
-    ce_weight: float = _field(1.0, "weight of the cross-entropy on labels")
-    kd_weight: float = _field(
-        1.0, "weight of classic KD (official KD baseline: ce_weight 0.1, kd_weight 0.9)"
+    ce_weight: float | None = _field(None, "weight of the cross-entropy on labels (default 1)")
+    kd_weight: float | None = _field(
+        None, "weight of classic KD (default 1; official KD baseline: ce_weight 0.1, kd_weight 0.9)"
     )
+    intra: float | None = _field(None, "DIST: weight of the intra-class relation (default 1)",
+                                 identity="unless_default")  # fmt: skip
     # machinery
     seed: int = _field(0, "seed of the initialisation (and of the data order unless data_seed is set)")
     data_seed: int | None = _field(
@@ -167,7 +169,7 @@ class Config:
 
     def setting(self, name: str) -> Any:
         """The value field `name` trains with: the config's, or where it is None the method's default."""
-        return resolved(self.to_dict(), name)
+        return resolved(dataclasses.asdict(self), name)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what is learned (see the module docstring)."""
@@ -180,7 +182,9 @@ class Config:
         return f"{self.method}-{self.model}-{self.dataset}-s{self.seed}-{digest}"
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values, the method's settings resolved (as records and checkpoints keep them)."""
         d = dataclasses.asdict(self)
+        d.update({key: resolved(d, key) for key in NAMED_AS})
         for key in ("milestones", "mean", "std"):  # lists, as JSON gives them back
             if d[key] is not None:
                 d[key] = list(d[key])
@@ -232,11 +236,12 @@ class Config:
             bad(f"data_seed must be an integer or None (= seed); got {self.data_seed!r}")
         if self.warmup is not None and (not isinstance(self.warmup, int) or self.warmup < 0):
             bad(f"warmup must be an integer number of epochs >= 0 (0 = off) or None; got {self.warmup!r}")
-        if not self.temperature > 0:
+        if not self.setting("temperature") > 0:
             bad(f"temperature must be > 0 (the paper uses 4); got {self.temperature!r}")
-        for key in ("alpha", "beta", "ce_weight", "kd_weight", "weight_decay", "momentum"):
-            if not getattr(self, key) >= 0:
-                bad(f"{key} must be >= 0; got {getattr(self, key)!r}")
+        for key in ("alpha", "beta", "ce_weight", "kd_weight", "intra", "weight_decay", "momentum"):
+            value = self.setting(key) if key in NAMED_AS else getattr(self, key)
+            if value is not None and not value >= 0:
+                bad(f"{key} must be >= 0; got {value!r}")
         if not self.lr > 0:
             bad(f"lr must be > 0; got {self.lr!r}")
         if files:
@@ -259,9 +264,11 @@ FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
 SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
 
 
-# What a method setting left at None stands for in the identity of a method without that setting: the
-# Config default from before methods carried their own, so the runs named then keep their names.
-NAMED_AS = {"warmup": 20}
+# The method settings, and what one left at None stands for where the method does not have it: the
+# Config defaults from before methods carried their own, so every run named then keeps its name (and a
+# CE run's identity its "T = 4"). A setting newer than that (DIST's intra) stands for None.
+NAMED_AS = {"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0, "kd_weight": 1.0,
+            "intra": None}  # fmt: skip
 
 
 def resolved(config: dict[str, Any], name: str) -> Any:
@@ -317,7 +324,7 @@ def check_group(configs: list[Config], files: bool = True) -> None:
             )
         diff = [f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}" for k in SHARED
                 if getattr(first, k) != getattr(cfg, k)]  # fmt: skip
-        if cfg.method == "ce" or first.method == "ce":  # a CE student needs no teacher
+        if not distills(cfg.method) or not distills(first.method):  # a CE student needs no teacher
             diff = [d for d in diff if not d.startswith("teacher:")]
         if diff:
             raise DKDError(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .methods import METHODS, SYMBOLS
 from .verdicts import compare_seeds
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ def run_label(row: Mapping[str, Any]) -> str:
     of the method that differs from its default ('T=2', 'CE×0.1', 'KD×0.9', 'W=2' epochs of warm-up),
     and 'from init' for a run that started from a checkpoint. Runs of one label share every setting of
     their method, so averaging them mixes seeds only."""
-    from .methods import METHODS, SYMBOLS
-
     method = METHODS.get(row.get("method"))
     if method is None:
         return str(row.get("method"))
@@ -561,9 +560,9 @@ def reading_recipes() -> pd.DataFrame:
             )
             out.append({
                 "row": name, "reading": reading.replace("_", " "), "method": c.method, "model": c.model,
-                "CE w": c.ce_weight, "T": c.temperature if c.method != "ce" else None,
-                "α": c.alpha if c.method in ("dkd", "tckd") else None,
-                "β": c.beta if c.method in ("dkd", "nckd") else None,
+                "CE w": c.setting("ce_weight"),
+                **{column: c.setting(name) if name in METHODS[c.method].settings else None
+                   for column, name in (("T", "temperature"), ("α", "alpha"), ("β", "beta"))},
                 "warm-up": c.setting("warmup"), "start": start, "batch": c.batch_size, "wd": c.weight_decay,
                 "lr schedule": sched, "std": "copied" if c.std else "true", "epochs": c.epochs,
                 "inferred": guess,
