@@ -262,6 +262,7 @@ def _reproduce(args) -> int:
 def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
     """Every seed's `rows` of one reading: the teacher (trained once, seed 0) first; as run, the CE
     student before the rows that start from it."""
+    from .methods import distills
     from .recipes import reference_configs, teacher_file, with_pretrained_fallback
     from .sweep import fit_all
     from .train import fit
@@ -283,7 +284,7 @@ def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
 
     teacher, note = args.teacher, {}
     untaught = configs(None, 0)
-    distilled = any(untaught[name].method != "ce" for name in rows)  # CE rows alone need no teacher
+    distilled = any(distills(untaught[name].method) for name in rows)  # CE rows alone need no teacher
     if teacher is None and ("teacher" in rows or distilled):
         row = untaught["teacher"]  # one teacher for all seeds
         if not row.checkpoint_path.exists():  # a started teacher needs no ImageNet weights any more
