@@ -22,31 +22,32 @@ from .errors import DKDError
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    from .config import Config
+    from .config import FIELDS, HINTS, TUPLES
 
-    hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("run configuration (dkdlib.Config)")
-    for f in dataclasses.fields(Config):
-        if f.name in skip:
+    for name, meta in FIELDS.items():
+        if name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        hint, default = hints[f.name], f.default
-        text = f"{f.metadata['help']} (default: {default})"
+        flag = "--" + name.replace("_", "-")
+        hint, default, choices = HINTS[name], meta["default"], meta["choices"]
+        text = (
+            meta["help"] + (f"; one of: {', '.join(choices)}" if choices else "") + f" (default: {default})"
+        )
         base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif typing.get_origin(hint) is tuple or typing.get_origin(base) is tuple:  # milestones, mean, std
+        elif name in TUPLES:
             group.add_argument(flag, type=float, nargs="+", default=None, help=text)
-        else:
+        else:  # a bad choice or bound: Config.validate says what is wrong, in one line
             group.add_argument(flag, type=base, default=None, help=text)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from .config import Config
+    from .config import TUPLES, Config
 
     names = {f.name for f in dataclasses.fields(Config)}
     out = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    for key in ("milestones", "mean", "std"):
+    for key in TUPLES:
         if key in out:
             out[key] = tuple(out[key])
     return out

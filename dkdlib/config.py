@@ -6,7 +6,9 @@ Every field carries its facts in one place, its metadata:
   bookkeeping), or "unless_default" (counts only when it differs from its default, so runs named before
   the field existed keep their names); a path (`file`) counts by its file name, so moving the output
   folder keeps every run's identity;
-- shared: whether the students of one packed loop (`fit_many`) must agree on it.
+- shared: whether the students of one packed loop (`fit_many`) must agree on it;
+- choices, bound (">0", ">=0", "(0,1)"), unit, length: what `validate` checks (whether an int, whether
+  None is allowed and which fields are tuples come from the type hints) and what the CLI lists.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +33,17 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 BEST_BY = ("val_loss", "val_acc")
 
 
-def _field(default, help: str, *, identity: str = "yes", shared: bool = False, file: bool = False):
-    meta = {"help": help, "identity": identity, "shared": shared, "file": file, "default": default}
+def _field(default, help: str, *, identity: str = "yes", shared: bool = False, file: bool = False,
+           choices: tuple = (), bound: str = "", unit: str = "", length: int = 0):  # fmt: skip
+    """A Config field with its facts: see the module docstring; `validate` and the CLI read the checks."""
+    meta = {"help": help, "identity": identity, "shared": shared, "file": file, "default": default,
+            "choices": tuple(choices), "bound": bound, "unit": unit, "length": length}  # fmt: skip
     return dataclasses.field(default=default, metadata=meta)
+
+
+# The bounds a number may carry (`bound=`): the test, and how its message says it.
+BOUNDS = {">0": (lambda v: v > 0, "> 0"), ">=0": (lambda v: v >= 0, ">= 0"),
+          "(0,1)": (lambda v: 0 < v < 1, "in (0, 1)")}  # fmt: skip
 
 
 @dataclass
@@ -40,8 +51,9 @@ class Config:
     """Everything that defines a run. Plain values, so it prints, saves and hashes cleanly."""
 
     # what to train
-    model: str = _field("resnet8", f"architecture: {', '.join(sorted(MODELS))}", shared=True)
-    method: str = _field("ce", "loss: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()))
+    model: str = _field("resnet8", "architecture", shared=True, choices=sorted(MODELS))
+    method: str = _field("ce", "loss: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()),
+                         choices=METHODS)  # fmt: skip
     teacher: str | None = _field(
         None,
         "teacher checkpoint (.pt written by `train`), for every method but ce",
@@ -58,7 +70,10 @@ class Config:
         False, "ImageNet weights: resnet18_imagenet, or resnet18 in all but conv1 and fc", shared=True
     )
     dataset: str = _field(
-        "cifar10", "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)", shared=True
+        "cifar10",
+        "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)",
+        shared=True,
+        choices=DATASETS,
     )
     # Where the images are read from, not which: the dataset and the sizes say that, so a run trained on
     # a downloaded CIFAR-10 and one on an .npz copy (offline, on a GPU machine) are the same run.
@@ -76,26 +91,35 @@ class Config:
         "normalisation mean, three numbers (default: the dataset's)",
         identity="unless_default",
         shared=True,
+        length=3,
     )
     std: tuple[float, ...] | None = _field(
         None,
         "normalisation std, three numbers (default: the dataset's; CIFAR-10 0.2470 0.2435 0.2616)",
         identity="unless_default",
         shared=True,
+        length=3,
+        bound=">0",
     )
     # schedule
-    epochs: int = _field(30, "training epochs", shared=True)
-    batch_size: int = _field(128, "batch size", shared=True)
+    epochs: int = _field(30, "training epochs", shared=True, bound=">0")
+    batch_size: int = _field(128, "batch size", shared=True, bound=">0")
     optimizer: str = _field(
-        "sgd", "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)", shared=True
+        "sgd",
+        "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)",
+        shared=True,
+        choices=OPTIMIZERS,
     )
-    lr: float = _field(0.05, "peak learning rate", shared=True)
-    momentum: float = _field(0.9, "SGD momentum", shared=True)
-    weight_decay: float = _field(5e-4, "weight decay (not on BN weights and biases)", shared=True)
+    lr: float = _field(0.05, "peak learning rate", shared=True, bound=">0")
+    momentum: float = _field(0.9, "SGD momentum", shared=True, bound=">=0")
+    weight_decay: float = _field(
+        5e-4, "weight decay (not on BN weights and biases)", shared=True, bound=">=0"
+    )
     schedule: str = _field(
         "onecycle",
         "constant | step | cosine | onecycle (per step) | plateau (per epoch, on the training loss)",
         shared=True,
+        choices=SCHEDULES,
     )
     milestones: tuple[float, ...] = _field(
         (0.625, 0.75, 0.875),
@@ -108,25 +132,35 @@ class Config:
         "plateau: multiply the lr by this when the training loss stops falling",
         identity="unless_default",
         shared=True,
+        bound="(0,1)",
     )
     plateau_patience: int = _field(
-        10, "plateau: epochs without improvement before the lr drops", identity="unless_default", shared=True
-    )
+        10, "plateau: epochs without improvement before the lr drops", identity="unless_default", shared=True,
+        bound=">=0", unit="number of epochs",
+    )  # fmt: skip
     # The method's settings: None takes the method's default (`methods.METHODS[method].settings`).
-    temperature: float | None = _field(None, "softmax temperature T of the distillation term (DKD, KD: 4)")
-    alpha: float | None = _field(None, "DKD: weight of TCKD (target vs. rest; default 1)")
+    temperature: float | None = _field(None, "softmax temperature T of the distillation term (DKD, KD: 4)",
+                                       bound=">0")  # fmt: skip
+    alpha: float | None = _field(None, "DKD: weight of TCKD (target vs. rest; default 1)", bound=">=0")
     beta: float | None = _field(
-        None, "DKD: weight of NCKD (among non-targets; default 8, 2 for weak teachers); DIST: inter-class (1)"
+        None,
+        "DKD: weight of NCKD (among non-targets; default 8, 2 for weak teachers); DIST: inter-class (1)",
+        bound=">=0",
     )
     warmup: int | None = _field(
-        None, "epochs over which the distillation weight ramps up linearly (0 = off; DKD 20, KD 0)"
+        None,
+        "epochs over which the distillation weight ramps up linearly (0 = off; DKD 20, KD 0)",
+        bound=">=0",
+        unit="number of epochs",
     )
-    ce_weight: float | None = _field(None, "weight of the cross-entropy on labels (default 1)")
+    ce_weight: float | None = _field(None, "weight of the cross-entropy on labels (default 1)", bound=">=0")
     kd_weight: float | None = _field(
-        None, "weight of classic KD (default 1; official KD baseline: ce_weight 0.1, kd_weight 0.9)"
+        None,
+        "weight of classic KD (default 1; official KD baseline: ce_weight 0.1, kd_weight 0.9)",
+        bound=">=0",
     )
     intra: float | None = _field(None, "DIST: weight of the intra-class relation (default 1)",
-                                 identity="unless_default")  # fmt: skip
+                                 identity="unless_default", bound=">=0")  # fmt: skip
     # machinery
     seed: int = _field(0, "seed of the initialisation (and of the data order unless data_seed is set)")
     data_seed: int | None = _field(
@@ -157,8 +191,9 @@ class Config:
     )
     best_by: str | None = _field(
         None,
-        "also keep the best epoch's weights as NAME-best.pt: val_loss | val_acc",
+        "also keep the best epoch's weights as NAME-best.pt",
         identity="unless_default",
+        choices=BEST_BY,
     )
     name: str | None = _field(
         None, "run name (checkpoint file name); default derived from the config", identity="no"
@@ -185,7 +220,7 @@ class Config:
         """Plain values, the method's settings resolved (as records and checkpoints keep them)."""
         d = dataclasses.asdict(self)
         d.update({key: resolved(d, key) for key in NAMED_AS})
-        for key in ("milestones", "mean", "std"):  # lists, as JSON gives them back
+        for key in TUPLES:  # lists, as JSON gives them back
             if d[key] is not None:
                 d[key] = list(d[key])
         return d
@@ -206,44 +241,14 @@ class Config:
         def bad(msg: str):
             raise DKDError(f"Config: {msg}")
 
-        for key, choices in (("model", sorted(MODELS)), ("dataset", DATASETS), ("method", list(METHODS)),
-                             ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):  # fmt: skip
-            if getattr(self, key) not in choices:
-                bad(f"unknown {key} {getattr(self, key)!r}; choose one of: {', '.join(choices)}")
-        if not 0 < self.plateau_factor < 1:
-            bad(f"plateau_factor must lie in (0, 1) (it multiplies the lr); got {self.plateau_factor!r}")
-        if not isinstance(self.plateau_patience, int) or self.plateau_patience < 0:
-            bad(f"plateau_patience must be an integer number of epochs >= 0; got {self.plateau_patience!r}")
-        for key in ("mean", "std"):
-            value = getattr(self, key)
-            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
-                bad(f"{key} must be None (the dataset's) or three numbers, one per channel; got {value!r}")
-        if self.std is not None and not all(v > 0 for v in self.std):
-            bad(f"std must be > 0 in every channel; got {self.std!r}")
-        if self.best_by is not None and self.best_by not in BEST_BY:
-            bad(f"unknown best_by {self.best_by!r}; choose one of: {', '.join(BEST_BY)} (or None)")
+        for name in FIELDS:
+            problem = _check(name, self.setting(name))
+            if problem:
+                bad(problem)
         if self.best_by is not None and self.val_size == 0:
             bad(f"best_by={self.best_by!r} picks an epoch by validation: set val_size > 0")
         if distills(self.method) and not self.teacher:
             bad(f"method {self.method!r} distils from a teacher: set teacher= to its checkpoint")
-        for key in ("epochs", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                bad(f"{key} must be an integer > 0; got {value!r}")
-        if self.data_seed is not None and (
-            not isinstance(self.data_seed, int) or isinstance(self.data_seed, bool)
-        ):
-            bad(f"data_seed must be an integer or None (= seed); got {self.data_seed!r}")
-        if self.warmup is not None and (not isinstance(self.warmup, int) or self.warmup < 0):
-            bad(f"warmup must be an integer number of epochs >= 0 (0 = off) or None; got {self.warmup!r}")
-        if not self.setting("temperature") > 0:
-            bad(f"temperature must be > 0 (the paper uses 4); got {self.temperature!r}")
-        for key in ("alpha", "beta", "ce_weight", "kd_weight", "intra", "weight_decay", "momentum"):
-            value = self.setting(key) if key in NAMED_AS else getattr(self, key)
-            if value is not None and not value >= 0:
-                bad(f"{key} must be >= 0; got {value!r}")
-        if not self.lr > 0:
-            bad(f"lr must be > 0; got {self.lr!r}")
         if files:
             self.check_files()
 
@@ -261,6 +266,38 @@ class Config:
 
 
 FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
+HINTS = typing.get_type_hints(Config)
+# The tuple fields (milestones, mean, std), from their type hints.
+TUPLES = tuple(n for n, h in HINTS.items() if tuple in map(typing.get_origin, (h, *typing.get_args(h))))
+
+
+def _check(name: str, value: Any) -> str | None:
+    """What is wrong with `value` for field `name` (its metadata and type hint), or None."""
+    meta, hint = FIELDS[name], HINTS[name]
+    optional = type(None) in typing.get_args(hint)
+    if value is None:
+        return None if optional else f"{name} must not be None"
+    if meta["choices"] and value not in meta["choices"]:
+        return (f"unknown {name} {value!r}; choose one of: {', '.join(meta['choices'])}"
+                + (" (or None)" if optional else ""))  # fmt: skip
+    kinds = {hint, *typing.get_args(hint)}
+    if int in kinds and (not isinstance(value, int) or isinstance(value, bool)):
+        rule = " ".join(filter(None, ["an integer", meta["unit"], BOUNDS.get(meta["bound"], (0, ""))[1]]))
+        return f"{name} must be {rule}{' or None' if optional else ''}; got {value!r}"
+    values = value if name in TUPLES else (value,)
+    if meta["length"] and (
+        len(values) != meta["length"] or not all(isinstance(v, (int, float)) for v in values)
+    ):
+        count = {3: "three"}.get(meta["length"], meta["length"])
+        return f"{name} must be None (the default) or {count} numbers, one per channel; got {value!r}"
+    test, text = BOUNDS.get(meta["bound"], (None, ""))
+    if test is not None and not all(test(v) for v in values):
+        rule = " ".join(filter(None, ["an integer" if int in kinds else "", meta["unit"], text]))
+        where = " in every channel" if name in TUPLES else ""
+        return f"{name} must {'lie' if '(' in text else 'be'} {rule}{where}; got {value!r}"
+    return None
+
+
 SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
 
 
