@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without installing dkdlib
@@ -53,7 +52,6 @@ sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without
 from dkdlib.cache import compute_teacher_logits  # noqa: E402
 from dkdlib.checkpoint import atomic_write  # noqa: E402
 from dkdlib.data import N_VIEWS, DeviceLoader, load_data  # noqa: E402
-from dkdlib.losses import _dkd_loss  # noqa: E402  (the unchecked core both loops share)
 from dkdlib.methods import student_losses  # noqa: E402
 from dkdlib.models import create_model  # noqa: E402
 from dkdlib.packed import pack  # noqa: E402
@@ -71,6 +69,8 @@ from dkdlib.train import (  # noqa: E402
 BATCH, ALPHA, BETA, TEMPERATURE = 128, 1.0, 8.0, 4.0
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 TEACHER, STUDENT = "resnet18", "resnet8"
+# CE + DKD for one student, as dkdlib's loop computes it (the method registry's loss).
+dkd_step_loss = student_losses([Config(method="dkd", alpha=ALPHA, beta=BETA, temperature=TEMPERATURE)])
 
 
 def sync(device: torch.device) -> None:
@@ -146,8 +146,9 @@ def bench_conventional(data, device: torch.device, workers: int, steps: int, unt
         logits = student(x)
         with torch.no_grad():
             logits_teacher = teacher(x)
-        # The same loss maths as dkdlib's loop, without the public dkd_loss's label check (a host sync).
-        loss = F.cross_entropy(logits, y) + _dkd_loss(logits, logits_teacher, y, ALPHA, BETA, TEMPERATURE)
+        # The same loss maths as dkdlib's loop (its public student_losses), without the public dkd_loss's
+        # label check (a host sync).
+        loss = dkd_step_loss(logits[None], logits_teacher, y, torch.ones(1, device=device))[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

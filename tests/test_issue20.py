@@ -218,3 +218,36 @@ def test_each_config_fact_is_stated_once_in_the_field_metadata():
     helps = {a.dest: a.help for a in distill._actions}
     assert "one of: sgd, adam" in helps["optimizer"] and "one of: val_loss, val_acc" in helps["best_by"]
     assert "dist" in helps["method"]
+
+
+def test_public_losses_are_the_registrys_single_student_calls(monkeypatch):
+    """Item 4: kd_loss and dkd_loss compute what the method registry's entries compute (one source), and
+    the benchmarks import no private dkdlib name."""
+    import ast
+    from pathlib import Path
+
+    import torch
+
+    from dkdlib import losses, methods
+
+    calls = []
+
+    def spy(entry):
+        def term(zs, zt, y, hp):
+            calls.append((zs.shape, {k: float(v) for k, v in hp.items()}))
+            return entry.distill(zs, zt, y, hp)
+
+        return methods.Method(term, entry.help, entry.settings, entry.label, entry.shown)
+
+    for name in ("kd", "dkd"):
+        monkeypatch.setitem(methods.METHODS, name, spy(methods.METHODS[name]))
+    zs, zt, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    losses.kd_loss(zs, zt, 2.0)
+    losses.dkd_loss(zs, zt, y, 0.5, 4.0, 3.0)
+    assert calls == [((1, 8, 10), {"temperature": 2.0, "kd_weight": 1.0}),
+                     ((1, 8, 10), {"temperature": 3.0, "alpha": 0.5, "beta": 4.0})]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dkdlib"):
+                assert not [a.name for a in node.names if a.name.startswith("_")], path.name
