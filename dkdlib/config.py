@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from .errors import DKDError
 from .methods import METHODS, distills
 from .models import MODELS
 
-__all__ = ["Config", "identity", "data_seed", "check_group", "FIELDS", "SHARED", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["Config", "identity", "data_seed", "check_group", "FIELDS", "SHARED", "OPTIMIZERS", "SCHEDULES",
+           "env_flag", "repo_root"]  # fmt: skip
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
@@ -338,6 +340,29 @@ def _same(value: Any, default: Any) -> bool:
         if isinstance(value, as_list) and isinstance(default, as_list)
         else value == default
     )
+
+
+# Environment flags: one spelling of "on" and "off" for every DKDLIB_* (and script) switch.
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """The environment variable `name` as a switch: unset or empty → `default`; else one of ON or OFF."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ON + OFF:
+        raise DKDError(f"{name}={value!r}: set it to one of {', '.join(ON)} or {', '.join(OFF)}")
+    return value in ON
+
+
+def repo_root(*places: str | os.PathLike) -> Path | None:
+    """The first of `places` (default: the folder above the package) that is a clone of this repository,
+    holding dkdlib/ and data/; None where none is (a `pip install` has no data/ beside the package)."""
+    for place in places or (Path(__file__).resolve().parents[1],):
+        if (Path(place) / "dkdlib").is_dir() and (Path(place) / "data").is_dir():
+            return Path(place)
+    return None
 
 
 def data_seed(cfg: Config) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from .config import Config
+from .config import Config, env_flag
 
 __all__ = [
     "mode", "base", "teacher_config", "finetune_config", "student_config", "ABLATION_SIZES",
@@ -33,7 +33,7 @@ MODES = ("fast", "reduced", "cpu", "full")
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+    return env_flag(name)
 
 
 def mode() -> str:

@@ -163,12 +163,11 @@ def committed_results_dir() -> Path | None:
     """The run records committed with the repository (`data/results/`), or None where they are not
     reachable: in a clone they sit next to the package (or next to the notebooks' folder); a
     `pip install` (as on Colab) installs the package without them."""
-    from . import __file__ as package_file
+    from .config import repo_root
 
-    candidates = [Path(package_file).resolve().parents[1], Path.cwd().parent, Path.cwd()]
-    for root in candidates:
+    for root in filter(None, (repo_root(), repo_root(Path.cwd().parent), repo_root(Path.cwd()))):
         folder = root / "data" / "results"
-        if (root / "dkdlib").is_dir() and folder.is_dir() and any(folder.glob("*.json")):
+        if folder.is_dir() and any(folder.glob("*.json")):
             return folder
     return None
 

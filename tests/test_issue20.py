@@ -251,3 +251,35 @@ def test_public_losses_are_the_registrys_single_student_calls(monkeypatch):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dkdlib"):
                 assert not [a.name for a in node.names if a.name.startswith("_")], path.name
+
+
+def test_one_copy_of_each_helper(monkeypatch):
+    """Item 5: one environment-flag parser (the same "off" everywhere), one repository-root test, one
+    normalisation and one draw of crop offsets in the package."""
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    from dkdlib import notebook, recipes, weights
+    from dkdlib.errors import DKDError
+
+    for value, on in (("off", False), ("0", False), ("no", False), ("on", True), ("yes", True)):
+        monkeypatch.setenv("DKDLIB_FAST", value)
+        monkeypatch.delenv("DKDLIB_MODE", raising=False)
+        assert (recipes.mode() == "fast") is on, value
+        monkeypatch.setenv("DKDLIB_DRIVE", value)
+        monkeypatch.setattr(notebook, "in_colab", lambda: True)
+        assert notebook.use_drive() is on, value
+        monkeypatch.setenv("DKDLIB_WEIGHTS", value)
+        if not on:
+            assert weights.weights_dir() is None, value
+    monkeypatch.setenv("DKDLIB_FAST", "maybe")
+    with pytest.raises(DKDError, match="DKDLIB_FAST='maybe'"):
+        recipes.mode()
+    package = Path(recipes.__file__).parent
+    source = "\n".join(p.read_text() for p in sorted(package.glob("*.py")))
+    assert len(re.findall(r"\.strip\(\)\.lower\(\) (?:not )?in \(", source)) == 0
+    assert source.count("parents[1]") == 1  # repo_root
+    assert source.count("view(1, -1, 1, 1) * 255") == 1  # scaled_stats
+    assert source.count("randint(0, 2 * PAD + 1") == 2  # random_views: dy, dx
