@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model with cross-entropy (a teacher or a baseline)")
     from .methods import METHODS
 
+    p = sub.add_parser("train", help="train a model with cross-entropy (a teacher or a baseline)")
     settings = dict.fromkeys(name for m in METHODS.values() for name in m.settings)  # a method's own
     _add_config_flags(p, skip=("method", "teacher", *settings))
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
@@ -90,7 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out-dir", help="where checkpoints/ and results/ go (default: data)")
 
-    p = sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
+    _add_reproduce(
+        sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
+    )
+
+    p = sub.add_parser("results", help="print the recorded runs as a table")
+    p.add_argument("--dir", default="data/results", help="folder of result records")
+    return parser
+
+
+def _add_reproduce(p: argparse.ArgumentParser) -> None:
+    """The `reproduce` command's flags."""
     p.add_argument(
         "--reading",
         choices=["as_described", "as_run", "both"],
@@ -119,10 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", default="data")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-
-    p = sub.add_parser("results", help="print the recorded runs as a table")
-    p.add_argument("--dir", default="data/results", help="folder of result records")
-    return parser
 
 
 def _print_run(run) -> None:

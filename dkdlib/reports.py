@@ -422,58 +422,71 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             f"{_pm(best['test_mean'], best['test_std'])}% "
             f"test accuracy (last epoch, {int(best['runs'])} run(s))."
         )
-        get = {r["row"]: r for _, r in same.iterrows()}
-        ce, dkd, kd = (_main_row(get, head) for head in ("CE", "DKD α=1 β=8", "KD"))
-        if ce is not None and dkd is not None:
-            gap = dkd["test_mean"] - ce["test_mean"]
-            # The series' one rule for "beyond the seed spread" (chapters 3, 5, 6 use it too).
-            at = frame[(frame["setting"] == setting) & (frame["epochs"] == epochs)]
-            per_seed = [
-                100 * at.loc[at["row"] == r, "test_acc"].astype(float).to_numpy()
-                for r in (ce["row"], dkd["row"])
-            ]
-            verdict = compare_seeds(*per_seed, names=("CE", "DKD"))
-            lines.append(f"  At equal epochs: {verdict}.")
-            ref_gap = ref["dkd_100"] - ref["student"]
-            lines.append(
-                f"  The reference's gap is {ref_gap:+.2f} points (DKD {ref['dkd_100']:.2f}% vs CE "
-                f"{ref['student']:.2f}%), but its CE student trained for 50 epochs "
-                f"and DKD for 100; trained equally long, these records give DKD − CE = {gap:+.2f} points."
-            )
-            ce_runs = students[students["row"] == ce["row"]]
-            dkd_runs = students[students["row"] == dkd["row"]]
-            if ce_runs["epochs"].nunique() > 1 and len(dkd_runs):
-                short, long_ = ce_runs.sort_values("epochs").iloc[[0, -1]].to_dict("records")
-                d = dkd_runs[dkd_runs["epochs"] == long_["epochs"]]
-                if len(d):
-                    total = float(d["test_mean"].iloc[0]) - short["test_mean"]
-                    closed = long_["test_mean"] - short["test_mean"]
-                    n, m = long_["epochs"], short["epochs"]
-                    if 0 < total and closed <= total:
-                        lines.append(
-                            f"  Training CE for {n} instead of {m} epochs closes {100 * closed / total:.0f}% "
-                            f"of the DKD({n} ep) − CE({m} ep) gap."
-                        )
-                    elif 0 < total:  # CE trained as long ends above DKD: "% of the gap" would pass 100
-                        lines.append(
-                            f"  Training CE for {n} instead of {m} epochs gains {closed:.2f} points, more "
-                            f"than the whole DKD({n} ep) − CE({m} ep) gap of {total:.2f}: trained as long, "
-                            "CE ends above DKD."
-                        )
-            if kd is not None:
-                lines.append(f"  DKD − KD at equal epochs: {dkd['test_mean'] - kd['test_mean']:+.2f} points.")
-            teacher = block[block["row"] == "teacher"]
-            if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
-                share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])
+        lines += _dkd_against_ce(frame[frame["setting"] == setting], block, same, epochs, ref)
+    return lines
+
+
+def _dkd_against_ce(frame: pd.DataFrame, block: pd.DataFrame, same: pd.DataFrame, epochs: int,
+                    ref: pd.Series) -> list[str]:  # fmt: skip
+    """`conclusions`' sentences on DKD against CE (and KD, and the teacher) in one setting: `frame` its
+    runs, `block` its summary, `same` its students at `epochs`, `ref` the reference's test accuracies."""
+    lines: list[str] = []
+    students = block[block["row"] != "teacher"]
+    get = {r["row"]: r for _, r in same.iterrows()}
+    ce, dkd, kd = (_main_row(get, head) for head in ("CE", "DKD α=1 β=8", "KD"))
+    if ce is None or dkd is None:
+        return ["  No CE and DKD (α=1, β=8) students at equal epochs to compare."]
+    gap = dkd["test_mean"] - ce["test_mean"]
+    # The series' one rule for "beyond the seed spread" (chapters 3, 5, 6 use it too).
+    at = frame[frame["epochs"] == epochs]
+    per_seed = [
+        100 * at.loc[at["row"] == r, "test_acc"].astype(float).to_numpy() for r in (ce["row"], dkd["row"])
+    ]
+    verdict = compare_seeds(*per_seed, names=("CE", "DKD"))
+    lines.append(f"  At equal epochs: {verdict}.")
+    ref_gap = ref["dkd_100"] - ref["student"]
+    lines.append(
+        f"  The reference's gap is {ref_gap:+.2f} points (DKD {ref['dkd_100']:.2f}% vs CE "
+        f"{ref['student']:.2f}%), but its CE student trained for 50 epochs "
+        f"and DKD for 100; trained equally long, these records give DKD − CE = {gap:+.2f} points."
+    )
+    lines += _longer_ce(students[students["row"] == ce["row"]], students[students["row"] == dkd["row"]])
+    if kd is not None:
+        lines.append(f"  DKD − KD at equal epochs: {dkd['test_mean'] - kd['test_mean']:+.2f} points.")
+    teacher = block[block["row"] == "teacher"]
+    if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
+        share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])
+        lines.append(
+            "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
+            if share <= 0
+            else f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
+            if share <= 1
+            else "  DKD ends above its teacher (it closes the whole teacher − CE student gap)."
+        )
+    return lines
+
+
+def _longer_ce(ce_runs: pd.DataFrame, dkd_runs: pd.DataFrame) -> list[str]:
+    """How much of DKD's lead over a short CE run a CE run trained as long as DKD closes."""
+    lines: list[str] = []
+    if ce_runs["epochs"].nunique() > 1 and len(dkd_runs):
+        short, long_ = ce_runs.sort_values("epochs").iloc[[0, -1]].to_dict("records")
+        d = dkd_runs[dkd_runs["epochs"] == long_["epochs"]]
+        if len(d):
+            total = float(d["test_mean"].iloc[0]) - short["test_mean"]
+            closed = long_["test_mean"] - short["test_mean"]
+            n, m = long_["epochs"], short["epochs"]
+            if 0 < total and closed <= total:
                 lines.append(
-                    "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
-                    if share <= 0
-                    else f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
-                    if share <= 1
-                    else "  DKD ends above its teacher (it closes the whole teacher − CE student gap)."
+                    f"  Training CE for {n} instead of {m} epochs closes {100 * closed / total:.0f}% "
+                    f"of the DKD({n} ep) − CE({m} ep) gap."
                 )
-        else:
-            lines.append("  No CE and DKD (α=1, β=8) students at equal epochs to compare.")
+            elif 0 < total:  # CE trained as long ends above DKD: "% of the gap" would pass 100
+                lines.append(
+                    f"  Training CE for {n} instead of {m} epochs gains {closed:.2f} points, more "
+                    f"than the whole DKD({n} ep) − CE({m} ep) gap of {total:.2f}: trained as long, "
+                    "CE ends above DKD."
+                )
     return lines
 
 
