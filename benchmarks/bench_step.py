@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without installing dkdlib
@@ -53,7 +52,6 @@ sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without
 from dkdlib.cache import compute_teacher_logits  # noqa: E402
 from dkdlib.checkpoint import atomic_write  # noqa: E402
 from dkdlib.data import N_VIEWS, DeviceLoader, load_data  # noqa: E402
-from dkdlib.losses import _dkd_loss  # noqa: E402  (the unchecked core both loops share)
 from dkdlib.methods import student_losses  # noqa: E402
 from dkdlib.models import create_model  # noqa: E402
 from dkdlib.packed import pack  # noqa: E402
@@ -71,6 +69,8 @@ from dkdlib.train import (  # noqa: E402
 BATCH, ALPHA, BETA, TEMPERATURE = 128, 1.0, 8.0, 4.0
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 TEACHER, STUDENT = "resnet18", "resnet8"
+# CE + DKD for one student, as dkdlib's loop computes it (the method registry's loss).
+dkd_step_loss = student_losses([Config(method="dkd", alpha=ALPHA, beta=BETA, temperature=TEMPERATURE)])
 
 
 def sync(device: torch.device) -> None:
@@ -107,7 +107,7 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
 
 
-def bench_conventional(data, device: torch.device, workers: int, steps: int, warmup: int) -> dict:
+def bench_conventional(data, device: torch.device, workers: int, steps: int, untimed: int) -> dict:
     import torchvision.transforms as T
 
     transform = T.Compose([
@@ -146,8 +146,9 @@ def bench_conventional(data, device: torch.device, workers: int, steps: int, war
         logits = student(x)
         with torch.no_grad():
             logits_teacher = teacher(x)
-        # The same loss maths as dkdlib's loop, without the public dkd_loss's label check (a host sync).
-        loss = F.cross_entropy(logits, y) + _dkd_loss(logits, logits_teacher, y, ALPHA, BETA, TEMPERATURE)
+        # The same loss maths as dkdlib's loop (its public student_losses), without the public dkd_loss's
+        # label check (a host sync).
+        loss = dkd_step_loss(logits[None], logits_teacher, y, torch.ones(1, device=device))[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -157,7 +158,7 @@ def bench_conventional(data, device: torch.device, workers: int, steps: int, war
         for _ in range(n):
             step()
 
-    startup = timed(device, lambda: run(warmup))  # includes forking the workers
+    startup = timed(device, lambda: run(untimed))  # includes forking the workers
     seconds = timed(device, lambda: run(steps))
     batches.close()  # drops the last reference to the workers: they exit before the next variant
     return {"startup_s": startup, "seconds": seconds, "last_loss": float(last_loss)}
@@ -189,7 +190,7 @@ _CACHES: dict = {}  # teacher-logit caches built by earlier variants of this run
 
 
 def bench_dkdlib(
-    data, device: torch.device, steps: int, warmup: int, *, compile: bool = False, graph: bool = False,
+    data, device: torch.device, steps: int, untimed: int, *, compile: bool = False, graph: bool = False,
     cache: bool = False, k: int = 1, packed: bool = False, cache_images: int | None = None,
 ) -> dict:  # fmt: skip
     """dkdlib's TrainStep — the step fit() and fit_many() run — with the chosen speed features.
@@ -213,9 +214,9 @@ def bench_dkdlib(
         model = model.to(memory_format=torch.channels_last)
         teacher = teacher.to(memory_format=torch.channels_last)
     teacher.requires_grad_(False).eval()
-    # One epoch of exactly warmup + steps batches (images repeated if the dataset is smaller). The uint8
+    # One epoch of exactly untimed + steps batches (images repeated if the dataset is smaller). The uint8
     # images are copied to the device once, here; crop + flip + normalise happen there, a batch at a time.
-    idx = np.arange((warmup + steps) * BATCH) % len(data.y_train)
+    idx = np.arange((untimed + steps) * BATCH) % len(data.y_train)
     loader = DeviceLoader(
         data.x_train[idx], data.y_train[idx], BATCH, mean=data.mean, std=data.std, train=True,
         device=device, seed=1, channels_last=channels_last,
@@ -223,7 +224,7 @@ def bench_dkdlib(
     amp = amp_dtype(device, cfg.amp)  # bf16 autocast from sm_80, fp16 + GradScaler below, None on CPU
     graphed = use_graph(cfg, device)
     optimizer = make_optimizer(cfg, model, graphed)  # fused SGD on CUDA; lr a device tensor if graphed
-    scheduler = make_scheduler(cfg, optimizer, warmup + steps)
+    scheduler = make_scheduler(cfg, optimizer, untimed + steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     step_model = torch.compile(model) if compile else model  # fixed batch shape: compiled once
     logits_cache, cache_s = None, None
@@ -259,16 +260,16 @@ def bench_dkdlib(
 
     def run(n: int):
         for _ in range(n):
-            step()  # on CUDA with graph=True: warm-up steps, one capture, then one replay per step
+            step()  # on CUDA with graph=True: eager steps, one capture, then one replay per step
             scheduler.step()
 
     with count_replays(device) as replays:
-        startup = timed(device, lambda: run(warmup))  # cuDNN's first calls, compilation, graph capture
+        startup = timed(device, lambda: run(untimed))  # cuDNN's first calls, compilation, graph capture
         seconds = timed(device, lambda: run(steps))
-    step.check_finite(1, warmup + steps)
+    step.check_finite(1, untimed + steps)
     if graphed and replays["n"] == 0:  # a capture that fell back to eager: not this variant's speed
         why = step.graph_error or "no capture"
-        raise RuntimeError(f"graph=True but no CUDA graph was replayed in {warmup + steps} steps ({why})")
+        raise RuntimeError(f"graph=True but no CUDA graph was replayed in {untimed + steps} steps ({why})")
     stats = step.epoch_stats()
     result = {
         "startup_s": startup,
@@ -325,7 +326,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--steps", type=int, help="timed steps per variant (default: 8 on CPU, 300 on GPU)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default: 2 on CPU, 30 on GPU)")
+    p.add_argument(
+        "--untimed", "--warmup", type=int, help="untimed steps first (default: 2 on CPU, 30 on GPU)"
+    )
     p.add_argument("--data", help="CIFAR-10 .npz with x_train/y_train uint8 (default: SYNTHETIC images)")
     p.add_argument("--workers", type=int, nargs="*", default=[2, 8], help="DataLoader workers (default: 2 8)")
     p.add_argument("--compile", action="store_true", help="also time dkdlib's loop with torch.compile")
@@ -337,7 +340,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--students", type=int, nargs="*", default=[8], help="K students in one loop (default: 8)")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/step-<device>-<UTC time>.json)")
     args = p.parse_args(argv)
-    for key in ("steps", "warmup"):
+    for key in ("steps", "untimed"):
         value = getattr(args, key)
         if value is not None and value < 1:
             p.error(f"--{key} must be >= 1; got {value}")
@@ -353,7 +356,7 @@ def main(argv=None) -> dict:
     device = pick_device(args.device)
     on_gpu = device.type == "cuda"
     steps = args.steps or (300 if on_gpu else 8)
-    warmup = args.warmup or (30 if on_gpu else 2)
+    untimed = args.untimed or (30 if on_gpu else 2)
     if args.data:
         data = load_data("cifar10", npz=args.data, val_size=0)
     else:
@@ -365,7 +368,7 @@ def main(argv=None) -> dict:
         f"DKD a={ALPHA:g} b={BETA:g} T={TEMPERATURE:g}, SGD momentum {MOMENTUM}\n"
         f"device: {device} = {name}\ntorch {torch.__version__}, python {platform.python_version()}, "
         f"{now:%Y-%m-%d %H:%M} UTC\ndata: {data.source} ({len(data.y_train)} training images)\n"
-        f"{steps} timed steps per variant after {warmup} warm-up steps"
+        f"{steps} timed steps per variant after {untimed} untimed steps"
     )
     print(header, flush=True)
     out = Path(args.out) if args.out else None
@@ -374,7 +377,7 @@ def main(argv=None) -> dict:
         out = ROOT / "benchmarks" / "results" / f"step-{slug}-{now:%Y-%m-%dT%H%MZ}.json"
     config = dict(
         teacher=TEACHER, student=STUDENT, batch_size=BATCH, alpha=ALPHA, beta=BETA, temperature=TEMPERATURE,
-        lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, steps=steps, warmup=warmup,
+        lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, steps=steps, untimed_steps=untimed,
         workers=args.workers, compile=args.compile, students=args.students, data=data.source,
         synthetic=data.name == "synthetic", train_images=len(data.y_train),
     )  # fmt: skip
@@ -442,18 +445,18 @@ def main(argv=None) -> dict:
         print(f"  note: more DataLoader workers than the {os.cpu_count()} CPUs: oversubscribed", flush=True)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # said once, above
     for w in args.workers:
-        run(f"conventional, {w} workers", bench_conventional, data, device, w, steps, warmup)
+        run(f"conventional, {w} workers", bench_conventional, data, device, w, steps, untimed)
     cache_images = args.cache_images or (None if on_gpu else 128)
-    run("dkdlib eager", bench_dkdlib, data, device, steps, warmup)
+    run("dkdlib eager", bench_dkdlib, data, device, steps, untimed)
     if args.compile:
-        run("dkdlib + torch.compile", bench_dkdlib, data, device, steps, warmup, compile=True)
+        run("dkdlib + torch.compile", bench_dkdlib, data, device, steps, untimed, compile=True)
     if graph:
-        run(fastest, bench_dkdlib, data, device, steps, warmup, graph=True)
+        run(fastest, bench_dkdlib, data, device, steps, untimed, graph=True)
     cached = dict(graph=graph, cache=True, cache_images=cache_images)
-    run(f"{fastest} + logit cache", bench_dkdlib, data, device, steps, warmup, **cached)
+    run(f"{fastest} + logit cache", bench_dkdlib, data, device, steps, untimed, **cached)
     for k in args.students:
         variant = f"{fastest} + logit cache, {k} student{'s' if k > 1 else ''} packed"
-        run(variant, bench_dkdlib, data, device, steps, warmup, k=k, packed=True, **cached)
+        run(variant, bench_dkdlib, data, device, steps, untimed, k=k, packed=True, **cached)
     final = report(complete=True)
     write(final)
 

@@ -212,7 +212,7 @@ def config(s: Session, recipe: str, method: str, packed: bool = False, **flags) 
         cfg = reference_configs(s.teacher, scale=z.epochs / 100, **common)[row]
     else:  # the series' students: SGD + one-cycle (its 20-epoch DKD warm-up scaled to these epochs)
         cfg = student_config(method, s.teacher, fast=False, epochs=z.epochs, **common)
-        cfg = replace(cfg, warmup=min(cfg.warmup, 2))
+        cfg = replace(cfg, warmup=min(cfg.setting("warmup"), 2))
     label = "-".join([recipe, method, *sorted(k for k, v in {**flags, "packed": packed}.items() if v)])
     return replace(cfg, name=f"gc-{label}", **flags)
 

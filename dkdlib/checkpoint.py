@@ -1,7 +1,8 @@
 """Checkpoints: written atomically (temp file + rename), read back with `weights_only=True`.
 
 A checkpoint is a plain dict: the model's name, classes and weights, the run's config, and — for
-resuming — the epoch, optimizer, scheduler, grad-scaler and RNG states and the history so far.
+resuming — the epoch, optimizer, scheduler and grad-scaler states and the history so far. No RNG
+state is saved: the data order and augmentation of every epoch follow from the data seed and the epoch.
 """
 
 from __future__ import annotations
@@ -92,11 +93,13 @@ def load_model(
         )
     model = create_model(state["model_name"], state["num_classes"])
     model.load_state_dict(state["model"])
+    if "mean" in state and "std" in state:  # what it was trained on: evaluate it with the same
+        model.normalization = (tuple(state["mean"]), tuple(state["std"]))
     return model.to(device).eval()
 
 
 def model_only(checkpoint: dict) -> dict:
-    """A finished run's checkpoint without its optimizer/scheduler/scaler/RNG state, weights in fp16
+    """A finished run's checkpoint without its optimizer/scheduler/scaler state, weights in fp16
     (what a GPU window sends back and what `dkdlib.weights` commits: about half the size).
 
     Only the conv and linear weights (tensors of 2 or more dimensions, nearly all the bytes) are halved.

@@ -23,31 +23,32 @@ from .errors import DKDError
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    from .config import Config
+    from .config import FIELDS, HINTS, TUPLES
 
-    hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("run configuration (dkdlib.Config)")
-    for f in dataclasses.fields(Config):
-        if f.name in skip:
+    for name, meta in FIELDS.items():
+        if name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        hint, default = hints[f.name], f.default
-        text = f"{f.metadata['help']} (default: {default})"
+        flag = "--" + name.replace("_", "-")
+        hint, default, choices = HINTS[name], meta["default"], meta["choices"]
+        text = (
+            meta["help"] + (f"; one of: {', '.join(choices)}" if choices else "") + f" (default: {default})"
+        )
         base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif typing.get_origin(hint) is tuple or typing.get_origin(base) is tuple:  # milestones, mean, std
+        elif name in TUPLES:
             group.add_argument(flag, type=float, nargs="+", default=None, help=text)
-        else:
+        else:  # a bad choice or bound: Config.validate says what is wrong, in one line
             group.add_argument(flag, type=base, default=None, help=text)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from .config import Config
+    from .config import TUPLES, Config
 
     names = {f.name for f in dataclasses.fields(Config)}
     out = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    for key in ("milestones", "mean", "std"):
+    for key in TUPLES:
         if key in out:
             out[key] = tuple(out[key])
     return out
@@ -63,10 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from .methods import METHODS
+
     p = sub.add_parser("train", help="train a model with cross-entropy (a teacher or a baseline)")
-    _add_config_flags(
-        p, skip=("method", "teacher", "temperature", "alpha", "beta", "warmup", "ce_weight", "kd_weight")
-    )
+    settings = dict.fromkeys(name for m in METHODS.values() for name in m.settings)  # a method's own
+    _add_config_flags(p, skip=("method", "teacher", *settings))
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
@@ -92,7 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out-dir", help="where checkpoints/ and results/ go (default: data)")
 
-    p = sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
+    _add_reproduce(
+        sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
+    )
+
+    p = sub.add_parser("results", help="print the recorded runs as a table")
+    p.add_argument("--dir", default="data/results", help="folder of result records")
+    return parser
+
+
+def _add_reproduce(p: argparse.ArgumentParser) -> None:
+    """The `reproduce` command's flags."""
     p.add_argument(
         "--reading",
         choices=["as_described", "as_run", "both"],
@@ -121,10 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", default="data")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-
-    p = sub.add_parser("results", help="print the recorded runs as a table")
-    p.add_argument("--dir", default="data/results", help="folder of result records")
-    return parser
 
 
 def _print_run(run) -> None:
@@ -305,6 +313,7 @@ def _reproduce(args) -> int:
 def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
     """Every seed's `rows` of one reading: the teacher (trained once, seed 0) first; as run, the CE
     student before the rows that start from it."""
+    from .methods import distills
     from .recipes import reference_configs, teacher_file, with_pretrained_fallback
     from .sweep import fit_all
     from .train import fit
@@ -329,7 +338,7 @@ def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
 
     teacher, note = args.teacher, {}
     untaught = configs(None, 0)
-    distilled = any(untaught[name].method != "ce" for name in rows)  # CE rows alone need no teacher
+    distilled = any(distills(untaught[name].method) for name in rows)  # CE rows alone need no teacher
     if teacher is None and ("teacher" in rows or distilled):
         row = untaught["teacher"]  # one teacher for all seeds
         if not row.checkpoint_path.exists():  # a started teacher needs no ImageNet weights any more

@@ -6,7 +6,9 @@ Every field carries its facts in one place, its metadata:
   bookkeeping), or "unless_default" (counts only when it differs from its default, so runs named before
   the field existed keep their names); a path (`file`) counts by its file name, so moving the output
   folder keeps every run's identity;
-- shared: whether the students of one packed loop (`fit_many`) must agree on it.
+- shared: whether the students of one packed loop (`fit_many`) must agree on it;
+- choices, bound (">0", ">=0", "(0,1)"), unit, length: what `validate` checks (whether an int, whether
+  None is allowed and which fields are tuples come from the type hints) and what the CLI lists.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,8 @@ from .errors import DKDError
 from .methods import METHODS, distills
 from .models import MODELS
 
-__all__ = ["Config", "identity", "data_seed", "check_group", "FIELDS", "SHARED", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["Config", "identity", "data_seed", "check_group", "FIELDS", "SHARED", "OPTIMIZERS", "SCHEDULES",
+           "env_flag", "repo_root"]  # fmt: skip
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
@@ -31,9 +36,17 @@ BEST_BY = ("val_loss", "val_acc")
 CACHES = ("off", "views", "seen")
 
 
-def _field(default, help: str, *, identity: str = "yes", shared: bool = False, file: bool = False):
-    meta = {"help": help, "identity": identity, "shared": shared, "file": file, "default": default}
+def _field(default, help: str, *, identity: str = "yes", shared: bool = False, file: bool = False,
+           choices: tuple = (), bound: str = "", unit: str = "", length: int = 0):  # fmt: skip
+    """A Config field with its facts: see the module docstring; `validate` and the CLI read the checks."""
+    meta = {"help": help, "identity": identity, "shared": shared, "file": file, "default": default,
+            "choices": tuple(choices), "bound": bound, "unit": unit, "length": length}  # fmt: skip
     return dataclasses.field(default=default, metadata=meta)
+
+
+# The bounds a number may carry (`bound=`): the test, and how its message says it.
+BOUNDS = {">0": (lambda v: v > 0, "> 0"), ">=0": (lambda v: v >= 0, ">= 0"),
+          "(0,1)": (lambda v: 0 < v < 1, "in (0, 1)")}  # fmt: skip
 
 
 @dataclass
@@ -41,8 +54,9 @@ class Config:
     """Everything that defines a run. Plain values, so it prints, saves and hashes cleanly."""
 
     # what to train
-    model: str = _field("resnet8", f"architecture: {', '.join(sorted(MODELS))}", shared=True)
-    method: str = _field("ce", "loss: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()))
+    model: str = _field("resnet8", "architecture", shared=True, choices=sorted(MODELS))
+    method: str = _field("ce", "loss: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()),
+                         choices=METHODS)  # fmt: skip
     teacher: str | None = _field(
         None,
         "teacher checkpoint (.pt written by `train`), for every method but ce",
@@ -59,7 +73,10 @@ class Config:
         False, "ImageNet weights: resnet18_imagenet, or resnet18 in all but conv1 and fc", shared=True
     )
     dataset: str = _field(
-        "cifar10", "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)", shared=True
+        "cifar10",
+        "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)",
+        shared=True,
+        choices=DATASETS,
     )
     # Where the images are read from, not which: the dataset and the sizes say that, so a run trained on
     # a downloaded CIFAR-10 and one on an .npz copy (offline, on a GPU machine) are the same run.
@@ -77,26 +94,35 @@ class Config:
         "normalisation mean, three numbers (default: the dataset's)",
         identity="unless_default",
         shared=True,
+        length=3,
     )
     std: tuple[float, ...] | None = _field(
         None,
         "normalisation std, three numbers (default: the dataset's; CIFAR-10 0.2470 0.2435 0.2616)",
         identity="unless_default",
         shared=True,
+        length=3,
+        bound=">0",
     )
     # schedule
-    epochs: int = _field(30, "training epochs", shared=True)
-    batch_size: int = _field(128, "batch size", shared=True)
+    epochs: int = _field(30, "training epochs", shared=True, bound=">0")
+    batch_size: int = _field(128, "batch size", shared=True, bound=">0")
     optimizer: str = _field(
-        "sgd", "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)", shared=True
+        "sgd",
+        "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)",
+        shared=True,
+        choices=OPTIMIZERS,
     )
-    lr: float = _field(0.05, "peak learning rate", shared=True)
-    momentum: float = _field(0.9, "SGD momentum", shared=True)
-    weight_decay: float = _field(5e-4, "weight decay (not on BN weights and biases)", shared=True)
+    lr: float = _field(0.05, "peak learning rate", shared=True, bound=">0")
+    momentum: float = _field(0.9, "SGD momentum", shared=True, bound=">=0")
+    weight_decay: float = _field(
+        5e-4, "weight decay (not on BN weights and biases)", shared=True, bound=">=0"
+    )
     schedule: str = _field(
         "onecycle",
         "constant | step | cosine | onecycle (per step) | plateau (per epoch, on the training loss)",
         shared=True,
+        choices=SCHEDULES,
     )
     milestones: tuple[float, ...] = _field(
         (0.625, 0.75, 0.875),
@@ -109,16 +135,33 @@ class Config:
         "plateau: multiply the lr by this when the training loss stops falling",
         identity="unless_default",
         shared=True,
+        bound="(0,1)",
     )
     plateau_patience: int = _field(
-        10, "plateau: epochs without improvement before the lr drops", identity="unless_default", shared=True
+        10, "plateau: epochs without improvement before the lr drops", identity="unless_default", shared=True,
+        bound=">=0", unit="number of epochs",
+    )  # fmt: skip
+    # The method's settings: None takes the method's default (`methods.METHODS[method].settings`).
+    temperature: float | None = _field(None, "softmax temperature T of the distillation term (DKD, KD: 4)",
+                                       bound=">0")  # fmt: skip
+    alpha: float | None = _field(None, "DKD: weight of TCKD (target vs. rest; default 1)", bound=">=0")
+    beta: float | None = _field(
+        None,
+        "DKD: weight of NCKD (among non-targets; default 8, 2 for weak teachers); DIST: inter-class (1)",
+        bound=">=0",
     )
-    # distillation (official DKD defaults)
-    temperature: float = _field(4.0, "softmax temperature T of the distillation term (the paper: 4)")
-    alpha: float = _field(1.0, "weight of TCKD (target vs. rest)")
-    beta: float = _field(8.0, "weight of NCKD (among non-targets); 8 for confident teachers, 2 for weak ones")
-    warmup: int = _field(20, "epochs over which the distillation weight ramps up linearly (0 = off)")
-    ce_weight: float = _field(1.0, "weight of the cross-entropy on labels")
+    warmup: int | None = _field(
+        None,
+        "epochs over which the distillation weight ramps up linearly (0 = off; DKD 20, KD 0)",
+        bound=">=0",
+        unit="number of epochs",
+    )
+    ce_weight: float | None = _field(None, "weight of the cross-entropy on labels (default 1)", bound=">=0")
+    kd_weight: float | None = _field(
+        None,
+        "weight of classic KD (default 1; official KD baseline: ce_weight 0.1, kd_weight 0.9)",
+        bound=">=0",
+    )
     teacher_batch_stats: bool = _field(
         False,
         "the teacher's BatchNorm normalises each batch by its own statistics while students train (as the "
@@ -126,9 +169,8 @@ class Config:
         identity="unless_default",
         shared=True,
     )
-    kd_weight: float = _field(
-        1.0, "weight of classic KD (official KD baseline: ce_weight 0.1, kd_weight 0.9)"
-    )
+    intra: float | None = _field(None, "DIST: weight of the intra-class relation (default 1)",
+                                 identity="unless_default", bound=">=0")  # fmt: skip
     # machinery
     seed: int = _field(0, "seed of the initialisation (and of the data order unless data_seed is set)")
     data_seed: int | None = _field(
@@ -158,11 +200,13 @@ class Config:
         "the first student of a data seed and read by the others: the CPU's choice)",
         identity="no",
         shared=True,
+        choices=CACHES,
     )
     best_by: str | None = _field(
         None,
-        "also keep the best epoch's weights as NAME-best.pt: val_loss | val_acc",
+        "also keep the best epoch's weights as NAME-best.pt",
         identity="unless_default",
+        choices=BEST_BY,
     )
     name: str | None = _field(
         None, "run name (checkpoint file name); default derived from the config", identity="no"
@@ -175,6 +219,10 @@ class Config:
         if isinstance(self.cache_teacher, bool):  # configs and records from before "seen" existed
             self.cache_teacher = "views" if self.cache_teacher else "off"
 
+    def setting(self, name: str) -> Any:
+        """The value field `name` trains with: the config's, or where it is None the method's default."""
+        return resolved(dataclasses.asdict(self), name)
+
     def identity(self) -> dict[str, Any]:
         """The fields that decide what is learned (see the module docstring)."""
         return identity(self.to_dict())
@@ -186,8 +234,10 @@ class Config:
         return f"{self.method}-{self.model}-{self.dataset}-s{self.seed}-{digest}"
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values, the method's settings resolved (as records and checkpoints keep them)."""
         d = dataclasses.asdict(self)
-        for key in ("milestones", "mean", "std"):  # lists, as JSON gives them back
+        d.update({key: resolved(d, key) for key in NAMED_AS})
+        for key in TUPLES:  # lists, as JSON gives them back
             if d[key] is not None:
                 d[key] = list(d[key])
         return d
@@ -201,29 +251,17 @@ class Config:
         """Where `best_by` keeps the weights of the run's best epoch."""
         return Path(self.out_dir) / "checkpoints" / f"{self.run_name()}-best.pt"
 
-    def validate(self) -> None:
-        """Raise `DKDError` naming the first bad value and what would be valid."""
+    def validate(self, files: bool = True) -> None:
+        """Raise `DKDError` naming the first bad value and what would be valid (files: and unless the
+        teacher and init checkpoints exist, `check_files`)."""
 
         def bad(msg: str):
             raise DKDError(f"Config: {msg}")
 
-        for key, choices in (("model", sorted(MODELS)), ("dataset", DATASETS), ("method", list(METHODS)),
-                             ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                             ("cache_teacher", CACHES)):  # fmt: skip
-            if getattr(self, key) not in choices:
-                bad(f"unknown {key} {getattr(self, key)!r}; choose one of: {', '.join(choices)}")
-        if not 0 < self.plateau_factor < 1:
-            bad(f"plateau_factor must lie in (0, 1) (it multiplies the lr); got {self.plateau_factor!r}")
-        if not isinstance(self.plateau_patience, int) or self.plateau_patience < 0:
-            bad(f"plateau_patience must be an integer number of epochs >= 0; got {self.plateau_patience!r}")
-        for key in ("mean", "std"):
-            value = getattr(self, key)
-            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
-                bad(f"{key} must be None (the dataset's) or three numbers, one per channel; got {value!r}")
-        if self.std is not None and not all(v > 0 for v in self.std):
-            bad(f"std must be > 0 in every channel; got {self.std!r}")
-        if self.best_by is not None and self.best_by not in BEST_BY:
-            bad(f"unknown best_by {self.best_by!r}; choose one of: {', '.join(BEST_BY)} (or None)")
+        for name in FIELDS:
+            problem = _check(name, self.setting(name))
+            if problem:
+                bad(problem)
         if self.best_by is not None and self.val_size == 0:
             bad(f"best_by={self.best_by!r} picks an epoch by validation: set val_size > 0")
         if self.teacher_batch_stats and self.cache_teacher != "off":
@@ -231,35 +269,77 @@ class Config:
                 "cannot be cached; set cache_teacher='off'")  # fmt: skip
         if distills(self.method) and not self.teacher:
             bad(f"method {self.method!r} distils from a teacher: set teacher= to its checkpoint")
-        for key in ("epochs", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                bad(f"{key} must be an integer > 0; got {value!r}")
-        if self.data_seed is not None and (
-            not isinstance(self.data_seed, int) or isinstance(self.data_seed, bool)
-        ):
-            bad(f"data_seed must be an integer or None (= seed); got {self.data_seed!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            bad(f"warmup must be an integer number of epochs >= 0 (0 = off); got {self.warmup!r}")
-        if not self.temperature > 0:
-            bad(f"temperature must be > 0 (the paper uses 4); got {self.temperature!r}")
-        for key in ("alpha", "beta", "ce_weight", "kd_weight", "weight_decay", "momentum"):
-            if not getattr(self, key) >= 0:
-                bad(f"{key} must be >= 0; got {getattr(self, key)!r}")
-        if not self.lr > 0:
-            bad(f"lr must be > 0; got {self.lr!r}")
+        if files:
+            self.check_files()
+
+    def check_files(self) -> None:
+        """Raise `DKDError` unless the teacher and init checkpoints the run starts from exist (a finished
+        run, e.g. committed weights, loads without them)."""
         if distills(self.method) and not Path(self.teacher).is_file():
-            bad(f"teacher checkpoint {self.teacher} does not exist; train the teacher first")
+            raise DKDError(
+                f"Config: teacher checkpoint {self.teacher} does not exist; train the teacher first"
+            )
         if self.init is not None and not Path(self.init).is_file():
-            bad(f"init checkpoint {self.init} does not exist; train the run it comes from first")
+            raise DKDError(
+                f"Config: init checkpoint {self.init} does not exist; train the run it comes from first"
+            )
 
 
 FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
+HINTS = typing.get_type_hints(Config)
+# The tuple fields (milestones, mean, std), from their type hints.
+TUPLES = tuple(n for n, h in HINTS.items() if tuple in map(typing.get_origin, (h, *typing.get_args(h))))
+
+
+def _check(name: str, value: Any) -> str | None:
+    """What is wrong with `value` for field `name` (its metadata and type hint), or None."""
+    meta, hint = FIELDS[name], HINTS[name]
+    optional = type(None) in typing.get_args(hint)
+    if value is None:
+        return None if optional else f"{name} must not be None"
+    if meta["choices"] and value not in meta["choices"]:
+        return (f"unknown {name} {value!r}; choose one of: {', '.join(meta['choices'])}"
+                + (" (or None)" if optional else ""))  # fmt: skip
+    kinds = {hint, *typing.get_args(hint)}
+    if int in kinds and (not isinstance(value, int) or isinstance(value, bool)):
+        rule = " ".join(filter(None, ["an integer", meta["unit"], BOUNDS.get(meta["bound"], (0, ""))[1]]))
+        return f"{name} must be {rule}{' or None' if optional else ''}; got {value!r}"
+    values = value if name in TUPLES else (value,)
+    if meta["length"] and (
+        len(values) != meta["length"] or not all(isinstance(v, (int, float)) for v in values)
+    ):
+        count = {3: "three"}.get(meta["length"], meta["length"])
+        return f"{name} must be None (the default) or {count} numbers, one per channel; got {value!r}"
+    test, text = BOUNDS.get(meta["bound"], (None, ""))
+    if test is not None and not all(test(v) for v in values):
+        rule = " ".join(filter(None, ["an integer" if int in kinds else "", meta["unit"], text]))
+        where = " in every channel" if name in TUPLES else ""
+        return f"{name} must {'lie' if '(' in text else 'be'} {rule}{where}; got {value!r}"
+    return None
+
+
 SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
+
+
+# The method settings, and what one left at None stands for where the method does not have it: the
+# Config defaults from before methods carried their own, so every run named then keeps its name (and a
+# CE run's identity its "T = 4"). A setting newer than that (DIST's intra) stands for None.
+NAMED_AS = {"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0, "kd_weight": 1.0,
+            "intra": None}  # fmt: skip
+
+
+def resolved(config: dict[str, Any], name: str) -> Any:
+    """Field `name` of a config saved as a dict, a None resolved to its method's default."""
+    value = config.get(name)
+    if value is None and name in NAMED_AS:
+        settings = METHODS[config.get("method", "ce")].settings
+        return settings.get(name, NAMED_AS[name])
+    return value
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """`Config.identity` of a config saved as a dict (in a checkpoint or a record)."""
+    config = {**config, **{key: resolved(config, key) for key in NAMED_AS if key in config}}
     ident = {}
     for key, value in config.items():
         meta = FIELDS.get(key, {"identity": "yes", "file": False})
@@ -280,19 +360,42 @@ def _same(value: Any, default: Any) -> bool:
     )
 
 
+# Environment flags: one spelling of "on" and "off" for every DKDLIB_* (and script) switch.
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """The environment variable `name` as a switch: unset or empty → `default`; else one of ON or OFF."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ON + OFF:
+        raise DKDError(f"{name}={value!r}: set it to one of {', '.join(ON)} or {', '.join(OFF)}")
+    return value in ON
+
+
+def repo_root(*places: str | os.PathLike) -> Path | None:
+    """The first of `places` (default: the folder above the package) that is a clone of this repository,
+    holding dkdlib/ and data/; None where none is (a `pip install` has no data/ beside the package)."""
+    for place in places or (Path(__file__).resolve().parents[1],):
+        if (Path(place) / "dkdlib").is_dir() and (Path(place) / "data").is_dir():
+            return Path(place)
+    return None
+
+
 def data_seed(cfg: Config) -> int:
     """The seed of a run's shuffling and augmentation: `data_seed` if set, else `seed`."""
     return cfg.seed if cfg.data_seed is None else cfg.data_seed
 
 
-def check_group(configs: list[Config]) -> None:
+def check_group(configs: list[Config], files: bool = True) -> None:
     """Raise `DKDError` unless `configs` can train in one loop: each valid, all sharing data, schedule,
-    data seed and teacher, no run twice."""
+    data seed and teacher, no run twice (files: `Config.check_files` too)."""
     if not configs:
         raise DKDError("fit_many needs at least one config")
     first = configs[0]
     for i, cfg in enumerate(configs):
-        cfg.validate()
+        cfg.validate(files)
         if cfg.schedule == "plateau" and len(configs) > 1:
             raise DKDError(
                 f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which lowers the learning rate "
@@ -301,7 +404,7 @@ def check_group(configs: list[Config]) -> None:
             )
         diff = [f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}" for k in SHARED
                 if getattr(first, k) != getattr(cfg, k)]  # fmt: skip
-        if cfg.method == "ce" or first.method == "ce":  # a CE student needs no teacher
+        if not distills(cfg.method) or not distills(first.method):  # a CE student needs no teacher
             diff = [d for d in diff if not d.startswith("teacher:")]
         if diff:
             raise DKDError(

@@ -35,6 +35,8 @@ __all__ = [
     "crop_flip",
     "crop_flip_views",
     "normalize",
+    "scaled_stats",
+    "random_views",
     "N_VIEWS",
     "view_index",
     "view_offsets",
@@ -79,6 +81,7 @@ class Data:
     mean: tuple[float, float, float] = STATS["cifar10"][0]
     std: tuple[float, float, float] = STATS["cifar10"][1]
     source: str = ""
+    split: dict | None = None  # the sizes `load_data` was asked for: val_size, train_size, test_size
 
     @property
     def num_classes(self) -> int:
@@ -130,6 +133,7 @@ def load_data(
         data.x_train, data.y_train = _balanced_head(data.x_train, data.y_train, train_size)
     if test_size is not None:
         data.x_test, data.y_test = _balanced_head(data.x_test, data.y_test, test_size)
+    data.split = {"val_size": val_size, "train_size": train_size, "test_size": test_size}
     return data
 
 
@@ -293,11 +297,24 @@ def crop_flip_views(x: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
     return crop_flip(x, *view_offsets(view))
 
 
+def scaled_stats(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as 1×C×1×1 tensors on `device`, times 255: what `normalize` subtracts and divides by."""
+    return tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) * 255 for v in (mean, std))
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 N×C×H×W → float32, (x/255 − mean) / std per channel."""
-    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255
-    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255
+    """uint8 N×C×H×W → float32, (x/255 − mean) / std per channel (mean, std: numbers per channel, or the
+    tensors of `scaled_stats`)."""
+    if not isinstance(mean, torch.Tensor):
+        mean, std = scaled_stats(mean, std, x.device)
     return (x.float() - mean) / std
+
+
+def random_views(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n random augmentations drawn from `generator`: crop offsets dy, dx in [0, 2·PAD] and flips 0/1."""
+    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=generator)
+    return dy, dx, torch.randint(0, 2, (n,), generator=generator)
 
 
 class DeviceLoader:
@@ -339,8 +356,7 @@ class DeviceLoader:
         self.mean, self.std, self.channels_last = mean, std, channels_last
         # On the device once: a tensor built from Python floats inside a captured CUDA graph would be
         # a host-to-device copy, which capture forbids.
-        self._mean255 = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
-        self._std255 = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
+        self._mean255, self._std255 = scaled_stats(mean, std, self.device)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -359,10 +375,7 @@ class DeviceLoader:
         epoch = self.epoch if epoch is None else epoch
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g)
-        dy = torch.randint(0, 2 * PAD + 1, (n,), generator=g)
-        dx = torch.randint(0, 2 * PAD + 1, (n,), generator=g)
-        flip = torch.randint(0, 2, (n,), generator=g)
-        return order, dy, dx, flip
+        return (order, *random_views(n, g))
 
     def epoch_batches(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A training epoch as two steps×batch tensors on the device: image indices and view ids.
@@ -383,7 +396,7 @@ class DeviceLoader:
         xb = self.x[idx]
         if view is not None:
             xb = crop_flip_views(xb, view)
-        xb = (xb.float() - self._mean255) / self._std255  # = normalize(xb, self.mean, self.std)
+        xb = normalize(xb, self._mean255, self._std255)
         xb = xb.contiguous(
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
         )

@@ -35,7 +35,9 @@ __all__ = [
 def outputs(
     model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000
 ) -> tuple[Tensor, Tensor]:
-    """Logits (float32, on the CPU) and labels of `model` on one split ("train", "val", "test") of `data`."""
+    """Logits (float32, on the CPU) and labels of `model` on one split ("train", "val", "test") of `data`,
+    normalised as the model was trained (`model.normalization`, which `fit` and `load_model` set), else
+    with the dataset's statistics."""
     splits = {
         "train": (data.x_train, data.y_train),
         "val": (data.x_val, data.y_val),
@@ -45,7 +47,8 @@ def outputs(
         raise ValueError(f"split must be one of {', '.join(splits)}; got {split!r}")
     x, y = splits[split]
     device = next(model.parameters()).device
-    loader = DeviceLoader(x, y, batch_size, mean=data.mean, std=data.std, train=False, device=device)
+    mean, std = getattr(model, "normalization", (data.mean, data.std))
+    loader = DeviceLoader(x, y, batch_size, mean=mean, std=std, train=False, device=device)
     logits, labels = predict(model, loader)
     return logits.cpu(), labels.cpu()
 

@@ -100,8 +100,8 @@ def dkd_loss(
 
 
 def _dkd_loss(zs, zt, target, alpha, beta, temperature) -> Tensor:
-    tckd, nckd, _ = _dkd_terms(zs, zt.detach(), target, temperature)
-    return temperature**2 * (alpha * tckd.mean() + beta * nckd.mean())
+    # One source: the method registry's DKD term (what `fit` trains with), for one student.
+    return _single("dkd", zs, zt, target, temperature=temperature, alpha=alpha, beta=beta)
 
 
 def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float = 4.0) -> Tensor:
@@ -115,10 +115,17 @@ def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float =
 
 
 def _kd_loss(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
-    log_ps = F.log_softmax(zs.float() / temperature, dim=1)
-    log_pt = F.log_softmax(zt.detach().float() / temperature, dim=1)
-    # reduction="batchmean" is the true KL per sample; "mean" would also divide by the class count.
-    return temperature**2 * F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
+    # One source: the method registry's KD term (what `fit` trains with), for one student.
+    labels = torch.zeros(zs.shape[0], dtype=torch.long, device=zs.device)  # KD reads no labels
+    return _single("kd", zs, zt, labels, temperature=temperature, kd_weight=1.0)
+
+
+def _single(method: str, zs: Tensor, zt: Tensor, target: Tensor, **settings: float) -> Tensor:
+    """`methods.METHODS[method]`'s distillation term for one student (K = 1), the teacher detached."""
+    from .methods import METHODS
+
+    hp = {k: torch.tensor([[float(v)]], device=zs.device) for k, v in settings.items()}
+    return METHODS[method].distill(zs.float()[None], zt.detach().float(), target, hp)[0]
 
 
 def _check_temperature(temperature: float) -> None:

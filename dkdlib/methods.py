@@ -4,7 +4,7 @@ Every method trains on  ce_weight · CE(labels) + w · distill,  where w is the 
 epoch (0 for CE) and `distill` is the entry's term, the batch mean of a per-sample loss × T². An entry
 computes that term for K students at once (a K×N×C block of logits against one teacher's N×C), so the
 same code trains one student (`fit`, K = 1) and a packed sweep (`fit_many`). Adding a method means
-adding one entry here; `Config` validation and the CLI's choices read this table.
+adding one entry here; `Config` validation and the CLI's `--method` help read this table.
 
     ce      labels only
     kd      Hinton: kd_weight · T² · KL(p^T ‖ p^S)
@@ -18,7 +18,7 @@ adding one entry here; `Config` validation and the CLI's choices read this table
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,15 +39,17 @@ DistillFn = Callable[[Tensor, Tensor, Tensor, dict[str, Tensor]], Tensor]
 # → the K students' losses (K,).
 LossFn = Callable[[Tensor, Tensor | None, Tensor, Tensor], Tensor]
 
-HYPERPARAMETERS = ("temperature", "alpha", "beta", "kd_weight")  # the Config fields a term may read
-
 
 @dataclass(frozen=True)
 class Method:
-    """A training method: its distillation term (None: labels only) and a line of help."""
+    """A training method: its distillation term (None: labels only), a line of help, and its own
+    settings: the Config fields it reads, with its defaults (a Config field left at None takes them)."""
 
     distill: DistillFn | None
     help: str
+    settings: dict[str, float] = field(default_factory=dict)
+    label: str = ""  # its name in tables ("DKD"); every setting that differs from its default follows
+    shown: tuple[str, ...] = ()  # settings its label always shows ("DKD α=1 β=8")
 
 
 def _flat(zs: Tensor, zt: Tensor, y: Tensor, t: Tensor):
@@ -76,11 +78,29 @@ def _dkd(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, Tensor]) -> Tensor:
 
 
 def _tckd(zs, zt, y, hp):
-    return _dkd(zs, zt, y, {**hp, "beta": torch.zeros_like(hp["beta"])})
+    return _dkd(zs, zt, y, {**hp, "beta": torch.zeros_like(hp["alpha"])})
 
 
 def _nckd(zs, zt, y, hp):
-    return _dkd(zs, zt, y, {**hp, "alpha": torch.zeros_like(hp["alpha"])})
+    return _dkd(zs, zt, y, {**hp, "alpha": torch.zeros_like(hp["beta"])})
+
+
+def _pearson_gap(a: Tensor, b: Tensor) -> Tensor:
+    """1 − the Pearson correlation of a and b along their last dimension (…×D → …)."""
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    return 1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + 1e-8)
+
+
+def _dist(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, Tensor]) -> Tensor:
+    """DIST (Huang et al., NeurIPS 2022): T² · (β · inter + γ · intra) on p = softmax(z / T), where inter
+    is 1 − the Pearson correlation over the classes of each sample (batch mean), intra over the batch of
+    each class (class mean); as the official code, which defaults to β = γ = T = 1."""
+    k = zs.shape[0]
+    t = hp["temperature"].view(k, 1, 1)
+    ps, pt = (zs / t).softmax(-1), (zt[None] / t).softmax(-1).expand_as(zs)  # K×N×C
+    inter = _pearson_gap(ps, pt).mean(1)
+    intra = _pearson_gap(ps.transpose(1, 2), pt.transpose(1, 2)).mean(1)
+    return t.view(k) ** 2 * (hp["beta"].view(k) * inter + hp["intra"].view(k) * intra)
 
 
 def standardize(z: Tensor) -> Tensor:
@@ -92,15 +112,43 @@ def _on_standardized(term: DistillFn) -> DistillFn:
     return lambda zs, zt, y, hp: term(standardize(zs), standardize(zt), y, hp)
 
 
+# Every method weighs the labels' CE; Hinton's KD and mdistiller's KD have no warm-up, DKD's official
+# code ramps in over 20 epochs.
+_CE = {"ce_weight": 1.0}
+_KD = {**_CE, "temperature": 4.0, "kd_weight": 1.0, "warmup": 0}
+_DIST = {**_CE, "temperature": 1.0, "beta": 1.0, "intra": 1.0, "warmup": 0}
+_DKD = {**_CE, "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20}
+_TCKD = {k: v for k, v in _DKD.items() if k != "beta"}
+_NCKD = {k: v for k, v in _DKD.items() if k != "alpha"}
+
 METHODS: dict[str, Method] = {
-    "ce": Method(None, "labels only (a teacher or a baseline)"),
-    "kd": Method(_kd, "Hinton's KD: kd_weight · T² · KL(p_teacher ‖ p_student)"),
-    "dkd": Method(_dkd, "DKD: T² · (α · TCKD + β · NCKD)"),
-    "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)"),
-    "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)"),
-    "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)"),
-    "dkd_ls": Method(_on_standardized(_dkd), "DKD on z-scored logits (logit standardisation)"),
+    "ce": Method(None, "labels only (a teacher or a baseline)", {}, "CE"),
+    "kd": Method(_kd, "Hinton's KD: kd_weight · T² · KL(p_teacher ‖ p_student)", _KD, "KD"),
+    "dkd": Method(_dkd, "DKD: T² · (α · TCKD + β · NCKD)", _DKD, "DKD", ("alpha", "beta")),
+    "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)", _TCKD, "TCKD", ("alpha",)),
+    "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)", _NCKD, "NCKD", ("beta",)),
+    "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)", _KD, "KD+LS"),
+    "dkd_ls": Method(
+        _on_standardized(_dkd),
+        "DKD on z-scored logits (logit standardisation)",
+        _DKD,
+        "DKD+LS",
+        ("alpha", "beta"),
+    ),  # fmt: skip
+    "dist": Method(
+        _dist,
+        "DIST (Huang et al. 2022): T² · (β · inter-class + intra · intra-class relation)",
+        _DIST,
+        "DIST",
+    ),  # fmt: skip
 }
+# How a setting reads in a label: "α=1", "T=2", "CE×0.1", "W=2" (warm-up epochs).
+SYMBOLS = {"alpha": "α=", "beta": "β=", "intra": "γ=", "temperature": "T=", "ce_weight": "CE×",
+           "kd_weight": "KD×", "warmup": "W="}  # fmt: skip
+# The Config fields a distillation term may read (the others weigh the terms: ce_weight, warmup).
+HYPERPARAMETERS = tuple(dict.fromkeys(
+    name for m in METHODS.values() for name in m.settings if name not in ("ce_weight", "warmup")
+))  # fmt: skip
 
 
 def distills(method: str) -> bool:
@@ -123,11 +171,12 @@ def student_losses(configs: list[Config]) -> LossFn:
         def column(values):
             return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
 
-        consts["ce_weight"] = column([c.ce_weight for c in configs]).view(-1)
+        consts["ce_weight"] = column([c.setting("ce_weight") for c in configs]).view(-1)
         consts["terms"] = []  # (term, its students (None: all K, in order), their hyperparameters)
         for method, members in groups.items():
             if distills(method):
-                hp = {name: column([getattr(configs[i], name) for i in members]) for name in HYPERPARAMETERS}
+                names = [n for n in METHODS[method].settings if n in HYPERPARAMETERS]
+                hp = {name: column([configs[i].setting(name) for i in members]) for name in names}
                 every = members == list(range(len(configs)))  # one method for all (K = 1 always)
                 index = None if every else torch.tensor(members, device=device)
                 consts["terms"].append((METHODS[method].distill, index, hp))

@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from .config import env_flag, repo_root
 from .recipes import mode
 
 __all__ = [
@@ -67,7 +68,7 @@ def use_drive(drive: bool | None = None) -> bool:
         return False
     if drive is not None:
         return drive
-    return os.environ.get("DKDLIB_DRIVE", "1").strip().lower() not in ("0", "false", "no")
+    return env_flag("DKDLIB_DRIVE", default=True)
 
 
 def imagenet_weights() -> tuple[bool, str]:
@@ -83,7 +84,7 @@ def imagenet_weights() -> tuple[bool, str]:
     from .train import pick_device
     from .weights import committed
 
-    if os.environ.get("DKDLIB_IMAGENET", "").strip().lower() in ("0", "false", "no"):
+    if not env_flag("DKDLIB_IMAGENET", default=True):
         return False, "ImageNet-pretrained teacher skipped (DKDLIB_IMAGENET=0): the CIFAR-stem teacher only."
     cfg = finetune_config()
     if mode() == "full" and pick_device("auto").type == "cpu":
@@ -193,7 +194,7 @@ def setup(drive: bool | None = None, quiet: bool = False, scale: str | None = No
 
             gdrive.mount("/content/drive")
             os.environ["DKDLIB_OUT"] = DRIVE_FOLDER
-        elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "dkdlib").is_dir():
+        elif Path.cwd().name == "notebooks" and repo_root(Path.cwd().parent):
             os.environ["DKDLIB_OUT"] = str(Path.cwd().parent / "data")  # the repo's data/
         else:
             os.environ["DKDLIB_OUT"] = "data"

@@ -331,12 +331,9 @@ def plot_class_balance(data: Data, title: str = "Images per class and split") ->
 
 def show_augmentations(data: Data, index: int = 0, n: int = 8, seed: int = 0) -> Figure:
     """One training image and `n` random crop (pad 4) + flip views made by `dkdlib.data.crop_flip`."""
-    from .data import PAD, crop_flip
+    from .data import PAD, crop_flip, random_views
 
-    g = torch.Generator().manual_seed(seed)
-    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=g)
-    flip = torch.randint(0, 2, (n,), generator=g)
+    dy, dx, flip = random_views(n, torch.Generator().manual_seed(seed))
     image = torch.from_numpy(np.ascontiguousarray(data.x_train[index])).permute(2, 0, 1)  # C×H×W
     views = crop_flip(image[None].expand(n, -1, -1, -1), dy, dx, flip).permute(0, 2, 3, 1).numpy()
     fig, axes = figure(1.45 * (n + 1), 2.1, 1, n + 1)
@@ -422,7 +419,7 @@ def plot_warmup(configs: Mapping[str, Config]) -> Figure:
     for label, cfg in configs.items():
         epochs = np.arange(1, cfg.epochs + 1)
         ax.plot(epochs, [distill_weight(cfg, int(e)) for e in epochs], **curve_style(len(epochs)),
-                label=f"{label}: warmup {cfg.warmup}, {cfg.epochs} epochs")  # fmt: skip
+                label=f"{label}: warmup {cfg.setting('warmup')}, {cfg.epochs} epochs")  # fmt: skip
     ax.set_xlabel("epoch (counted from 1)")
     ax.set_ylabel("weight of α·TCKD + β·NCKD")
     ax.set_ylim(0, 1.05)

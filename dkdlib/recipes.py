@@ -1,7 +1,8 @@
 """The experiments of the tutorial series and of the reference table, as plain `Config`s.
 
-Scales of the same recipes, chosen by one environment variable, `DKDLIB_MODE` (so a notebook needs no
-edits):
+The reference table's rows come in two readings (`READINGS`): as its text describes them, and as its
+code ran them (`_as_run`). The series' recipes come in four scales, chosen by the environment variable
+`DKDLIB_MODE` (fast, reduced, cpu or full; so a notebook needs no edits), or by the older flags below:
 - full (default): real CIFAR-10, the chapters' schedules; minutes on a GPU.
 - cpu (`DKDLIB_MODE=cpu`): real CIFAR-10 at full size (45k/5k/10k) with schedules sized for a 2-core
   CPU: a ResNet20 teacher (25 epochs) and ResNet8 students (20 epochs); about an hour for the teacher
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from .config import Config
+from .config import Config, env_flag
 
 __all__ = [
     "mode", "base", "teacher_config", "finetune_config", "student_config", "ABLATION_SIZES",
@@ -32,7 +33,7 @@ MODES = ("fast", "reduced", "cpu", "full")
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+    return env_flag(name)
 
 
 def mode() -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .methods import METHODS, SYMBOLS
 from .verdicts import compare_seeds
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "run_label",
+    "label_head",
     "runs_frame",
     "unique_runs",
     "label_runs",
@@ -29,7 +31,7 @@ __all__ = [
     "compare_recipes",
     "reference_frame",
     "reference_accuracy",
-    "reference_rows",
+    "reference_matches",
     "summarize_runs",
     "results_table",
     "conclusions",
@@ -44,27 +46,40 @@ STUDENT_MODEL = "resnet8"
 
 
 def run_label(row: Mapping[str, Any]) -> str:
-    """Short recipe name: 'teacher', 'CE', 'KD', 'DKD α=1 β=8', 'TCKD α=0.5', 'NCKD β=2' (+ T if ≠ 4,
-    the CE weight if ≠ 1 for DKD/TCKD/NCKD, and 'from init' for a run that started from a checkpoint)."""
-    method = row.get("method")
-    temp = row.get("temperature", 4.0)
-    t = "" if temp is None or _isnan(temp) or float(temp) == 4.0 else f" T={float(temp):g}"
-    ce_w = row.get("ce_weight", 1.0)
-    if method in ("dkd", "tckd", "nckd") and ce_w is not None and not _isnan(ce_w) and float(ce_w) != 1.0:
-        t += f" CE×{float(ce_w):g}"
+    """Short recipe name: the method's label ('CE', 'KD', 'DKD'; 'teacher' for a CE run of another model
+    than the students'), the settings it always shows ('DKD α=1 β=8', 'TCKD α=0.5'), then every setting
+    of the method that differs from its default ('T=2', 'CE×0.1', 'KD×0.9', 'W=2' epochs of warm-up),
+    and 'from init' for a run that started from a checkpoint. Runs of one label share every setting of
+    their method, so averaging them mixes seeds only."""
+    method = METHODS.get(row.get("method"))
+    if method is None:
+        return str(row.get("method"))
+    parts = [method.label]
+    if row.get("method") == "ce" and row.get("model", STUDENT_MODEL) != STUDENT_MODEL:
+        parts = ["teacher"]
+    for name in sorted(method.settings, key=lambda n: (n not in method.shown, list(SYMBOLS).index(n))):
+        value, default = row.get(name), method.settings[name]
+        value = default if value is None or _isnan(value) else float(value)
+        if name in method.shown or value != default:
+            parts.append(f"{SYMBOLS[name]}{value:g}")
     init = row.get("init")
-    t += " from init" if isinstance(init, str) and init else ""
-    if method == "ce":
-        return ("CE" if row.get("model", STUDENT_MODEL) == STUDENT_MODEL else "teacher") + t
-    if method == "kd":
-        return "KD" + t
-    if method == "tckd":
-        return f"TCKD α={float(row['alpha']):g}" + t
-    if method == "nckd":
-        return f"NCKD β={float(row['beta']):g}" + t
-    if method == "dkd":
-        return f"DKD α={float(row['alpha']):g} β={float(row['beta']):g}" + t
-    return str(method)
+    if isinstance(init, str) and init:
+        parts.append("from init")
+    return " ".join(parts)
+
+
+def label_head(label: str, drop: tuple[str, ...] = ("W=",)) -> str:
+    """A label without its `drop` settings (default: the warm-up, 'DKD α=1 β=8 W=2' → 'DKD α=1 β=8'):
+    the row of the reference table a run stands beside, whatever warm-up its scale took."""
+    return " ".join(part for part in label.split(" ") if not part.startswith(drop))
+
+
+def _main_row(rows: Mapping[str, Mapping[str, Any]], head: str) -> Mapping[str, Any] | None:
+    """Of the groups `rows` ({label: summary row}), the one that stands for the series' recipe `head`
+    ('DKD α=1 β=8', 'KD'): its label is `head` up to the warm-up and the loss weights its scale sets
+    (W=, CE×, KD×); of several (a warm-up sweep), the one with the most runs (the seeds)."""
+    same = [r for label, r in rows.items() if label_head(label, ("W=", "CE×", "KD×")) == head]
+    return max(same, key=lambda r: r["runs"], default=None)
 
 
 def _isnan(value: Any) -> bool:
@@ -148,12 +163,11 @@ def committed_results_dir() -> Path | None:
     """The run records committed with the repository (`data/results/`), or None where they are not
     reachable: in a clone they sit next to the package (or next to the notebooks' folder); a
     `pip install` (as on Colab) installs the package without them."""
-    from . import __file__ as package_file
+    from .config import repo_root
 
-    candidates = [Path(package_file).resolve().parents[1], Path.cwd().parent, Path.cwd()]
-    for root in candidates:
+    for root in filter(None, (repo_root(), repo_root(Path.cwd().parent), repo_root(Path.cwd()))):
         folder = root / "data" / "results"
-        if (root / "dkdlib").is_dir() and folder.is_dir() and any(folder.glob("*.json")):
+        if folder.is_dir() and any(folder.glob("*.json")):
             return folder
     return None
 
@@ -237,7 +251,7 @@ def compare_recipes(configs: Mapping[str, Any], fields: Sequence[str] = RECIPE_F
     from .train import distill_weight
 
     # Text from the start: pandas would turn None into a missing value, which nunique() does not count.
-    table = pd.DataFrame({label: {f: str(getattr(c, f)) for f in fields} for label, c in configs.items()})
+    table = pd.DataFrame({label: {f: str(c.setting(f)) for f in fields} for label, c in configs.items()})
     table = table.loc[table.nunique(axis=1) > 1]
     derived = {}
     for label, c in configs.items():
@@ -278,7 +292,7 @@ def reference_accuracy() -> dict[str, float]:
     return dict(zip(ref["row"], ref["ref_test"], strict=True))
 
 
-def reference_rows(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+def reference_matches(frame: pd.DataFrame) -> list[tuple[str, ...]]:
     """Per run of `frame`, the rows of the reference table it stands beside (`recipes.REFERENCE` names).
 
     A `reproduce` run: the row its tag names, or none for a fair baseline the table does not have (CE or
@@ -297,7 +311,7 @@ def reference_rows(frame: pd.DataFrame) -> list[tuple[str, ...]]:
             out.append((parsed[1],) if parsed[1] in names else ())
         else:
             label = run["row"] if isinstance(run.get("row"), str) else run_label(run)
-            out.append(tuple(ref.loc[ref["row"] == label, "ref_name"]))
+            out.append(tuple(ref.loc[ref["row"] == label_head(label), "ref_name"]))
     return out
 
 
@@ -310,7 +324,7 @@ def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.
     """Mean ± std (in %) over seeds of last-epoch test accuracy and test accuracy at the best val epoch.
 
     `ref_test` is the reference table's test accuracy (%) beside each group (the shortest schedule where
-    its runs stand beside two rows; NaN beside none, see `reference_rows`), `ref_text` all of them with
+    its runs stand beside two rows; NaN beside none, see `reference_matches`), `ref_text` all of them with
     their epochs ("–" for none).
     """
     by = list(by)
@@ -321,7 +335,7 @@ def summarize_runs(frame: pd.DataFrame, by: Sequence[str] = tuple(GROUP)) -> pd.
     frame = frame.copy()
     if "test_acc_at_best_val" not in frame:
         frame["test_acc_at_best_val"] = np.nan
-    frame["_ref"] = reference_rows(frame)
+    frame["_ref"] = reference_matches(frame)
     grouped = frame.groupby(by, sort=False, dropna=False)
     out = grouped.agg(
         runs=("test_acc", "size"),
@@ -372,7 +386,8 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
     ]
     summary["reference test acc"] = summary["ref_text"]  # a fair baseline (CE as long as DKD): none
     order = {label: i for i, label in enumerate(_ROW_ORDER)}
-    summary["_order"] = [order.get(r.split(" T=")[0], len(order)) for r in summary["row"]]
+    summary["_order"] = [order.get(label_head(r.split(" T=")[0], ("W=", "CE×", "KD×")), len(order))
+                         for r in summary["row"]]  # fmt: skip
     summary = summary.sort_values(["setting", "_order", "row", "epochs"], kind="stable")
     return summary[columns].reset_index(drop=True)
 
@@ -407,60 +422,71 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             f"{_pm(best['test_mean'], best['test_std'])}% "
             f"test accuracy (last epoch, {int(best['runs'])} run(s))."
         )
-        get = {r["row"]: r for _, r in same.iterrows()}
-        if "CE" in get and "DKD α=1 β=8" in get:
-            ce, dkd = get["CE"], get["DKD α=1 β=8"]
-            gap = dkd["test_mean"] - ce["test_mean"]
-            # The series' one rule for "beyond the seed spread" (chapters 3, 5, 6 use it too).
-            at = frame[(frame["setting"] == setting) & (frame["epochs"] == epochs)]
-            per_seed = [
-                100 * at.loc[at["row"] == r, "test_acc"].astype(float).to_numpy()
-                for r in ("CE", "DKD α=1 β=8")
-            ]
-            verdict = compare_seeds(*per_seed, names=("CE", "DKD"))
-            lines.append(f"  At equal epochs: {verdict}.")
-            ref_gap = ref["dkd_100"] - ref["student"]
-            lines.append(
-                f"  The reference's gap is {ref_gap:+.2f} points (DKD {ref['dkd_100']:.2f}% vs CE "
-                f"{ref['student']:.2f}%), but its CE student trained for 50 epochs "
-                f"and DKD for 100; trained equally long, these records give DKD − CE = {gap:+.2f} points."
-            )
-            ce_runs = students[students["row"] == "CE"]
-            dkd_runs = students[students["row"] == "DKD α=1 β=8"]
-            if ce_runs["epochs"].nunique() > 1 and len(dkd_runs):
-                short, long_ = ce_runs.sort_values("epochs").iloc[[0, -1]].to_dict("records")
-                d = dkd_runs[dkd_runs["epochs"] == long_["epochs"]]
-                if len(d):
-                    total = float(d["test_mean"].iloc[0]) - short["test_mean"]
-                    closed = long_["test_mean"] - short["test_mean"]
-                    n, m = long_["epochs"], short["epochs"]
-                    if 0 < total and closed <= total:
-                        lines.append(
-                            f"  Training CE for {n} instead of {m} epochs closes {100 * closed / total:.0f}% "
-                            f"of the DKD({n} ep) − CE({m} ep) gap."
-                        )
-                    elif 0 < total:  # CE trained as long ends above DKD: "% of the gap" would pass 100
-                        lines.append(
-                            f"  Training CE for {n} instead of {m} epochs gains {closed:.2f} points, more "
-                            f"than the whole DKD({n} ep) − CE({m} ep) gap of {total:.2f}: trained as long, "
-                            "CE ends above DKD."
-                        )
-            if "KD" in get:
+        lines += _dkd_against_ce(frame[frame["setting"] == setting], block, same, epochs, ref)
+    return lines
+
+
+def _dkd_against_ce(frame: pd.DataFrame, block: pd.DataFrame, same: pd.DataFrame, epochs: int,
+                    ref: pd.Series) -> list[str]:  # fmt: skip
+    """`conclusions`' sentences on DKD against CE (and KD, and the teacher) in one setting: `frame` its
+    runs, `block` its summary, `same` its students at `epochs`, `ref` the reference's test accuracies."""
+    lines: list[str] = []
+    students = block[block["row"] != "teacher"]
+    get = {r["row"]: r for _, r in same.iterrows()}
+    ce, dkd, kd = (_main_row(get, head) for head in ("CE", "DKD α=1 β=8", "KD"))
+    if ce is None or dkd is None:
+        return ["  No CE and DKD (α=1, β=8) students at equal epochs to compare."]
+    gap = dkd["test_mean"] - ce["test_mean"]
+    # The series' one rule for "beyond the seed spread" (chapters 3, 5, 6 use it too).
+    at = frame[frame["epochs"] == epochs]
+    per_seed = [
+        100 * at.loc[at["row"] == r, "test_acc"].astype(float).to_numpy() for r in (ce["row"], dkd["row"])
+    ]
+    verdict = compare_seeds(*per_seed, names=("CE", "DKD"))
+    lines.append(f"  At equal epochs: {verdict}.")
+    ref_gap = ref["dkd_100"] - ref["student"]
+    lines.append(
+        f"  The reference's gap is {ref_gap:+.2f} points (DKD {ref['dkd_100']:.2f}% vs CE "
+        f"{ref['student']:.2f}%), but its CE student trained for 50 epochs "
+        f"and DKD for 100; trained equally long, these records give DKD − CE = {gap:+.2f} points."
+    )
+    lines += _longer_ce(students[students["row"] == ce["row"]], students[students["row"] == dkd["row"]])
+    if kd is not None:
+        lines.append(f"  DKD − KD at equal epochs: {dkd['test_mean'] - kd['test_mean']:+.2f} points.")
+    teacher = block[block["row"] == "teacher"]
+    if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
+        share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])
+        lines.append(
+            "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
+            if share <= 0
+            else f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
+            if share <= 1
+            else "  DKD ends above its teacher (it closes the whole teacher − CE student gap)."
+        )
+    return lines
+
+
+def _longer_ce(ce_runs: pd.DataFrame, dkd_runs: pd.DataFrame) -> list[str]:
+    """How much of DKD's lead over a short CE run a CE run trained as long as DKD closes."""
+    lines: list[str] = []
+    if ce_runs["epochs"].nunique() > 1 and len(dkd_runs):
+        short, long_ = ce_runs.sort_values("epochs").iloc[[0, -1]].to_dict("records")
+        d = dkd_runs[dkd_runs["epochs"] == long_["epochs"]]
+        if len(d):
+            total = float(d["test_mean"].iloc[0]) - short["test_mean"]
+            closed = long_["test_mean"] - short["test_mean"]
+            n, m = long_["epochs"], short["epochs"]
+            if 0 < total and closed <= total:
                 lines.append(
-                    f"  DKD − KD at equal epochs: {dkd['test_mean'] - get['KD']['test_mean']:+.2f} points."
+                    f"  Training CE for {n} instead of {m} epochs closes {100 * closed / total:.0f}% "
+                    f"of the DKD({n} ep) − CE({m} ep) gap."
                 )
-            teacher = block[block["row"] == "teacher"]
-            if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
-                share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])
+            elif 0 < total:  # CE trained as long ends above DKD: "% of the gap" would pass 100
                 lines.append(
-                    "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
-                    if share <= 0
-                    else f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
-                    if share <= 1
-                    else "  DKD ends above its teacher (it closes the whole teacher − CE student gap)."
+                    f"  Training CE for {n} instead of {m} epochs gains {closed:.2f} points, more "
+                    f"than the whole DKD({n} ep) − CE({m} ep) gap of {total:.2f}: trained as long, "
+                    "CE ends above DKD."
                 )
-        else:
-            lines.append("  No CE and DKD (α=1, β=8) students at equal epochs to compare.")
     return lines
 
 
@@ -553,10 +579,10 @@ def reading_recipes() -> pd.DataFrame:
             )
             out.append({
                 "row": name, "reading": reading.replace("_", " "), "method": c.method, "model": c.model,
-                "CE w": c.ce_weight, "T": c.temperature if c.method != "ce" else None,
-                "α": c.alpha if c.method in ("dkd", "tckd") else None,
-                "β": c.beta if c.method in ("dkd", "nckd") else None,
-                "warm-up": c.warmup, "start": start, "batch": c.batch_size, "wd": c.weight_decay,
+                "CE w": c.setting("ce_weight"),
+                **{column: c.setting(name) if name in METHODS[c.method].settings else None
+                   for column, name in (("T", "temperature"), ("α", "alpha"), ("β", "beta"))},
+                "warm-up": c.setting("warmup"), "start": start, "batch": c.batch_size, "wd": c.weight_decay,
                 "lr schedule": sched, "std": "copied" if c.std else "true",
                 "epochs": 23 if lost else c.epochs, "tested at": c.best_by or "last epoch",
                 "teacher BN": "batch stats" if c.teacher_batch_stats else "running" if c.teacher else None,

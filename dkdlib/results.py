@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import uuid
 from datetime import datetime, timezone
@@ -99,7 +100,14 @@ def portable(config: dict[str, Any]) -> dict[str, Any]:
     if out.get("data"):
         out["data"] = Path(out["data"]).name
     out["out_dir"] = "."
+    for key in ("note", "tag"):  # free text, e.g. an error message naming a file of this machine
+        if out.get(key):
+            out[key] = _ABSOLUTE.sub(lambda m: ".../" + m.group(1), out[key])
     return out
+
+
+# An absolute path (POSIX, or Windows with a drive letter): its folders go, its file name stays.
+_ABSOLUTE = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"()]+[/\\])+([^\s/\\'\"(),;]+)")
 
 
 def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:

@@ -6,6 +6,7 @@ tensor it reads stays in place.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -47,7 +48,7 @@ class TrainStep:
         seen=None,
         amp_dtype: torch.dtype | None = None,
         graph: bool = False,
-        warmup_steps: int = 3,
+        steps_before_capture: int = 3,
     ):
         dev = loader.device
         if graph and scaler is not None and scaler.is_enabled():
@@ -59,7 +60,8 @@ class TrainStep:
         self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
         self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
         self.seen = seen  # a `SeenLogits`: the teacher's logits of this data seed, stored or computed
-        self.graph, self.warmup_steps = graph, warmup_steps
+        self.graph, self.steps_before_capture = graph, steps_before_capture
+        self.cuda_index = dev.index if dev.type == "cuda" else None  # the device a graph is captured on
         steps, batch = len(loader), loader.batch_size
         self.plan_idx = torch.zeros(steps, batch, dtype=torch.long, device=dev)
         self.plan_view = torch.zeros(steps, batch, dtype=torch.long, device=dev)
@@ -133,9 +135,16 @@ class TrainStep:
         """Train on the next batch of the epoch."""
         if not self.graph:
             return self._step()
+        # On cuda:N the side stream, the capture and the replay belong to the loader's device, whatever
+        # the current device is (None: plain "cuda", the current device).
+        guard = contextlib.nullcontext() if self.cuda_index is None else torch.cuda.device(self.cuda_index)
+        with guard:
+            return self._graph_step()
+
+    def _graph_step(self) -> None:
         if self._cuda_graph is None:
-            if self._eager_steps < self.warmup_steps:
-                self._warmup_step()
+            if self._eager_steps < self.steps_before_capture:
+                self._step_before_capture()
                 return None
             try:
                 self._cuda_graph = self._capture()
@@ -145,8 +154,8 @@ class TrainStep:
         self._cuda_graph.replay()
         return None
 
-    def _warmup_step(self) -> None:
-        # Warm-up steps (real ones, counted) on a side stream: cuDNN picks its kernels and the optimizer
+    def _step_before_capture(self) -> None:
+        # Eager steps (real ones, counted) on a side stream: cuDNN picks its kernels and the optimizer
         # creates its state before capture, as PyTorch's whole-network example does.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .config import SHARED, Config, data_seed
 from .data import Data
+from .methods import distills
 from .train import Run, fit_many, pick_device
 
 __all__ = ["fit_all", "schedule_groups"]
@@ -32,13 +33,13 @@ def schedule_groups(configs: list[Config]) -> list[list[Config]]:
 
     groups: dict[tuple, list[Config]] = {}
     seen: set[str] = set()
-    for cfg in sorted(configs, key=lambda c: c.method == "ce"):  # distilled students first (stable)
+    for cfg in sorted(configs, key=lambda c: not distills(c.method)):  # distilled students first (stable)
         if cfg.run_name() in seen:
             continue
         seen.add(cfg.run_name())
         if cfg.schedule == "plateau":  # its own group: fit_all trains it with fit()
             home = ("plateau", cfg.run_name())
-        elif cfg.method == "ce":
+        elif not distills(cfg.method):
             home = next((k for k in groups if k[:-1] == key(cfg)), key(cfg) + (None,))
         else:
             home = key(cfg) + (cfg.teacher,)

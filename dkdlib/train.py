@@ -1,15 +1,18 @@
-"""Training: cross-entropy for teachers and baselines, KD / DKD / TCKD / NCKD for students.
+"""Training: one loop, `fit_many`, for a teacher, a student of any method (`dkdlib.methods`), or K
+students packed into one network (`dkdlib.packed`); `fit(cfg)` is `fit_many([cfg])[0]`.
 
-One entry point, `fit(Config(...))`, runs a whole experiment: data, model, (frozen) teacher, optimizer,
-schedule, per-epoch evaluation, checkpoints after every epoch and a results record at the end. It is
-train-or-load: a run whose checkpoint exists is resumed (or, if finished, just loaded), so re-running a
-notebook cell or a CLI command after a disconnect loses at most the epoch in progress.
+It runs a whole experiment: data, model, (frozen) teacher, optimizer, schedule, the training step
+(`dkdlib.step`), per-epoch evaluation, checkpoints after every epoch and a results record at the end.
+It is train-or-load: a run whose checkpoint exists is resumed (or, if finished, just loaded; committed
+weights count, `dkdlib.weights`), so re-running a notebook cell or a CLI command after a disconnect
+loses at most the epoch in progress.
 
 Speed tricks, each on by default where it helps (CUDA) and off where it does not (CPU):
 - the dataset lives on the device and is augmented there (`DeviceLoader`), no worker processes;
 - bf16 autocast (fp16 + GradScaler before compute capability 8.0: T4, V100), channels_last, fused optimizer;
 - no host syncs inside the epoch: losses and accuracies accumulate on the device;
-- optional `torch.compile` (fixed batch shapes: the last partial batch is dropped).
+- optional `torch.compile` (fixed batch shapes: the last partial batch is dropped), the whole step as
+  one CUDA graph (`graph`), and the teacher's logits looked up in a cache (`cache_teacher`).
 """
 
 from __future__ import annotations
@@ -213,7 +216,7 @@ def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "plateau":
         return PlateauSchedule(optimizer, cfg.plateau_factor, cfg.plateau_patience)
-    if cfg.schedule == "onecycle":  # linear warm-up over the first 25%, then linear decay to ~0
+    if cfg.schedule == "onecycle":  # the lr rises linearly over the first 25%, then linear decay to ~0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=cfg.lr,
@@ -237,7 +240,8 @@ def distill_weight(cfg: Config, epoch: int) -> float:
     a method without a teacher)."""
     if not distills(cfg.method):
         return 0.0
-    return min(epoch / cfg.warmup, 1.0) if cfg.warmup > 0 else 1.0
+    warmup = cfg.setting("warmup")  # the method's default where the config leaves it at None
+    return min(epoch / warmup, 1.0) if warmup > 0 else 1.0
 
 
 def make_step(
@@ -424,6 +428,20 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
                          test_size=cfg.test_size, root=Path(cfg.out_dir))  # fmt: skip
     if data.name != cfg.dataset:
         raise DKDError(f"the data given are {data.name!r} but the config says dataset={cfg.dataset!r}")
+    wanted = {"val_size": cfg.val_size, "train_size": cfg.train_size, "test_size": cfg.test_size}
+    if data.split is not None:  # loaded by `load_data`: the sizes it was asked for
+        diff = [
+            f"{k}: {data.split.get(k)!r} there, {v!r} here"
+            for k, v in wanted.items()
+            if data.split.get(k) != v
+        ]
+    else:  # built by hand: its counts
+        counts = {"val_size": len(data.y_val), "train_size": len(data.y_train), "test_size": len(data.y_test)}
+        diff = [f"{k}: {counts[k]} images there, {v!r} here" for k, v in wanted.items()
+                if v is not None and counts[k] != v]  # fmt: skip
+    if diff:
+        raise DKDError(f"the data given were split otherwise than the config says ({'; '.join(diff)}): "
+                       "load them with the config's sizes, or leave data= out")  # fmt: skip
     return data
 
 
@@ -456,22 +474,60 @@ def fit_many(
     own checkpoint and record, exactly as alone. Train-or-load: finished students are loaded and left
     out; the others resume from their checkpoints if they all stopped at the same epoch.
     """
-    from tqdm.auto import tqdm
-
-    check_group(configs)
-    cfg0 = configs[0]
-    device = pick_device(cfg0.device)
-    data = data_for(cfg0, data)
+    check_group(configs, files=False)  # a finished run loads without its teacher's file
+    device = pick_device(configs[0].device)
+    data = data_for(configs[0], data)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
-
     runs, states = _load_existing(configs, data, device, fresh=fresh or not save)
     todo = [i for i in range(len(configs)) if i not in runs]
-    if not todo:
-        return [runs[i] for i in range(len(configs))]
-    group, saved = [configs[i] for i in todo], [states.get(i) for i in todo]
-    k, start_epoch = len(group), _resume_epoch(group, saved) + 1
+    if todo:
+        loop = _prepare(
+            [configs[i] for i in todo], [states.get(i) for i in todo], data, device, save, progress
+        )
+        t_start = time.perf_counter()
+        _train(loop)
+        runs.update(zip(todo, _finish(loop, wall=time.perf_counter() - t_start), strict=True))
+    return [runs[i] for i in range(len(configs))]
 
+
+@dataclass
+class _Loop:
+    """One training loop of K ≥ 1 students, as `_prepare` builds it: what its parts share."""
+
+    group: list[Config]  # the students (they share data, schedule and teacher: `group[0]` says which)
+    data: Data
+    device: torch.device
+    inits: list[dict | None]  # each student's init checkpoint
+    model: nn.Module  # the students' network (K > 1: packed into one)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    step: TrainStep
+    eval_loaders: dict[str, DeviceLoader]
+    amp: torch.dtype | None  # the autocast dtype, None for fp32
+    histories: list[list[dict]]
+    start_epoch: int
+    save: bool
+    progress: bool
+    last_saved: int = 0  # the newest epoch whose checkpoints are on disk
+    results: dict[str, list[dict]] = field(default_factory=dict)  # the newest evaluation, per split
+
+    @property
+    def k(self) -> int:
+        return len(self.group)
+
+
+def _prepare(
+    group: list[Config], saved: list[dict | None], data: Data, device: torch.device, save: bool,
+    progress: bool,
+) -> _Loop:  # fmt: skip
+    """Models, teacher, loaders, optimizer, schedule, scaler and step of the students still to train;
+    resumed from their checkpoints where they stopped."""
+    for cfg in group:
+        cfg.check_files()
+    cfg0, k = group[0], len(group)
+    start_epoch = _resume_epoch(group, saved) + 1
     inits = [load_init(cfg, data) for cfg in group]
     model = _build_model(group, saved, inits, data, device, start_epoch)
     teacher_cfg = next((c for c in group if distills(c.method)), None)
@@ -492,103 +548,124 @@ def fit_many(
         print(f"resuming {_names(group)} from epoch {start_epoch - 1}")
     step = make_step(cfg0, student_losses(group), model, train_loader, optimizer, scaler, data=data,
                      teacher=teacher, amp_dtype=amp, graph=graph, k=k, progress=progress)  # fmt: skip
+    return _Loop(group, data, device, inits, model, optimizer, scheduler, scaler, step, eval_loaders, amp,
+                 histories, start_epoch, save, progress, last_saved=start_epoch - 1)  # fmt: skip
 
-    last_saved = start_epoch - 1  # the newest epoch whose checkpoints are on disk
 
-    def checkpoint(epoch: int, complete: bool, metrics: list[dict] | None = None) -> None:
-        nonlocal last_saved
-        if not save:
-            return
-        model_states, opt_states = _student_states(model, optimizer, k)
-        for j, cfg in enumerate(group):
-            save_checkpoint(cfg.checkpoint_path, checkpoint_dict(
-                cfg, data, epoch, complete, model_states[j], opt_states[j], scheduler.state_dict(),
-                scaler.state_dict(), histories[j], metrics[j] if metrics else None,
-            ))  # fmt: skip
-        last_saved = epoch
+def _train(loop: _Loop) -> None:
+    """The epochs left, each saved but the last (`_finish` saves it); on Ctrl-C, say what is kept."""
+    from tqdm.auto import tqdm
 
-    t_start = time.perf_counter()
-    steps = len(train_loader)
-    bar = tqdm(range(start_epoch, cfg0.epochs + 1), desc=_names(group), disable=not progress,
-               initial=start_epoch - 1, total=cfg0.epochs)  # fmt: skip
-    epoch = start_epoch - 1
-    results: dict[str, list[dict]] = {}  # the newest epoch's evaluation, per split and student
+    cfg0 = loop.group[0]
+    bar = tqdm(range(loop.start_epoch, cfg0.epochs + 1), desc=_names(loop.group), disable=not loop.progress,
+               initial=loop.start_epoch - 1, total=cfg0.epochs)  # fmt: skip
+    epoch = loop.start_epoch - 1
     try:
         for epoch in bar:
-            t0 = time.perf_counter()
-            lr = float(optimizer.param_groups[0]["lr"])  # a device tensor in graph mode
-            weights = [distill_weight(cfg, epoch) for cfg in group]
-            stats = train_epoch(step, scheduler, epoch, weights, progress, last=epoch == cfg0.epochs)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
-            rows = [{"epoch": epoch, "lr": lr, **stats[j], "seconds": seconds,
-                     "images_per_s": steps * cfg0.batch_size / seconds, "distill_weight": weights[j],
-                     **({"students": k} if k > 1 else {})} for j in range(k)]  # fmt: skip
-            for split, loader in eval_loaders.items():
-                results[split] = evaluate_students(model, loader, k, amp)
-                for row, result in zip(rows, results[split], strict=True):
-                    row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
-            for history, row in zip(histories, rows, strict=True):
-                history.append(row)
-            end_epoch(scheduler, rows[0]["train_loss"])  # plateau: K = 1 only (check_group)
-            best = [j for j, c in enumerate(group) if save and is_best(histories[j], c.best_by)]
-            if best:
-                model_states, _ = _student_states(model, None, k)
-                for j in best:
-                    save_best(group[j], data, model_states[j], histories[j])
+            rows = _epoch(loop, epoch)
             bar.set_postfix({key: " ".join(f"{r[key]:.3f}" for r in rows) for key in
                              ("train_loss", "val_acc", "test_acc") if key in rows[0]})  # fmt: skip
             if epoch < cfg0.epochs:
-                checkpoint(epoch, complete=False)
+                _save(loop, epoch, complete=False)
     except KeyboardInterrupt:
-        where = group[0].checkpoint_path if k == 1 else f"the {k} students' checkpoints in {cfg0.out_dir}"
-        if save and last_saved > 0:
-            print(f"\ninterrupted during epoch {epoch}. The checkpoint of epoch {last_saved} is intact: "
+        where = (
+            cfg0.checkpoint_path if loop.k == 1 else f"the {loop.k} students' checkpoints in {cfg0.out_dir}"
+        )
+        if loop.save and loop.last_saved > 0:
+            print(f"\ninterrupted during epoch {epoch}. The checkpoint of epoch {loop.last_saved} is intact: "
                   f"{where}\nRun the same command (or fit(config)) again to resume from it.")  # fmt: skip
         else:
             print(f"\ninterrupted during epoch {epoch}, before any checkpoint was written.")
         raise
 
-    wall = time.perf_counter() - t_start
-    metrics = [
-        summarize(h) | init_metrics(c, init) for h, c, init in zip(histories, group, inits, strict=True)
-    ]
-    if "test" in results:  # the last epoch's evaluation: the weights have not changed since
-        for m, result in zip(metrics, results["test"], strict=True):
+
+def _epoch(loop: _Loop, epoch: int) -> list[dict]:
+    """Train one epoch, evaluate, and add each student's row to its history (and keep its best epoch)."""
+    cfg0, k = loop.group[0], loop.k
+    t0 = time.perf_counter()
+    lr = float(loop.optimizer.param_groups[0]["lr"])  # a device tensor in graph mode
+    distill_weights = [distill_weight(cfg, epoch) for cfg in loop.group]
+    stats = train_epoch(loop.step, loop.scheduler, epoch, distill_weights, loop.progress,
+                        last=epoch == cfg0.epochs)  # fmt: skip
+    if loop.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    images_per_s = len(loop.step.loader) * cfg0.batch_size / seconds
+    rows = [{"epoch": epoch, "lr": lr, **stats[j], "seconds": seconds, "images_per_s": images_per_s,
+             "distill_weight": distill_weights[j], **({"students": k} if k > 1 else {})}
+            for j in range(k)]  # fmt: skip
+    for split, loader in loop.eval_loaders.items():
+        loop.results[split] = evaluate_students(loop.model, loader, k, loop.amp)
+        for row, result in zip(rows, loop.results[split], strict=True):
+            row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
+    for history, row in zip(loop.histories, rows, strict=True):
+        history.append(row)
+    end_epoch(loop.scheduler, rows[0]["train_loss"])  # plateau: K = 1 only (check_group)
+    best = [j for j, c in enumerate(loop.group) if loop.save and is_best(loop.histories[j], c.best_by)]
+    if best:
+        model_states, _ = _student_states(loop.model, None, k)
+        for j in best:
+            save_best(loop.group[j], loop.data, model_states[j], loop.histories[j])
+    return rows
+
+
+def _save(loop: _Loop, epoch: int, complete: bool, metrics: list[dict] | None = None) -> None:
+    """Each student's checkpoint of `epoch` (nothing when the loop does not save)."""
+    if not loop.save:
+        return
+    model_states, opt_states = _student_states(loop.model, loop.optimizer, loop.k)
+    for j, cfg in enumerate(loop.group):
+        save_checkpoint(cfg.checkpoint_path, checkpoint_dict(
+            cfg, loop.data, epoch, complete, model_states[j], opt_states[j], loop.scheduler.state_dict(),
+            loop.scaler.state_dict(), loop.histories[j], metrics[j] if metrics else None,
+        ))  # fmt: skip
+    loop.last_saved = epoch
+
+
+def _finish(loop: _Loop, wall: float) -> list[Run]:
+    """The students' metrics, final checkpoints and records (each with its share of the wall time)."""
+    cfg0, k, data = loop.group[0], loop.k, loop.data
+    metrics = [summarize(h) | init_metrics(c, init)
+               for h, c, init in zip(loop.histories, loop.group, loop.inits, strict=True)]  # fmt: skip
+    if "test" in loop.results:  # the last epoch's evaluation: the weights have not changed since
+        for m, result in zip(metrics, loop.results["test"], strict=True):
             m["per_class_acc"] = result["per_class_acc"].round(4).tolist()
             m["confusion"] = result["confusion"].tolist()
-    checkpoint(cfg0.epochs, complete=True, metrics=metrics)
-    extra = {"graph_error": step.graph_error} if step.graph_error else {}  # the run fell back to eager
+    _save(loop, cfg0.epochs, complete=True, metrics=metrics)
+    extra = {"graph_error": loop.step.graph_error} if loop.step.graph_error else {}  # fell back to eager
     if k > 1:
-        extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in group],
+        extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in loop.group],
                                  "group_wall_time_s": round(wall, 2)}  # fmt: skip
     trained = (
-        [model]
+        [_with_normalization(loop.model, cfg0, data)]
         if k == 1
-        else [_solo(c, sd, data, device) for c, sd in zip(group, unpack(model, k), strict=True)]
+        else [
+            _solo(c, sd, data, loop.device) for c, sd in zip(loop.group, unpack(loop.model, k), strict=True)
+        ]
     )
-    for j, cfg in enumerate(group):
+    runs = []
+    for j, cfg in enumerate(loop.group):
         record = None
-        if save:  # each student's record, with its share of the wall time
-            finish_best(cfg, histories[j], metrics[j])
-            row = record_dict(cfg, data, metrics[j], histories[j], wall / k, device, **extra)
+        if loop.save:
+            finish_best(cfg, loop.histories[j], metrics[j])
+            row = record_dict(cfg, data, metrics[j], loop.histories[j], wall / k, loop.device, **extra)
             record = write_record(Path(cfg.out_dir) / "results", row)
-        runs[todo[j]] = Run(
-            cfg, trained[j].eval(), histories[j], metrics[j], cfg.checkpoint_path, record, data
+        runs.append(
+            Run(cfg, trained[j].eval(), loop.histories[j], metrics[j], cfg.checkpoint_path, record, data)
         )
-    return [runs[i] for i in range(len(configs))]
+    return runs
 
 
 def train_epoch(
-    step: TrainStep, scheduler, epoch: int, weights: list[float], progress: bool = False, last: bool = False
-):
+    step: TrainStep, scheduler, epoch: int, distill_weights: list[float], progress: bool = False,
+    last: bool = False,
+):  # fmt: skip
     """One pass over the epoch's batches; each student's mean loss and accuracy (one host sync at the
     end, and one every 50 steps to stop on a NaN loss). `last`: the run's final epoch."""
     from tqdm.auto import tqdm
 
     step.model.train()
-    step.start_epoch(epoch, weights)
+    step.start_epoch(epoch, distill_weights)
     steps = len(step.loader)
     for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
         step()
@@ -609,13 +686,13 @@ def _build_model(
     solos = []
     for cfg, init in zip(group, inits, strict=True):
         torch.manual_seed(cfg.seed)  # the loader has its own seeded generator
-        fresh = start_epoch == 1  # a started run loads its own weights: no ImageNet download
-        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and fresh))
-        if init is not None and fresh:
+        from_scratch = start_epoch == 1  # a resumed run loads its own weights: no ImageNet download
+        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and from_scratch))
+        if init is not None and from_scratch:
             solos[-1].load_state_dict(init["model"])
     k = len(solos)
     model = (pack(solos) if k > 1 else solos[0]).to(device)
-    if not fresh:
+    if not from_scratch:
         states = [s["model"] for s in saved]
         model.load_state_dict(pack_state_dicts(states, model) if k > 1 else states[0])
     if use_channels_last(group[0], device):
@@ -639,6 +716,13 @@ def _solo(cfg: Config, state: dict, data: Data, device: torch.device) -> nn.Modu
     """A student's own network, holding `state`."""
     model = create_model(cfg.model, data.num_classes).to(device)
     model.load_state_dict(state)
+    return _with_normalization(model, cfg, data)
+
+
+def _with_normalization(model: nn.Module, cfg: Config, data: Data) -> nn.Module:
+    """`model`, carrying the (mean, std) it trained with as `model.normalization` (as `load_model`'s
+    do), so whatever evaluates it later normalises as training did."""
+    model.normalization = norm_stats(cfg, data)
     return model
 
 

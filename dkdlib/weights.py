@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import atomic_write, load_checkpoint, model_only
-from .config import Config
+from .config import OFF, Config, repo_root
 from .errors import DKDError
 
 __all__ = [
@@ -44,7 +44,6 @@ MANIFEST = "weights.json"
 # stays small (a ResNet18 teacher in fp16 is about 22.4 MB, a ResNet8 student 0.18 MB).
 MAX_FILE_BYTES = 25 * 10**6
 MAX_TOTAL_BYTES = 30 * 10**6
-OFF = ("0", "false", "no", "off")
 
 
 def weights_dir() -> Path | None:
@@ -55,11 +54,9 @@ def weights_dir() -> Path | None:
         return None
     if env:
         return Path(env)
-    from . import __file__ as package_file
-
-    root = Path(package_file).resolve().parents[1]
-    folder = root / "data" / "weights"
-    return folder if (root / "dkdlib").is_dir() and folder.is_dir() else None
+    root = repo_root()
+    folder = root / "data" / "weights" if root else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def committed(cfg: Config) -> Path | None:

@@ -132,9 +132,9 @@ def call_a(budget: float) -> None:
     bench = [sys.executable, "benchmarks/bench_step.py", "--device", "cpu" if cpu else "cuda",
              "--workers", "2", "--students", "1", "4", "8", "--out", str(out / "bench.json")]  # fmt: skip
     if dry():  # seconds on a CPU: one step each, and a one-image logit cache (its build is 162 forwards)
-        bench += ["--steps", "1", "--warmup", "1", "--cache-images", "1"]
+        bench += ["--steps", "1", "--untimed", "1", "--cache-images", "1"]
     else:  # the cache of 2000 images builds in seconds; all 6000 synthetic ones would take ~4x longer
-        bench += ["--steps", "200", "--warmup", "20", "--compile", "--cache-images", "2000"]
+        bench += ["--steps", "200", "--untimed", "20", "--compile", "--cache-images", "2000"]
     run_logged(bench, left() - 5)
     log(f"call A done in {time.perf_counter() - start:.0f} s; B may follow now")
 

@@ -216,7 +216,7 @@ def test_only_the_reference_rows_themselves_stand_beside_the_reference():
         {**common, "method": "ce", "epochs": 4, "tag": "", "optimizer": "sgd", "test_acc": 0.45},  # series
     ]  # fmt: skip
     frame = reports.label_runs(pd.DataFrame(rows))
-    assert reports.reference_rows(frame) == [("student",), (), (), ("dkd_200",), ("student",)]
+    assert reports.reference_matches(frame) == [("student",), (), (), ("dkd_200",), ("student",)]
     table = reports.results_table(frame)
     ref_col = {("reference" in r["setting"], r["row"], int(r["epochs"])): r["reference test acc"]
                for r in table.to_dict("records")}  # fmt: skip

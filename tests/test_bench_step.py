@@ -17,10 +17,10 @@ def fake_steps(monkeypatch):
     """Each variant takes 1 s for its steps, K packed students K x 0.5 s; packing 4 students raises."""
     seen: list[dict] = []
 
-    def conventional(data, device, workers, steps, warmup):
+    def conventional(data, device, workers, steps, untimed):
         return {"startup_s": 0.1, "seconds": 4.0, "last_loss": 2.0}
 
-    def dkdlib(data, device, steps, warmup, **kw):
+    def dkdlib(data, device, steps, untimed, **kw):
         seen.append(kw)
         if kw.get("k") == 4:
             raise RuntimeError("grouped convolution failed (fake)")
@@ -43,7 +43,7 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(tmp_path, fake_s
         return write_text(path, text, *a, **k)
 
     monkeypatch.setattr(Path, "write_text", spy)
-    args = ["--device", "cpu", "--steps", "4", "--warmup", "1", "--workers", "2", "--compile",
+    args = ["--device", "cpu", "--steps", "4", "--untimed", "1", "--workers", "2", "--compile",
             "--students", "1", "4", "8", "--out", str(out)]  # fmt: skip
     report = bench_step.main(args)
     saved = json.loads(out.read_text())

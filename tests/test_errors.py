@@ -33,7 +33,7 @@ def fake_checkpoint(path, num_classes, dataset):
     [
         ({"model": "vgg99"}, "unknown model 'vgg99'; choose one of: resnet14, resnet18"),
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, synthetic"),
-        ({"method": "dist"}, "unknown method 'dist'; choose one of: ce, kd, dkd, tckd, nckd"),
+        ({"method": "crd"}, "unknown method 'crd'; choose one of: ce, kd, dkd, tckd, nckd"),
         ({"optimizer": "lamb"}, "unknown optimizer 'lamb'"),
         ({"schedule": "poly"}, "unknown schedule 'poly'"),
         ({"alpha": -1.0}, "alpha must be >= 0"),

@@ -184,7 +184,7 @@ def test_a_failed_capture_goes_on_eagerly_at_the_same_step_and_lr(data, monkeypa
         loader = DeviceLoader(data.x_train, data.y_train, 32, mean=data.mean, std=data.std, seed=0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / 16)
-        step = TrainStep(student_losses([Config()]), model, loader, optimizer, warmup_steps=2)
+        step = TrainStep(student_losses([Config()]), model, loader, optimizer, steps_before_capture=2)
         if graph:  # a CPU cannot capture; pretend, with warm-up steps that run eagerly
             step.graph = True
 
@@ -192,7 +192,7 @@ def test_a_failed_capture_goes_on_eagerly_at_the_same_step_and_lr(data, monkeypa
                 step._step()
                 step._eager_steps += 1
 
-            monkeypatch.setattr(step, "_warmup_step", warm)
+            monkeypatch.setattr(step, "_step_before_capture", warm)
             monkeypatch.setattr(
                 step, "_capture", lambda: (_ for _ in ()).throw(RuntimeError("not permitted"))
             )

@@ -172,12 +172,14 @@ def own_loss(c, zs, zt, y, weight):
     ce = torch.nn.functional.cross_entropy(zs, y)
     if c.method == "ce":
         return ce
+    t = c.setting("temperature")  # the config's, or the method's default
     if c.method == "kd":
-        distill = c.kd_weight * kd_loss(zs, zt, c.temperature)
+        distill = c.setting("kd_weight") * kd_loss(zs, zt, t)
     else:
-        alpha, beta = (0.0 if c.method == "nckd" else c.alpha), (0.0 if c.method == "tckd" else c.beta)
-        distill = dkd_loss(zs, zt, y, alpha, beta, c.temperature)
-    return c.ce_weight * ce + weight * distill
+        alpha = 0.0 if c.method == "nckd" else c.setting("alpha")
+        beta = 0.0 if c.method == "tckd" else c.setting("beta")
+        distill = dkd_loss(zs, zt, y, alpha, beta, t)
+    return c.setting("ce_weight") * ce + weight * distill
 
 
 def test_students_trained_together_end_where_they_would_alone(tmp_path, teacher, data):

@@ -201,3 +201,15 @@ def test_setup_scale_applies_only_when_the_environment_names_no_mode(monkeypatch
     assert choose_scale("full") == "reduced"
     with pytest.raises(ValueError, match="scale must be one of"):
         choose_scale("huge")
+
+
+def test_a_committed_student_loads_without_its_teachers_file(exported, monkeypatch):
+    """Issue 20, defect 4: a finished student needs no teacher checkpoint to be loaded."""
+    base, runs = exported
+    monkeypatch.setenv("DKDLIB_OUT", str(base / "student-only"))
+    monkeypatch.setenv("DKDLIB_WEIGHTS", str(base / "w"))
+    monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: pytest.fail("trained"))
+    cfg = series_configs(fast="fast")["dkd"]
+    assert not Path(cfg.teacher).exists()  # the teacher was never loaded into this folder
+    assert fit(cfg, progress=False).metrics == runs["dkd"].metrics
+    assert not Path(cfg.teacher).exists()
