@@ -197,7 +197,7 @@ def campaign_queue(
 ) -> list[tuple[str, str, Config]]:
     """Every run of the series in order of value, once each: [(stage, label, Config)].
 
-    The teacher; CE, KD and DKD at seed 0, then at seeds 1 and 2; the reference's TCKD-only and
+    The teacher; CE, DKD and KD at seed 0, then at seeds 1 and 2; the reference's TCKD-only and
     NCKD-only rows at seed 0; the rest of chapter 6's sweeps; the rows' seeds 1 and 2. A campaign
     (scripts/campaign.py) trains it top to bottom, so whatever it has when stopped is worth most.
     """
@@ -212,8 +212,8 @@ def campaign_queue(
         cfg = student_config(method, teacher, fast, seed=seed, **over)
         queue.append((stage, f"{label} seed {seed}", cfg))
 
-    for seed in seeds:
-        for method in ("ce", "kd", "dkd"):
+    for seed in seeds:  # DKD before KD: DKD against CE is the series' question
+        for method in ("ce", "dkd", "kd"):
             add(f"seed {seed}", method, method, seed)
     for label, method, over in rows:
         add("rows", label, method, 0, **over)

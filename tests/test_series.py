@@ -76,3 +76,20 @@ def test_a_mode_can_be_named_without_the_environment(monkeypatch):
     assert from_env.train_size == 5000 and from_env.epochs == 4
     with pytest.raises(ValueError, match="mode"):
         student_config(fast="tiny")
+
+
+def test_campaign_queue_in_order_of_value():
+    from dkdlib.recipes import campaign_queue
+
+    queue = campaign_queue("cpu", teacher="t.pt")
+    names = [cfg.run_name() for _, _, cfg in queue]
+    assert len(names) == len(set(names)), "every run once"
+    labels = [label for _, label, _ in queue]
+    assert labels[:4] == ["teacher", "ce seed 0", "dkd seed 0", "kd seed 0"]
+    stages = list(dict.fromkeys(stage for stage, _, _ in queue))
+    assert stages == ["teacher", "seed 0", "seed 1", "seed 2", "rows", "chapter 6", "row seeds"]
+    series = {cfg.run_name() for cfg in series_configs("t.pt", "cpu").values()}
+    assert series <= set(names), "the campaign trains every run the chapters use"
+    assert all(cfg.cache_teacher == "seen" for _, _, cfg in queue if cfg.teacher), (
+        "the teacher runs once a seed"
+    )
