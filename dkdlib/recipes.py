@@ -56,7 +56,7 @@ def _mode(fast: bool | str | None) -> str:
 
 def base(fast: bool | str | None = None, **overrides) -> Config:
     """Data settings shared by every run of the series (fast=None: from the environment; True/False:
-    fast/full; or a mode's name, "fast", "reduced" or "full")."""
+    fast/full; or a mode's name, one of `MODES`)."""
     m = _mode(fast)
     out_dir = os.environ.get("DKDLIB_OUT", "data")
     npz = os.environ.get("DKDLIB_DATA") or None
@@ -74,9 +74,9 @@ def base(fast: bool | str | None = None, **overrides) -> Config:
 
 
 def teacher_config(fast: bool | str | None = None, **overrides) -> Config:
-    """The teacher: CIFAR-stem ResNet18 from scratch, SGD + one-cycle, batch 256, 15 epochs.
-
-    Fast and reduced modes train a ResNet20 instead: a ResNet18 trains at ~30 images/s on a 2-core CPU.
+    """The teacher, SGD + one-cycle from scratch: full scale, the CIFAR-stem ResNet18 (batch 256, 15
+    epochs); CPU scale, a ResNet20 (batch 128, 25 epochs: a ResNet18 trains at ~30 images/s on 2 CPU
+    cores; benchmarks/README.md has the candidates); fast and reduced, a ResNet20 at their sizes.
     """
     if _mode(fast) == "full":
         cfg = base(fast, model="resnet18", method="ce", batch_size=256, lr=0.1, epochs=15)
@@ -98,10 +98,13 @@ def finetune_config(fast: bool | str | None = None, **overrides) -> Config:
 def student_config(
     method: str = "ce", teacher: str | None = None, fast: bool | str | None = None, **overrides
 ) -> Config:
-    """A ResNet8 student: SGD + one-cycle, batch 128, 30 epochs; the same schedule for every method.
+    """A ResNet8 student: SGD + one-cycle, batch 128, the same schedule for every method: 30 epochs at
+    the full scale, 20 at the CPU scale (fast and reduced: their sizes).
 
-    method: ce | kd | dkd | tckd | nckd. KD uses the official weights (CE 0.1, KD 0.9, no warm-up);
-    DKD uses α=1, β=8, T=4 and a 20-epoch warm-up (2 in fast and reduced modes).
+    method: a `methods.METHODS` name. KD uses the official weights (CE 0.1, KD 0.9, no warm-up); DKD
+    uses α=1, β=8, T=4 and a 20-epoch warm-up at the full scale, 2 epochs at the others (the official
+    20 of 240, scaled). At the CPU scale distilled students share the teacher's logits of their seed
+    (`cache_teacher="seen"`).
     """
     teacher = teacher if method != "ce" else None
     cfg = base(fast, model="resnet8", method=method, teacher=teacher, lr=0.05)
