@@ -90,10 +90,11 @@ def test_cpu_table_from_records(tmp_path):
     for i, (label, acc) in enumerate(accs.items()):
         cfg = names[label]
         record = {"name": cfg.run_name(), "config": {"seed": cfg.seed}, "metrics": {"test_acc": acc},
-                  "wall_time_s": 1800, "environment": {"hardware": "test cpu"}}  # fmt: skip
+                  "wall_time_s": 1800, "environment": {"hardware": "test cpu"},
+                  "history": [{"seconds": 60.0}, {"seconds": 900.0}, {"seconds": 60.0}]}  # fmt: skip
         (tmp_path / f"2026{i:02d}-{cfg.run_name()}.json").write_text(json.dumps(record))
     text = results_table.render_cpu(tmp_path)
     assert "| student alone, CE | 83.50 (83.00–84.00) | 0, 1 | 80.49 |" in text
     assert "| classic KD | not yet | — | — |" in text
     assert "DKD − CE, seed by seed: +2.00, +1.50 points (mean +1.75)" in text
-    assert "5 runs, 2.5 CPU hours in all, on test cpu" in text
+    assert "5 runs on test cpu: 1.4 h of training as recorded, 0.2 h at a quiet machine's pace" in text
