@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A GPU window in two calls (issue #10). The steps: benchmarks/README.md; the logic: scripts/gpu_window.py.
+# A GPU window in two calls. The steps: CONTRIBUTING.md; the logic: scripts/gpu_window.py.
 #
 #   bash scripts/gpu_window.sh A      # carry .gpu1: environment, GPU checks, step benchmark (~4 min)
 #   bash scripts/gpu_window.sh B      # carry .gpu2, the moment A returns: train and package the runs
