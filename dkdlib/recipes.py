@@ -224,8 +224,10 @@ def campaign_queue(
     for seed in seeds[1:]:
         for label, method, over in rows:
             add("row seeds", label, method, seed, **over)
-    names: set[str] = set()  # a run listed twice is kept where it first appears
-    return [item for item in queue if not (item[2].run_name() in names or names.add(item[2].run_name()))]
+    unique: dict[str, tuple[str, str, Config]] = {}  # a run listed twice is kept where it first appears
+    for item in queue:
+        unique.setdefault(item[2].run_name(), item)
+    return list(unique.values())
 
 
 # The reference table (CIFAR-10 test accuracy; val in brackets where reported). The reference's
