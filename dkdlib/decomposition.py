@@ -21,7 +21,6 @@ from .train import predict
 
 __all__ = [
     "outputs",
-    "teacher_outputs",
     "decompose",
     "identity_error",
     "dark_knowledge",
@@ -51,11 +50,6 @@ def outputs(
     loader = DeviceLoader(x, y, batch_size, mean=mean, std=std, train=False, device=device)
     logits, labels = predict(model, loader)
     return logits.cpu(), labels.cpu()
-
-
-def teacher_outputs(model: nn.Module, data: Data, split: str = "test") -> tuple[Tensor, Tensor]:
-    """The teacher's logits and the labels on one split (no augmentation, eval mode)."""
-    return outputs(model, data, split)
 
 
 def decompose(logits_s: Tensor, logits_t: Tensor, y: Tensor, temperature: float = 4.0) -> pd.DataFrame:

@@ -55,7 +55,6 @@ __all__ = [
     "plot_dark_knowledge",
     "plot_class_delta",
     "plot_grid",
-    "plot_selection",
     "SYNTHETIC_NOTE",
     "is_synthetic",
     "mark_synthetic",
@@ -829,33 +828,3 @@ def range_note(values: Sequence[float], seed_range: float | None, what: str = ""
     if span <= seed_range:
         return f"{head}, within the seed range of {seed_range:.2f}: noise"
     return f"{head}, beyond the seed range of {seed_range:.2f}"
-
-
-def plot_selection(frame: pd.DataFrame) -> Figure:
-    """Per run, what selecting the best-validation epoch changes: test accuracy at that epoch minus the
-    last epoch's (in points), one dot per run, one line per recipe family (CE, KD, DKD, …).
-
-    Most short runs pick their last epoch, so a scatter of the two accuracies would sit on its diagonal
-    and show nothing; the difference puts those runs on the zero line and the others beside it. The
-    title counts both, and says "synthetic" when the runs are.
-    """
-    frame = frame.dropna(subset=["test_acc", "test_acc_at_best_val"])
-    diff = 100 * (frame["test_acc_at_best_val"] - frame["test_acc"]).astype(float)
-    family = frame["row"].str.split().str[0]  # CE, KD, DKD, TCKD, NCKD, teacher
-    names = list(dict.fromkeys(family))
-    fig, ax = _fig(6.5, 0.45 * len(names) + 2.0)
-    for i, name in enumerate(names):
-        values = diff[family == name].to_numpy()
-        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
-        ax.scatter(values, i + jitter, s=24, alpha=0.8)
-    ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    bound = max(1.0, float(diff.abs().max()) * 1.15) if len(diff) else 1.0
-    ax.set_xlim(-bound, bound)
-    ax.set_xlabel("test accuracy at the best-val epoch − at the last epoch (points)")
-    same = int((diff.abs() < 1e-9).sum())
-    ax.set_title(
-        f"What best-val selection changes: {same} of {len(diff)} runs picked their last epoch (at 0)"
-    )
-    return mark_synthetic(fig, frame["dataset"].tolist() if "dataset" in frame else None)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from .methods import METHODS, SYMBOLS
-from .verdicts import compare_seeds
 
 if TYPE_CHECKING:
     from .train import Run
@@ -26,19 +25,14 @@ __all__ = [
     "label_runs",
     "committed_results_dir",
     "gather_runs",
-    "run_history",
-    "selection_table",
-    "compare_recipes",
     "reference_frame",
     "reference_accuracy",
     "reference_matches",
     "summarize_runs",
     "results_table",
-    "conclusions",
     "reading_recipes",
     "reading_table",
     "reading_notes",
-    "reading_conclusions",
 ]
 
 
@@ -72,14 +66,6 @@ def label_head(label: str, drop: tuple[str, ...] = ("W=",)) -> str:
     """A label without its `drop` settings (default: the warm-up, 'DKD α=1 β=8 W=2' → 'DKD α=1 β=8'):
     the row of the reference table a run stands beside, whatever warm-up its scale took."""
     return " ".join(part for part in label.split(" ") if not part.startswith(drop))
-
-
-def _main_row(rows: Mapping[str, Mapping[str, Any]], head: str) -> Mapping[str, Any] | None:
-    """Of the groups `rows` ({label: summary row}), the one that stands for the series' recipe `head`
-    ('DKD α=1 β=8', 'KD'): its label is `head` up to the warm-up and the loss weights its scale sets
-    (W=, CE×, KD×); of several (a warm-up sweep), the one with the most runs (the seeds)."""
-    same = [r for label, r in rows.items() if label_head(label, ("W=", "CE×", "KD×")) == head]
-    return max(same, key=lambda r: r["runs"], default=None)
 
 
 def _isnan(value: Any) -> bool:
@@ -210,62 +196,6 @@ def _record_columns() -> list[str]:
     return list(dict.fromkeys([*FIELDS, "name", "file", *metrics, *provenance, "source", "record"]))
 
 
-def run_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The per-epoch history of one run of `gather_runs` (read from its record file)."""
-    import json
-
-    return json.loads(Path(row["record"]).read_text()).get("history", [])
-
-
-def selection_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Does picking the best-validation epoch change the test accuracy? Per setting: the runs, how many
-    picked their last epoch anyway, and the change (best-val − last epoch, test accuracy in points)
-    over the runs where it differs."""
-    columns = ["setting", "runs", "best-val epoch = last epoch", "runs that differ", "change (points)"]
-    if frame is None or frame.empty or "test_acc_at_best_val" not in frame:
-        return pd.DataFrame(columns=columns)
-    out = []
-    for setting, block in frame.dropna(subset=["test_acc_at_best_val"]).groupby("setting", sort=False):
-        diff = 100 * (block["test_acc_at_best_val"] - block["test_acc"]).astype(float)
-        moved = diff[diff.abs() > 1e-9]
-        change = (
-            "–"
-            if moved.empty
-            else ", ".join(
-                f"{row} {d:+.2f}" for row, d in zip(block.loc[moved.index, "row"], moved, strict=True)
-            )
-        )
-        out.append([setting, len(block), int(len(block) - len(moved)), len(moved), change])
-    return pd.DataFrame(out, columns=columns)
-
-
-# The split sizes count too: the validation split is carved out before the training images are taken.
-RECIPE_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "epochs", "warmup",
-                 "alpha", "beta", "temperature", "train_size", "val_size", "test_size")  # fmt: skip
-
-
-def compare_recipes(configs: Mapping[str, Any], fields: Sequence[str] = RECIPE_FIELDS) -> pd.DataFrame:
-    """The fields in which labelled `Config`s differ (one column per config), plus what follows from
-    them: optimiser steps per epoch and in all (None without `train_size`: the full training split), and
-    the distillation weight of each epoch (`warmup`). All values as text, one column per config."""
-    from .train import distill_weight
-
-    # Text from the start: pandas would turn None into a missing value, which nunique() does not count.
-    table = pd.DataFrame({label: {f: str(c.setting(f)) for f in fields} for label, c in configs.items()})
-    table = table.loc[table.nunique(axis=1) > 1]
-    derived = {}
-    for label, c in configs.items():
-        steps = c.train_size // c.batch_size if c.train_size else None  # training drops a last partial batch
-        derived[label] = {
-            "steps per epoch": str(steps),
-            "steps in all": str(None if steps is None else steps * c.epochs),
-            "distillation weight per epoch": ", ".join(
-                f"{distill_weight(c, e):g}" for e in range(1, c.epochs + 1)
-            ),
-        }
-    return pd.concat([table, pd.DataFrame(derived)])
-
-
 def reference_frame() -> pd.DataFrame:
     """`recipes.REFERENCE` as a DataFrame with the same `row` labels as our runs (accuracies in %)."""
     from .recipes import REFERENCE
@@ -393,101 +323,6 @@ def results_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 _ROW_ORDER = ["teacher", "CE", "KD", "DKD α=1 β=8"]
-
-
-def conclusions(results: pd.DataFrame) -> list[str]:
-    """Plain sentences computed from the records (one block per setting); true whatever the data say."""
-    if results is None or results.empty:
-        return ["No run records found: there is nothing to conclude yet."]
-    frame = label_runs(unique_runs(results))
-    summary = summarize_runs(frame)
-    ref = reference_frame().set_index("ref_name")["ref_test"]
-    lines: list[str] = []
-    for setting, block in summary.groupby("setting", sort=False):
-        lines.append(f"[{setting}] {int(block['runs'].sum())} runs.")
-        if "synthetic" in setting:
-            lines.append(
-                "  These are smoke runs on synthetic images: they show the pipeline works, not how DKD does."
-            )
-        students = block[block["row"] != "teacher"]
-        if students.empty:
-            lines.append("  No student runs.")
-            continue
-        # Compare methods at the most common student epoch count (equal training for every method).
-        epochs = int(students["epochs"].mode().iloc[0])
-        same = students[students["epochs"] == epochs].sort_values("test_mean", ascending=False)
-        best = same.iloc[0]
-        lines.append(
-            f"  At {epochs} epochs the best student recipe is {best['row']} with "
-            f"{_pm(best['test_mean'], best['test_std'])}% "
-            f"test accuracy (last epoch, {int(best['runs'])} run(s))."
-        )
-        lines += _dkd_against_ce(frame[frame["setting"] == setting], block, same, epochs, ref)
-    return lines
-
-
-def _dkd_against_ce(frame: pd.DataFrame, block: pd.DataFrame, same: pd.DataFrame, epochs: int,
-                    ref: pd.Series) -> list[str]:  # fmt: skip
-    """`conclusions`' sentences on DKD against CE (and KD, and the teacher) in one setting: `frame` its
-    runs, `block` its summary, `same` its students at `epochs`, `ref` the reference's test accuracies."""
-    lines: list[str] = []
-    students = block[block["row"] != "teacher"]
-    get = {r["row"]: r for _, r in same.iterrows()}
-    ce, dkd, kd = (_main_row(get, head) for head in ("CE", "DKD α=1 β=8", "KD"))
-    if ce is None or dkd is None:
-        return ["  No CE and DKD (α=1, β=8) students at equal epochs to compare."]
-    gap = dkd["test_mean"] - ce["test_mean"]
-    # The series' one rule for "beyond the seed spread" (chapters 3, 5, 6 use it too).
-    at = frame[frame["epochs"] == epochs]
-    per_seed = [
-        100 * at.loc[at["row"] == r, "test_acc"].astype(float).to_numpy() for r in (ce["row"], dkd["row"])
-    ]
-    verdict = compare_seeds(*per_seed, names=("CE", "DKD"))
-    lines.append(f"  At equal epochs: {verdict}.")
-    ref_gap = ref["dkd_100"] - ref["student"]
-    lines.append(
-        f"  The reference's gap is {ref_gap:+.2f} points (DKD {ref['dkd_100']:.2f}% vs CE "
-        f"{ref['student']:.2f}%), but its CE student trained for 50 epochs "
-        f"and DKD for 100; trained equally long, these records give DKD − CE = {gap:+.2f} points."
-    )
-    lines += _longer_ce(students[students["row"] == ce["row"]], students[students["row"] == dkd["row"]])
-    if kd is not None:
-        lines.append(f"  DKD − KD at equal epochs: {dkd['test_mean'] - kd['test_mean']:+.2f} points.")
-    teacher = block[block["row"] == "teacher"]
-    if len(teacher) and teacher["test_mean"].iloc[0] > ce["test_mean"]:
-        share = gap / (teacher["test_mean"].iloc[0] - ce["test_mean"])
-        lines.append(
-            "  DKD closes none of the teacher − CE student gap here (it is not above CE)."
-            if share <= 0
-            else f"  DKD closes {100 * share:.0f}% of the teacher − CE student gap."
-            if share <= 1
-            else "  DKD ends above its teacher (it closes the whole teacher − CE student gap)."
-        )
-    return lines
-
-
-def _longer_ce(ce_runs: pd.DataFrame, dkd_runs: pd.DataFrame) -> list[str]:
-    """How much of DKD's lead over a short CE run a CE run trained as long as DKD closes."""
-    lines: list[str] = []
-    if ce_runs["epochs"].nunique() > 1 and len(dkd_runs):
-        short, long_ = ce_runs.sort_values("epochs").iloc[[0, -1]].to_dict("records")
-        d = dkd_runs[dkd_runs["epochs"] == long_["epochs"]]
-        if len(d):
-            total = float(d["test_mean"].iloc[0]) - short["test_mean"]
-            closed = long_["test_mean"] - short["test_mean"]
-            n, m = long_["epochs"], short["epochs"]
-            if 0 < total and closed <= total:
-                lines.append(
-                    f"  Training CE for {n} instead of {m} epochs closes {100 * closed / total:.0f}% "
-                    f"of the DKD({n} ep) − CE({m} ep) gap."
-                )
-            elif 0 < total:  # CE trained as long ends above DKD: "% of the gap" would pass 100
-                lines.append(
-                    f"  Training CE for {n} instead of {m} epochs gains {closed:.2f} points, more "
-                    f"than the whole DKD({n} ep) − CE({m} ep) gap of {total:.2f}: trained as long, "
-                    "CE ends above DKD."
-                )
-    return lines
 
 
 def _reading_lines() -> list[tuple[str, str, dict[str, str]]]:
@@ -642,55 +477,3 @@ def reading_notes(results: pd.DataFrame) -> list[str]:
     noted = frame[frame["note"].fillna("").astype(str) != ""]
     keys = noted[["data_setting", "reading", "note"]].drop_duplicates()
     return [f"{s}, {r.replace('_', ' ')}: {n}" for s, r, n in keys.itertuples(index=False)]
-
-
-def _row_mean(runs: pd.DataFrame, row: str | None, column: str) -> tuple[float, str] | None:
-    """Mean (in %) of `column` over the runs of reference row `row`, and their epochs; None if none."""
-    block = runs[runs["ref_row"] == row]
-    if row is None or block.empty or block[column].isna().all():
-        return None
-    return 100 * float(block[column].mean()), _epochs_text(block)
-
-
-def reading_conclusions(results: pd.DataFrame) -> list[str]:
-    """What the records say about the reference's "7% increase", per data setting and reading.
-
-    DKD (100 and 200 ep rows) against the 50-epoch CE student, as the reference compared them, and
-    against CE trained as long (the fair baselines), at the lowest-validation-loss epoch (the
-    reference's selection) and at the last epoch. Every number comes from `results` or the reference.
-    """
-    from .recipes import READINGS, REFERENCE
-
-    ref = {name: 100 * test for name, *_, test, _ in REFERENCE}
-    gain, gain_200 = ref["dkd_100"] - ref["student"], ref["dkd_200"] - ref["student"]
-    lines = [
-        f"The reference: DKD 100 ep {ref['dkd_100']:.2f}% − student 50 ep {ref['student']:.2f}% = "
-        f"{gain:+.2f} points (DKD 200 ep: {gain_200:+.2f}); as its code ran, the DKD students trained "
-        "50 CE + 100 (200) DKD epochs, at T = 8 and β = 0.5."
-    ]
-    fair = {key: rows for key, _, rows in _reading_lines() if key.startswith("ce~")}
-    selections = (("test_acc_at_best_val_loss", "at lowest val loss"), ("test_acc", "last epoch"))
-    for setting, runs in _reading_runs(results).groupby("data_setting", sort=True):
-        for reading in READINGS:
-            mine = runs[runs["reading"] == reading]
-            if mine.empty:
-                continue
-            lines.append(f"[{setting}, {reading.replace('_', ' ')}] {len(mine)} runs.")
-            for dkd in ("dkd_100", "dkd_200"):
-                baseline = fair.get(f"ce~{dkd}", {}).get(reading)
-                for column, when in selections:
-                    d, s = _row_mean(mine, dkd, column), _row_mean(mine, "student", column)
-                    if d is None or s is None:
-                        continue
-                    text = (f"  {dkd} ({when}): DKD {d[0]:.2f}% ({d[1]}) − CE student {s[0]:.2f}% ({s[1]}) "
-                            f"= {d[0] - s[0]:+.2f} points")  # fmt: skip
-                    f = _row_mean(mine, baseline, column)
-                    if f is not None:
-                        text += f"; − CE as long ({baseline}, {f[1]}) {f[0]:.2f}% = {d[0] - f[0]:+.2f} points"
-                        seeds = [
-                            100 * mine.loc[mine["ref_row"] == r, column].dropna().astype(float).to_numpy()
-                            for r in (baseline, dkd)
-                        ]
-                        text += f", {compare_seeds(*seeds).judgement}"
-                    lines.append(text + ".")
-    return lines

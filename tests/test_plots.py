@@ -153,20 +153,6 @@ def test_no_reference_beside_synthetic_bars():
     assert any("reference" in label for label in labels[1])
 
 
-def test_selection_plots_the_change_per_run_not_a_diagonal():
-    import pandas as pd
-
-    frame = pd.DataFrame({"row": ["CE", "CE", "DKD α=1 β=8"], "dataset": ["synthetic"] * 3,
-                          "test_acc": [0.40, 0.42, 0.45],
-                          "test_acc_at_best_val": [0.40, 0.43, 0.44]})  # fmt: skip
-    fig = plots.plot_selection(frame)
-    ax = fig.axes[0]
-    xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections])
-    assert np.allclose(sorted(xs), [-1.0, 0.0, 1.0])  # best-val − last, in points
-    assert "1 of 3 runs picked their last epoch" in ax.get_title()
-    assert plots.SYNTHETIC_NOTE in fig._suptitle.get_text()
-
-
 # Figures that tell the truth at a glance (issue #21): differences from CE with every seed, ranges beside
 # the seed spread, clipped values labelled, legends outside the axes, no "-0".
 
