@@ -88,7 +88,7 @@ def test_plot_temperature(data):
 
 
 # Honest figures (issue #14): synthetic data named in the title, short curves as points, accuracy axes
-# that do not stretch a single seed's noise, one meaning per colour, no reference beside synthetic bars.
+# that do not stretch a single seed's noise, one meaning per colour.
 
 
 def test_synthetic_figures_say_so(data):
@@ -131,26 +131,6 @@ def test_confusion_delta_green_means_better_everywhere():
     values = fig.axes[0].collections[0].get_array().reshape(2, 2)
     assert values[0, 0] == pytest.approx(10) and values[0, 1] == pytest.approx(10)  # both "better"
     assert values[1, 0] == 0 and values[1, 1] == 0
-
-
-def test_no_reference_beside_synthetic_bars():
-    import pandas as pd
-
-    summary = pd.DataFrame({"row": ["CE", "DKD α=1 β=8"], "epochs": [2, 2], "runs": [1, 1],
-                            "test_mean": [40.0, 41.0], "test_std": [np.nan, np.nan]})  # fmt: skip
-    reference = {"CE": 80.49, "DKD α=1 β=8": 87.21}
-    fake = plots.plot_bars(summary, reference=reference, dataset="synthetic")
-    real = plots.plot_bars(summary, reference=reference, dataset="cifar10")
-    assert len(fake.axes[0].collections) == 0 and len(real.axes[0].collections) == 1  # the diamonds
-    assert plots.SYNTHETIC_NOTE in fake._suptitle.get_text()
-    sweeps = [
-        plots.plot_sweep(summary.assign(T=[2, 4]), x="T", ax_title="T", reference={2: 80.0, 4: 81.0},
-                         dataset=name)
-        for name in ("synthetic", "cifar10")
-    ]  # fmt: skip
-    labels = [[line.get_label() for line in fig.axes[0].lines] for fig in sweeps]
-    assert not any("reference" in label for label in labels[0])
-    assert any("reference" in label for label in labels[1])
 
 
 # Figures that tell the truth at a glance (issue #21): differences from CE with every seed, ranges beside
