@@ -119,8 +119,10 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
 
 def _print_run(run) -> None:
     m = run.metrics
-    best = f", test at best val (epoch {m.get('best_epoch')}): {m.get('test_acc_at_best_val', 0):.4f}"
-    print(f"{run.config.run_name()}: test acc {m['test_acc']:.4f}{best if 'best_epoch' in m else ''}")
+    best = ""
+    if "best_epoch" in m:
+        best = f", test at best val (epoch {m['best_epoch']}): {m['test_acc_at_best_val']:.4f}"
+    print(f"{run.config.run_name()}: test acc {m['test_acc']:.4f}{best}")
     print(f"  checkpoint: {run.checkpoint}" + (f"\n  record: {run.record}" if run.record else ""))
 
 
