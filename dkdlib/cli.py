@@ -31,9 +31,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
             continue
         flag = "--" + name.replace("_", "-")
         hint, default, choices = HINTS[name], meta["default"], meta["choices"]
-        text = (
-            meta["help"] + (f"; one of: {', '.join(choices)}" if choices else "") + f" (default: {default})"
-        )
+        text = meta["help"] + (f"; one of: {', '.join(choices)}" if choices else "")
+        text += f" (default: {default})"
         base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -55,34 +54,27 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dkdlib",
-        description="Decoupled Knowledge Distillation on CIFAR: train teachers, distil students, "
-        "reproduce the reference table. Runs resume from their checkpoint when re-run.",
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
     from .methods import METHODS
 
-    p = sub.add_parser("train", help="train a model with cross-entropy (a teacher or a baseline)")
+    parser = argparse.ArgumentParser(
+        prog="python -m dkdlib", epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Decoupled Knowledge Distillation on CIFAR: train teachers, distil students, reproduce "
+        "the reference table. Runs resume from their checkpoint when re-run.")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     settings = dict.fromkeys(name for m in METHODS.values() for name in m.settings)  # a method's own
-    _add_config_flags(p, skip=("method", "teacher", *settings))
-    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-
-    p = sub.add_parser("distill", help="distil a student from a teacher checkpoint (kd, dkd, ...)")
-    _add_config_flags(p)
-    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-
+    commands = (("train", "train with cross-entropy (a teacher or a baseline)", ("method", "teacher")),
+                ("distill", "distil a student from a teacher checkpoint (kd, dkd, ...)", None))  # fmt: skip
+    for name, text, skip in commands:
+        p = sub.add_parser(name, help=text)
+        _add_config_flags(p, skip=(*skip, *settings) if skip else ())
+        p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint; start over")
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion of a checkpoint")
     p.add_argument("checkpoint", help="a .pt file written by train/distill")
     p.add_argument("--data", help="an .npz to evaluate on instead of downloading")
     p.add_argument("--out-dir", default="data", help="where the dataset is downloaded")
     p.add_argument("--device", default="auto")
-
     p = sub.add_parser("demo", help="teacher → CE, KD and DKD students, side by side, one table")
     p.add_argument("--mode", default="cpu", choices=("cpu", "full"),
                    help="the series' scale: cpu (ResNet20 teacher) or full (ResNet18: a GPU's)")  # fmt: skip
@@ -93,25 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="student seeds (default 0 1 2; fast: 0)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out-dir", help="where checkpoints/ and results/ go (default: data)")
-
     _add_reproduce(
         sub.add_parser("reproduce", help="run the reference table's rows (teacher first), several seeds")
     )
-
     p = sub.add_parser("results", help="print the recorded runs as a table")
     p.add_argument("--dir", default="data/results", help="folder of result records")
     return parser
 
 
 def _add_reproduce(p: argparse.ArgumentParser) -> None:
-    """The `reproduce` command's flags."""
-    p.add_argument(
-        "--reading",
-        choices=["as_described", "as_run", "both"],
-        default="as_described",
-        help="as_described: the table's words (T=4, from scratch); as_run: what the reference's code ran "
-        "(T=8, β=0.5, from the CE student, plateau schedule; see chapter 7); both: one after the other",
-    )
+    p.add_argument("--reading", choices=["as_described", "as_run", "both"], default="as_described",
+                   help="as_described: the table's words (T=4, from scratch); as_run: what the reference's "
+                   "code ran (T=8, β=0.5, from the CE student, plateau schedule; see chapter 7); both: one "
+                   "after the other")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every row's epochs (0.1 = reduced)")
     p.add_argument("--rows", nargs="+", help="only these rows (teacher, student, dkd_100, ce_150, ...)")
@@ -125,80 +111,57 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the students")
     p.add_argument("--graph", action="store_true", help="capture each training step as a CUDA graph (GPU)")
-    p.add_argument(
-        "--cache-teacher", action="store_true", help="compute the teacher's logits once on all 162 views"
-    )
-    p.add_argument(
-        "--packed", action="store_true", help="train rows that share a schedule together (fit_many; GPU)"
-    )
+    p.add_argument("--cache-teacher", action="store_true", help="the teacher's logits once, on all 162 views")
+    p.add_argument("--packed", action="store_true", help="train rows that share a schedule together (GPU)")
     p.add_argument("--out-dir", default="data")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
 
 def _print_run(run) -> None:
     m = run.metrics
-    best = (
-        f", test at best val (epoch {m['best_epoch']}): {m['test_acc_at_best_val']:.4f}"
-        if "best_epoch" in m
-        else ""
-    )
+    best = ""
+    if "best_epoch" in m:
+        best = f", test at best val (epoch {m['best_epoch']}): {m['test_acc_at_best_val']:.4f}"
     print(f"{run.config.run_name()}: test acc {m['test_acc']:.4f}{best}")
     print(f"  checkpoint: {run.checkpoint}" + (f"\n  record: {run.record}" if run.record else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"train": _fit, "distill": _fit, "evaluate": _evaluate, "demo": _demo, "reproduce": _reproduce,
+                "results": _results}  # fmt: skip
     try:
-        return _dispatch(args)
+        return commands[args.command](args)
     except DKDError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace) -> int:
     from .config import Config
     from .methods import METHODS, distills
     from .train import fit
 
-    if args.command in ("train", "distill"):
-        over = _overrides(args)
-        if args.command == "distill":
-            over.setdefault("method", "dkd")
-            if over["method"] in METHODS and not distills(over["method"]):
-                choices = ", ".join(m for m in METHODS if distills(m))
-                raise DKDError(f"distill needs a method with a teacher ({choices}); use `train` for ce")
-        _print_run(fit(Config(**over), fresh=args.fresh, progress=args.progress))
-        return 0
-    if args.command == "evaluate":
-        return _evaluate(args)
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "reproduce":
-        return _reproduce(args)
-    if args.command == "results":
-        from .results import load_results
+    over = _overrides(args)
+    if args.command == "distill":
+        over.setdefault("method", "dkd")
+        if over["method"] in METHODS and not distills(over["method"]):
+            choices = ", ".join(m for m in METHODS if distills(m))
+            raise DKDError(f"distill needs a method with a teacher ({choices}); use `train` for ce")
+    _print_run(fit(Config(**over), fresh=args.fresh, progress=args.progress))
+    return 0
 
-        df = load_results(args.dir)
-        if df.empty:
-            print(f"no records in {args.dir}")
-            return 0
-        cols = [
-            c
-            for c in (
-                "tag",
-                "name",
-                "seed",
-                "epochs",
-                "test_acc",
-                "test_acc_at_best_val",
-                "hardware",
-                "wall_time_s",
-            )
-            if c in df
-        ]
-        print(df[cols].to_string(index=False))
+
+def _results(args) -> int:
+    from .results import load_results
+
+    df = load_results(args.dir)
+    if df.empty:
+        print(f"no records in {args.dir}")
         return 0
-    raise AssertionError(args.command)
+    cols = ["tag", "name", "seed", "epochs", "test_acc", "test_acc_at_best_val", "hardware", "wall_time_s"]
+    print(df[[c for c in cols if c in df]].to_string(index=False))
+    return 0
 
 
 def _evaluate(args) -> int:

@@ -1,8 +1,5 @@
-"""The DKD decomposition, sample by sample: model outputs, KD = TCKD + (1 − p_t)·NCKD per sample,
-gradients, dark knowledge, and the official code's loss for comparison.
-
-Everything is computed with `dkdlib.losses` (never a second copy of the loss), except
-`official_dkd_loss`, a transcription of the official code kept only to show where it breaks.
+"""Serves the chapters: the DKD decomposition sample by sample (KD = TCKD + (1 − p_t)·NCKD), its
+gradients, dark knowledge, all with `dkdlib.losses`; and the official code's loss, to show where it breaks.
 """
 
 from __future__ import annotations
@@ -19,18 +16,6 @@ from .data import Data, DeviceLoader
 from .losses import dkd_terms
 from .train import predict
 
-__all__ = [
-    "outputs",
-    "teacher_outputs",
-    "decompose",
-    "identity_error",
-    "dark_knowledge",
-    "top_pairs",
-    "grad_check",
-    "official_dkd_loss",
-    "agreement",
-]
-
 
 def outputs(
     model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000
@@ -38,24 +23,14 @@ def outputs(
     """Logits (float32, on the CPU) and labels of `model` on one split ("train", "val", "test") of `data`,
     normalised as the model was trained (`model.normalization`, which `fit` and `load_model` set), else
     with the dataset's statistics."""
-    splits = {
-        "train": (data.x_train, data.y_train),
-        "val": (data.x_val, data.y_val),
-        "test": (data.x_test, data.y_test),
-    }
-    if split not in splits:
-        raise ValueError(f"split must be one of {', '.join(splits)}; got {split!r}")
-    x, y = splits[split]
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be one of train, val, test; got {split!r}")
+    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
     device = next(model.parameters()).device
     mean, std = getattr(model, "normalization", (data.mean, data.std))
     loader = DeviceLoader(x, y, batch_size, mean=mean, std=std, train=False, device=device)
     logits, labels = predict(model, loader)
     return logits.cpu(), labels.cpu()
-
-
-def teacher_outputs(model: nn.Module, data: Data, split: str = "test") -> tuple[Tensor, Tensor]:
-    """The teacher's logits and the labels on one split (no augmentation, eval mode)."""
-    return outputs(model, data, split)
 
 
 def decompose(logits_s: Tensor, logits_t: Tensor, y: Tensor, temperature: float = 4.0) -> pd.DataFrame:
@@ -65,15 +40,9 @@ def decompose(logits_s: Tensor, logits_t: Tensor, y: Tensor, temperature: float 
     log_pt = F.log_softmax(logits_t.float() / temperature, dim=1)
     kd = F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(1)
     ps_t = log_ps.gather(1, y.long()[:, None]).squeeze(1).exp()
+    columns = {"p_t": pt, "p_t_student": ps_t, "kd": kd, "tckd": tckd, "nckd": nckd}
     frame = pd.DataFrame(
-        {
-            "label": y.cpu().numpy(),
-            "p_t": pt.detach().double().cpu().numpy(),
-            "p_t_student": ps_t.detach().double().cpu().numpy(),
-            "kd": kd.detach().double().cpu().numpy(),
-            "tckd": tckd.detach().double().cpu().numpy(),
-            "nckd": nckd.detach().double().cpu().numpy(),
-        }
+        {"label": y.cpu().numpy()} | {k: v.detach().double().cpu().numpy() for k, v in columns.items()}
     )
     frame["weight"] = 1.0 - frame["p_t"]
     frame["kd_nckd"] = frame["weight"] * frame["nckd"]  # the part of KD that is NCKD
@@ -132,23 +101,13 @@ def grad_check(logits_s: Tensor, logits_t: Tensor, y: Tensor, temperature: float
         diff = (pt_student - pt_teacher)[:, None]
         tckd_formula = torch.where(mask, diff, -q_s * diff) / temperature
         nckd_formula = (q_s - q_t) / temperature  # 0 on the target: both p̂ are 0 there
-    return {
-        "tckd": g_tckd,
-        "nckd": g_nckd,
-        "tckd_formula": tckd_formula,
-        "nckd_formula": nckd_formula,
-        "target_mask": mask,
-    }
+    return dict(
+        tckd=g_tckd, nckd=g_nckd, tckd_formula=tckd_formula, nckd_formula=nckd_formula, target_mask=mask
+    )
 
 
-def official_dkd_loss(
-    logits_student: Tensor,
-    logits_teacher: Tensor,
-    target: Tensor,
-    alpha: float,
-    beta: float,
-    temperature: float,
-) -> Tensor:
+def official_dkd_loss(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, alpha: float,
+                      beta: float, temperature: float) -> Tensor:  # fmt: skip
     """The official (mdistiller) DKD loss, transcribed for comparison only: it takes log of probabilities."""
     gt_mask = F.one_hot(target, logits_student.shape[1]).bool()
     other_mask = ~gt_mask

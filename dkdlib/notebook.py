@@ -1,13 +1,7 @@
-"""Notebook conveniences: one `setup()` call at the top of every chapter, and where Colab finds dkdlib.
+"""Serves the chapters: `setup()` at the top of every chapter, and where Colab finds dkdlib.
 
-`setup()` says which mode the series runs in (full, cpu, reduced or fast: see `dkdlib.recipes`), which
-device and library versions are in use, points run outputs at one folder shared by all chapters
-(Google Drive on Colab, so a disconnect or a new Colab VM loses nothing), shows figures inline and
-sets a readable plot style.
-
-`REPOSITORY` is the one place that says where the package lives on GitHub: every chapter's
-"Open in Colab" badge and its Colab install cell are made from it (`badge`, `INSTALL`).
-`python scripts/colab_links.py` rewrites them after a change, and a test checks they agree.
+`REPOSITORY` is the one place that says where the package lives on GitHub: every chapter's "Open in
+Colab" badge and install cell are made from it (`badge`, `INSTALL`; `scripts/colab_links.py`).
 """
 
 from __future__ import annotations
@@ -18,11 +12,6 @@ from pathlib import Path
 
 from .config import env_flag, repo_root
 from .recipes import mode
-
-__all__ = [
-    "setup", "in_colab", "use_drive", "BANNERS", "REPOSITORY", "BRANCH", "INSTALL", "colab_url", "badge",
-    "DRIVE_FOLDER", "LOCAL_FOLDER", "imagenet_weights", "choose_scale", "local_cifar10", "fetch_weights",
-]  # fmt: skip
 
 # Where the package lives on GitHub (owner/name), and the branch whose notebooks the badges open.
 REPOSITORY = "dkdlib/dkdlib"
@@ -73,12 +62,7 @@ def use_drive(drive: bool | None = None) -> bool:
 
 def imagenet_weights() -> tuple[bool, str]:
     """Can chapter 1 finetune the ImageNet-pretrained ResNet18 here? (ok, one line saying so or why not).
-
-    Loads the weights from the torch hub cache, downloading them once (about 45 MB) when there is a
-    network. DKDLIB_IMAGENET=0 skips them (the CIFAR-stem teacher is the series' teacher either way).
-    Full mode on a CPU skips the finetune too, unless its finished run is at hand (an output folder's
-    checkpoint or committed weights): 15 epochs of a ResNet18 would take hours there.
-    """
+    DKDLIB_IMAGENET=0 skips it; so does full mode on a CPU, unless its finished run is at hand."""
     from .models import imagenet_weights_error
     from .recipes import finetune_config
     from .train import pick_device
@@ -118,9 +102,8 @@ def _inline_figures() -> None:
 
 
 def choose_scale(scale: str | None) -> str:
-    """Make `scale` ("fast", "reduced", "cpu" or "full") the series' mode unless the environment already
-    chooses one (DKDLIB_MODE, DKDLIB_FAST or DKDLIB_REDUCED: the tests and scripts/run_series.py set
-    them); the mode in force."""
+    """Make `scale` (one of `recipes.MODES`) the series' mode unless the environment chooses one (tests and
+    scripts/run_series.py do); returns the mode in force."""
     from .recipes import MODES
 
     if scale is not None:
@@ -132,8 +115,8 @@ def choose_scale(scale: str | None) -> str:
 
 
 def local_cifar10(folder: str | os.PathLike = LOCAL_FOLDER) -> Path:
-    """CIFAR-10 as one decoded .npz on this machine's disk (downloaded once by torchvision into `folder`);
-    its path. On Colab `setup()` points DKDLIB_DATA at it, so the images never go to Google Drive."""
+    """CIFAR-10 as one .npz on this machine's disk (downloaded once into `folder`): on Colab `setup()`
+    points DKDLIB_DATA at it, so the images never go to Google Drive."""
     import numpy as np
 
     from .data import load_data
@@ -151,9 +134,8 @@ def local_cifar10(folder: str | os.PathLike = LOCAL_FOLDER) -> Path:
 
 
 def fetch_weights(folder: str | os.PathLike) -> str | None:
-    """Where the committed weights are missing (a `pip install`: no data/weights/), fetch them from the
-    repository into `folder` and point DKDLIB_WEIGHTS there; one line saying what happened, or None when
-    nothing was needed (a clone has them; DKDLIB_WEIGHTS=0; fast and reduced modes have none)."""
+    """Where a `pip install` lacks the committed weights (cpu and full modes), fetch them into `folder` and
+    point DKDLIB_WEIGHTS there; one line saying what happened, or None when nothing was needed."""
     from .weights import OFF, fetch, weights_dir
 
     if mode() not in ("cpu", "full") or weights_dir() is not None:
@@ -168,73 +150,71 @@ def fetch_weights(folder: str | os.PathLike) -> str | None:
 
 def setup(drive: bool | None = None, quiet: bool = False, scale: str | None = None) -> dict:
     """Pick the scale and the output folder, show figures inline, set the plot style and print mode,
-    device, versions.
+    device, versions; returns {mode, device, out_dir}.
 
-    scale: "cpu" (full CIFAR-10, schedules sized for a CPU) or "full" (the chapters' full schedules, for a
-    GPU), also "reduced" or "fast"; used unless the environment chooses (DKDLIB_MODE, DKDLIB_FAST,
-    DKDLIB_REDUCED). None: the environment's mode (full when it names none).
-    drive: keep checkpoints and results in Google Drive (MyDrive/dkdlib), so every chapter — each its
-    own Colab VM — finds the runs of the earlier ones; CIFAR-10 stays on the Colab machine's disk.
-    Default: yes on Colab, unless DKDLIB_DRIVE=0; `setup(drive=False)` opts out. Ignored outside Colab,
-    and when DKDLIB_OUT is set.
-    Where a `pip install` has no committed weights, they are fetched from the repository (cpu and full).
-    Returns a dict with mode, device and out_dir.
+    scale: "cpu", "full", "reduced" or "fast", unless the environment chooses (`choose_scale`).
+    drive: on Colab, keep checkpoints and records in Google Drive (MyDrive/dkdlib), so every chapter (each
+    its own Colab VM) finds the earlier ones' runs; default yes unless DKDLIB_DRIVE=0. CIFAR-10 and
+    fetched weights stay on the machine's disk.
     """
     import matplotlib
     import seaborn as sns
-    import torch
 
     from .train import pick_device
-    from .weights import weights_dir
 
     choose_scale(scale)
     if "DKDLIB_OUT" not in os.environ:
-        if use_drive(drive):
-            from google.colab import drive as gdrive  # type: ignore[import-not-found]
-
-            gdrive.mount("/content/drive")
-            os.environ["DKDLIB_OUT"] = DRIVE_FOLDER
-        elif Path.cwd().name == "notebooks" and repo_root(Path.cwd().parent):
-            os.environ["DKDLIB_OUT"] = str(Path.cwd().parent / "data")  # the repo's data/
-        else:
-            os.environ["DKDLIB_OUT"] = "data"
+        os.environ["DKDLIB_OUT"] = _out_dir(drive)
     _inline_figures()
     sns.set_theme(context="notebook", style="whitegrid")
     matplotlib.rcParams["figure.dpi"] = 90
-    m = mode()
-    device = pick_device("auto")
-    info = {"mode": m, "device": str(device), "out_dir": os.environ["DKDLIB_OUT"]}
+    info = {"mode": mode(), "device": str(pick_device("auto")), "out_dir": os.environ["DKDLIB_OUT"]}
     local = Path(LOCAL_FOLDER) if in_colab() else Path(info["out_dir"])
-    if in_colab() and m != "fast" and not os.environ.get("DKDLIB_DATA"):
+    if in_colab() and info["mode"] != "fast" and not os.environ.get("DKDLIB_DATA"):
         os.environ["DKDLIB_DATA"] = str(local_cifar10(local))  # on this machine's disk, not in Drive
     fetched = fetch_weights(local / "weights")
     if not quiet:
-        print(BANNERS[m])
-        if device.type == "cuda":
-            print(f"device: {torch.cuda.get_device_name()} (CUDA)")
-        else:
-            print(f"device: {device.type} — no GPU.", end=" ")
-            if in_colab():
-                print("In Colab: Runtime → Change runtime type → GPU, then run again.")
-            elif m == "full":
-                print("Full mode is slow on a CPU; set DKDLIB_FAST=1 for a quick smoke run.")
-            else:
-                print()
-        print(f"torch {torch.__version__}; outputs in {info['out_dir']}")
-        if fetched:
-            print(fetched)
-        folder = weights_dir()
-        committed = sorted(folder.glob("*.pt")) if folder is not None else []
-        if committed:
-            print(
-                f"{len(committed)} finished runs committed in {folder}: the chapters load those instead of "
-                "training them (DKDLIB_WEIGHTS=0 trains everything here)"
-            )
-        if in_colab():
-            print(
-                "Google Drive keeps the checkpoints and records, so later chapters find them; CIFAR-10 stays "
-                "on this machine (setup(drive=False) or DKDLIB_DRIVE=0: keep everything on this VM only)."
-                if info["out_dir"] == DRIVE_FOLDER
-                else "Outputs stay on this Colab VM and are lost when it stops (setup() keeps them in Drive)."
-            )
+        _describe(info, fetched)
     return info
+
+
+def _out_dir(drive: bool | None) -> str:
+    """Where the chapters' runs go: Google Drive on Colab, the repository's data/ from its notebooks/."""
+    if use_drive(drive):
+        from google.colab import drive as gdrive  # type: ignore[import-not-found]
+
+        gdrive.mount("/content/drive")
+        return DRIVE_FOLDER
+    if Path.cwd().name == "notebooks" and repo_root(Path.cwd().parent):
+        return str(Path.cwd().parent / "data")
+    return "data"
+
+
+def _describe(info: dict, fetched: str | None) -> None:
+    """Print the mode, the device, the versions and where runs come from and go."""
+    import torch
+
+    from .weights import weights_dir
+
+    print(BANNERS[info["mode"]])
+    if info["device"].startswith("cuda"):
+        print(f"device: {torch.cuda.get_device_name()} (CUDA)")
+    else:
+        hint = "In Colab: Runtime → Change runtime type → GPU, then run again." if in_colab() else ""
+        if not in_colab() and info["mode"] == "full":
+            hint = "Full mode is slow on a CPU; set DKDLIB_FAST=1 for a quick smoke run."
+        print(f"device: {info['device']} — no GPU. {hint}".rstrip())
+    print(f"torch {torch.__version__}; outputs in {info['out_dir']}")
+    if fetched:
+        print(fetched)
+    folder = weights_dir()
+    committed = sorted(folder.glob("*.pt")) if folder is not None else []
+    if committed:
+        print(f"{len(committed)} finished runs committed in {folder}: the chapters load those instead of "
+              "training them (DKDLIB_WEIGHTS=0 trains everything here)")  # fmt: skip
+    if in_colab():
+        print("Google Drive keeps the checkpoints and records, so later chapters find them; CIFAR-10 stays "
+              "on this machine (setup(drive=False) or DKDLIB_DRIVE=0: keep everything on this VM only)."
+              if info["out_dir"] == DRIVE_FOLDER else
+              "Outputs stay on this Colab VM and are lost when it stops (setup() keeps them in Drive)."
+              )  # fmt: skip

@@ -1,16 +1,12 @@
-"""The experiments of the tutorial series and of the reference table, as plain `Config`s.
+"""Serves the chapters: their experiments and the reference table's, as plain `Config`s.
 
 The reference table's rows come in two readings (`READINGS`): as its text describes them, and as its
-code ran them (`_as_run`). The series' recipes come in four scales, chosen by the environment variable
-`DKDLIB_MODE` (fast, reduced, cpu or full; so a notebook needs no edits), or by the older flags below:
+code ran them (`_as_run`). The series' recipes come in four scales (`MODES`), chosen by `DKDLIB_MODE`
+(or the older DKDLIB_FAST / DKDLIB_REDUCED flags), so a notebook needs no edits:
 - full (default): real CIFAR-10, the chapters' schedules; minutes on a GPU.
-- cpu (`DKDLIB_MODE=cpu`): real CIFAR-10 at full size (45k/5k/10k) with schedules sized for a 2-core
-  CPU: a ResNet20 teacher (25 epochs) and ResNet8 students (20 epochs); about an hour for the teacher
-  and 15-25 minutes per student.
-- reduced (`DKDLIB_REDUCED=1`): real CIFAR-10, a 5k-image subset, ResNet20 teacher, 4 epochs —
-  the full pipeline on real images in minutes on a CPU. Numbers far below the full ones.
-- fast (`DKDLIB_FAST=1`): SYNTHETIC images (not CIFAR), 1k images, two epochs; seconds on a CPU.
-  For CI (nbval) and quick reading. Same code path, smaller numbers.
+- cpu: full CIFAR-10 with schedules sized for a 2-core CPU (ResNet20 teacher 25 epochs, students 20).
+- reduced: a 5k-image CIFAR-10 subset, ResNet20 teacher, 4 epochs: the pipeline on real images.
+- fast: SYNTHETIC images (not CIFAR), 1k images, two epochs: for CI (nbval); same code path.
 Full mode reads CIFAR-10 from the .npz named by `DKDLIB_DATA` when set, else downloads it.
 """
 
@@ -21,19 +17,7 @@ from dataclasses import replace
 
 from .config import Config, env_flag
 
-__all__ = [
-    "mode", "base", "teacher_config", "finetune_config", "student_config", "ABLATION_SIZES",
-    "ablation_specs", "series_configs", "campaign_queue", "MODES", "REFERENCE", "READINGS", "BASELINES",
-    "AS_RUN_STD", "AS_RUN_INFERRED", "AS_RUN_NOT_REPRODUCIBLE", "REFERENCE_BEST_BY", "reference_configs",
-    "reference_rows", "parse_tag", "teacher_file", "with_pretrained_fallback",
-]  # fmt: skip
-
-
 MODES = ("fast", "reduced", "cpu", "full")
-
-
-def _flag(name: str) -> bool:
-    return env_flag(name)
 
 
 def mode() -> str:
@@ -42,7 +26,7 @@ def mode() -> str:
     chosen = os.environ.get("DKDLIB_MODE", "").strip().lower()
     if chosen:
         return _mode(chosen)
-    return "fast" if _flag("DKDLIB_FAST") else "reduced" if _flag("DKDLIB_REDUCED") else "full"
+    return "fast" if env_flag("DKDLIB_FAST") else "reduced" if env_flag("DKDLIB_REDUCED") else "full"
 
 
 def _mode(fast: bool | str | None) -> str:
@@ -119,32 +103,17 @@ def student_config(
 
 # Chapter 6's sweeps: their sizes in full mode, and a small version for the fast and reduced modes.
 ABLATION_SIZES = {
-    "full": dict(
-        grid_alpha=(0.5, 1.0, 2.0),
-        grid_beta=(2.0, 4.0, 8.0),
-        temperatures=(1.0, 2.0, 4.0, 8.0),
-        seeds=(0, 1, 2),
-        # DKD's warm-up in epochs: none, the official 20-of-240 scaled to 30 epochs (2.5, rounded up), and
-        # the official 20 that full mode keeps (chapter 5: full weight only in the last third of the run)
-        warmups=(0, 3, 10, 20),
-    ),
-    # the CPU scale's sweeps, a 2 × 2 grid, two more temperatures and warm-ups beside DKD's (T = 4, W = 2):
-    # 7 runs beyond the seeds and the reference's rows
-    "cpu": dict(
-        grid_alpha=(0.5, 1.0),
-        grid_beta=(2.0, 8.0),
-        temperatures=(2.0, 4.0, 8.0),
-        seeds=(0, 1, 2),
-        warmups=(0, 2, 5),
-    ),
-    "small": dict(
-        grid_alpha=(0.5, 1.0),
-        grid_beta=(2.0, 8.0),
-        temperatures=(2.0, 4.0),
-        seeds=(0, 1),
-        warmups=(0, 2, 3, 4),  # no W = 1: it would repeat W = 0, as epoch 1 already weighs 1/1
-    ),
-}
+    # DKD's warm-up in full mode: none, the official 20-of-240 scaled to 30 epochs (2.5, rounded up), and
+    # the official 20 that full mode keeps (chapter 5: full weight only in the last third of the run)
+    "full": dict(grid_alpha=(0.5, 1.0, 2.0), grid_beta=(2.0, 4.0, 8.0), temperatures=(1.0, 2.0, 4.0, 8.0),
+                 seeds=(0, 1, 2), warmups=(0, 3, 10, 20)),
+    # the CPU scale: a 2 × 2 grid, two more temperatures and warm-ups beside DKD's (T = 4, W = 2)
+    "cpu": dict(grid_alpha=(0.5, 1.0), grid_beta=(2.0, 8.0), temperatures=(2.0, 4.0, 8.0), seeds=(0, 1, 2),
+                warmups=(0, 2, 5)),
+    # no W = 1: it would repeat W = 0, as epoch 1 already weighs 1/1
+    "small": dict(grid_alpha=(0.5, 1.0), grid_beta=(2.0, 8.0), temperatures=(2.0, 4.0), seeds=(0, 1),
+                  warmups=(0, 2, 3, 4)),
+}  # fmt: skip
 ALPHAS, BETAS = (1.0, 0.5, 0.25), (2.0, 4.0, 8.0)  # the reference's TCKD-only and NCKD-only rows
 
 
@@ -186,13 +155,15 @@ def series_configs(teacher: str | None = None, fast: bool | str | None = None) -
     for sweep, specs in ablation_specs(m).items():
         for label, (method, overrides) in specs.items():
             configs[f"{sweep} {label}"] = student_config(method, teacher, fast, **overrides)
-    seen: set[str] = set()
-    unique = {}
-    for label, cfg in configs.items():  # a run shown in several chapters trains once
-        if cfg.run_name() not in seen:
-            seen.add(cfg.run_name())
-            unique[label] = cfg
-    return unique
+    return dict(_once(configs.items(), lambda item: item[1]))  # a run shown in several chapters trains once
+
+
+def _once(items: list, config) -> list:
+    """`items` without those whose `config(item)` names a run listed before."""
+    unique: dict = {}
+    for item in items:
+        unique.setdefault(config(item).run_name(), item)
+    return list(unique.values())
 
 
 def campaign_queue(
@@ -224,10 +195,7 @@ def campaign_queue(
     for seed in seeds[1:]:
         for label, method, over in rows:
             add("row seeds", label, method, seed, **over)
-    unique: dict[str, tuple[str, str, Config]] = {}  # a run listed twice is kept where it first appears
-    for item in queue:
-        unique.setdefault(item[2].run_name(), item)
-    return list(unique.values())
+    return _once(queue, lambda item: item[2])  # a run listed twice is kept where it first appears
 
 
 # The reference table (CIFAR-10 test accuracy; val in brackets where reported). The reference's
@@ -324,14 +292,9 @@ def parse_tag(tag: str | None) -> tuple[str, str] | None:
     return (parts[1], parts[2]) if len(parts) == 3 else ("as_described", parts[1])
 
 
-def reference_configs(
-    teacher: str | None,
-    seed: int = 0,
-    scale: float = 1.0,
-    teacher_overrides: dict | None = None,
-    reading: str = "as_described",
-    **overrides,
-) -> dict[str, Config]:
+def reference_configs(teacher: str | None, seed: int = 0, scale: float = 1.0,
+                      teacher_overrides: dict | None = None, reading: str = "as_described",
+                      **overrides) -> dict[str, Config]:  # fmt: skip
     """One Config per reference row and fair baseline of `reading`, epochs multiplied by `scale`.
 
     reading="as_described": the table's words — Adam lr 1e-3 (constant), batch 128, α = 1, β = 8 at

@@ -1,12 +1,9 @@
-"""Sweeps: many configs trained with as few loops as possible.
+"""Serves the chapters: many configs trained with as few loops as possible (`fit_all`).
 
-`fit_all(configs)` groups the configs that can share a training loop (`schedule_groups`: the same
-data, schedule, data seed and teacher) and trains each group as one packed `fit_many` — on a GPU at
-batch 128 a ResNet8 step is bound by kernel launches, so K students cost little more than one. On a
-CPU grouped convolutions are slower than K separate ones, so there each config trains alone. Either
-way every run is the same experiment, with its own checkpoint and record. Plateau schedules
-(`schedule="plateau"`) are never packed: each student would need its own learning rate, set by
-its own loss.
+On a GPU at batch 128 a ResNet8 step is bound by kernel launches, so the configs that can share a loop
+(`schedule_groups`) train as one packed `fit_many`; on a CPU each trains alone. Either way every run is
+the same experiment, with its own checkpoint and record. Plateau schedules are never packed: each
+student would need its own learning rate, set by its own loss.
 """
 
 from __future__ import annotations
@@ -16,17 +13,10 @@ from .data import Data
 from .methods import distills
 from .train import Run, fit_many, pick_device
 
-__all__ = ["fit_all", "schedule_groups"]
-
 
 def schedule_groups(configs: list[Config]) -> list[list[Config]]:
-    """The configs grouped so that each group can train together (`fit_many`), in first-seen order.
-
-    Students group by what they must share (data, schedule, data seed, teacher); CE students need no
-    teacher and join the first group that matches them otherwise. Plateau runs stay alone (see the
-    module docstring). A config describing the same run as one already grouped is left out (its result
-    is that run's).
-    """
+    """The configs grouped by what they must share to train together (data, schedule, data seed, teacher;
+    CE students join the first group that matches them otherwise), in first-seen order, each run once."""
 
     def key(cfg: Config) -> tuple:
         return tuple(repr(getattr(cfg, k)) for k in SHARED if k != "teacher") + (data_seed(cfg),)
@@ -51,12 +41,8 @@ def schedule_groups(configs: list[Config]) -> list[list[Config]]:
 def fit_all(
     configs: list[Config], *, data: Data | None = None, packed: bool | None = None, progress: bool = True
 ) -> list[Run]:
-    """Train (or load) every config; returns their runs in order.
-
-    packed: train the configs that can share a loop together with `fit_many` (default: on CUDA, where
-    that is faster; on a CPU each runs alone with `fit`). Either way each run is the same experiment,
-    with its own checkpoint and record.
-    """
+    """Train (or load) every config; their runs in order. packed: train the configs that can share a loop
+    together (default: on CUDA, where that is faster)."""
     if not configs:
         return []
     if packed is None:

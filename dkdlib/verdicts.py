@@ -1,14 +1,9 @@
-"""One rule, used by every chapter, for "is this difference beyond the seed-to-seed spread?".
+"""Serves the chapters: one rule, used by every chapter, for "is this difference beyond the seed spread?".
 
-A student's accuracy moves from seed to seed (initial weights, batch order, augmentation). The rule:
-
-    a difference between two recipes counts only if the gap between their mean accuracies is larger
-    than the larger of their two seed ranges (max − min over seeds), and each has at least two seeds.
-
-With one seed on either side the spread is unknown, and the verdict says so instead of guessing.
-
-`remarks` says, from the runs, what a reader should not miss beside a comparison: a student that ends
-above its teacher, and validation and test images that disagree about which recipe is better.
+A difference between two recipes counts only if the gap between their mean accuracies is larger than
+the larger of their two seed ranges (max − min over seeds), and each has at least two seeds; with one
+seed on either side the spread is unknown, and the verdict says so. `remarks` says what a comparison
+should not hide: a student above its teacher, validation and test images that disagree.
 """
 
 from __future__ import annotations
@@ -18,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-__all__ = ["Verdict", "compare_seeds", "signed", "remarks"]
 
 
 @dataclass(frozen=True)
@@ -33,20 +26,13 @@ class Verdict:
     names: tuple[str, str] = ("A", "B")
 
     @property
-    def judgement(self) -> str:
-        """The verdict without the gap: 'beyond the seed spread (…)', 'within …' or 'one seed …'."""
-        if self.beyond is None:
-            return "one seed is not enough to tell"
-        side = "beyond" if self.beyond else "within"
-        return f"{side} the seed spread (the larger seed range is {self.spread:.2f} points)"
-
-    @property
     def text(self) -> str:
-        a, b = self.names
-        head = f"{b} − {a} = {self.gap:+.2f} points"
+        head = f"{self.names[1]} − {self.names[0]} = {self.gap:+.2f} points"
         if self.beyond is None:
-            return f"{head} ({self.seeds[0]} and {self.seeds[1]} seed(s)): {self.judgement}"
-        return f"{head} over {self.seeds[0]} and {self.seeds[1]} seeds: {self.judgement}"
+            return f"{head} ({self.seeds[0]} and {self.seeds[1]} seed(s)): one seed is not enough to tell"
+        side = "beyond" if self.beyond else "within"
+        return (f"{head} over {self.seeds[0]} and {self.seeds[1]} seeds: {side} the seed spread "
+                f"(the larger seed range is {self.spread:.2f} points)")  # fmt: skip
 
     def __str__(self) -> str:
         return self.text
@@ -57,8 +43,7 @@ def compare_seeds(a: Sequence[float], b: Sequence[float], names: tuple[str, str]
     a_, b_ = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a_.size == 0 or b_.size == 0:
         raise ValueError("compare_seeds needs at least one accuracy on each side")
-    gap = float(b_.mean() - a_.mean())
-    seeds = (int(a_.size), int(b_.size))
+    gap, seeds = float(b_.mean() - a_.mean()), (int(a_.size), int(b_.size))
     if min(seeds) < 2:
         return Verdict(gap, None, seeds, None, names)
     spread = float(max(np.ptp(a_), np.ptp(b_)))
@@ -66,8 +51,7 @@ def compare_seeds(a: Sequence[float], b: Sequence[float], names: tuple[str, str]
 
 
 def signed(value: float, digits: int = 2) -> str:
-    """A difference with its sign, '+1.25' or '-0.40', and '0.00' (never '-0.00' or '+0.00') where it
-    rounds to zero; 'nan' for a missing value."""
+    """'+1.25' or '-0.40', '0.00' (never '-0.00' or '+0.00') where it rounds to zero; 'nan' if missing."""
     value = float(value)
     if not np.isfinite(value):
         return "nan"
@@ -78,38 +62,28 @@ def signed(value: float, digits: int = 2) -> str:
 def remarks(frame: Any, baseline: str = "CE") -> list[str]:
     """Sentences about what a comparison of recipes should not hide, computed from the runs.
 
-    `frame`: one row per run with the columns `row` (recipe label; "teacher" for the teacher), `test_acc`
-    and, for the second remark, `val_acc` (fractions of 1), as `reports.runs_frame` and
-    `reports.gather_runs` give them. It says
-    - which student recipe ends above its teacher (mean test accuracy over its seeds);
-    - where the validation and the test images disagree about the sign of a recipe's gap to `baseline`
-      (means over seeds), and when the best recipe on validation is not the best on test.
-    An empty list when there is nothing to remark.
+    `frame`: one row per run with the columns `row` ("teacher" for the teacher), `test_acc` and `val_acc`
+    (fractions), as `reports.runs_frame` gives them. Says which student recipe ends above its teacher
+    (means over seeds), and where validation and test images disagree about the sign of a recipe's gap
+    to `baseline` or about the best recipe.
     """
-    lines: list[str] = []
     if frame is None or len(frame) == 0:
-        return lines
+        return []
     test = frame.groupby("row", sort=False)["test_acc"].mean().astype(float) * 100
-    teacher = test.pop("teacher") if "teacher" in test else None
-    if teacher is not None:
-        for row, acc in test.items():
-            if acc > teacher:
-                lines.append(
-                    f"{row} ends above its teacher: {acc:.2f}% against {teacher:.2f}% on the test set "
-                    f"({signed(acc - teacher)} points). A student can pass a teacher it learns from: the "
-                    "labels teach it too, and the teacher's soft targets are a regulariser, not a ceiling."
-                )
+    teacher = test.pop("teacher") if "teacher" in test else np.inf
+    lines = [
+        f"{row} ends above its teacher: {acc:.2f}% against {teacher:.2f}% on the test set "
+        f"({signed(acc - teacher)} points). A student can pass a teacher it learns from: the labels teach it "
+        "too, and the teacher's soft targets are a regulariser, not a ceiling."
+        for row, acc in test.items() if acc > teacher
+    ]  # fmt: skip
     if "val_acc" not in frame or baseline not in test:
         return lines
-    students = frame[frame["row"] != "teacher"]
-    val = students.groupby("row", sort=False)["val_acc"].mean().astype(float) * 100
+    val = frame[frame["row"] != "teacher"].groupby("row", sort=False)["val_acc"].mean().astype(float) * 100
     if val.isna().any():
         return lines
-    for row in test.index:
-        if row == baseline:
-            continue
-        gap_val, gap_test = val[row] - val[baseline], test[row] - test[baseline]
-        a, b = signed(gap_val), signed(gap_test)
+    for row in test.index.drop(baseline):
+        a, b = signed(val[row] - val[baseline]), signed(test[row] - test[baseline])
         if a != "0.00" and b != "0.00" and (a[0] == "-") != (b[0] == "-"):
             lines.append(
                 f"{row} − {baseline} is {a} points on the validation images but {b} on the test images: "

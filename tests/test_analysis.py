@@ -1,7 +1,6 @@
 """Quick tests of the DKD decomposition (gradients, dark knowledge), the run reports and the DKD figures."""
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +83,7 @@ def test_outputs_on_tiny_data(tiny_data):
     z, y = decomposition.outputs(model, tiny_data, "test")
     assert z.shape == (len(tiny_data.y_test), tiny_data.num_classes)
     assert torch.equal(y, torch.as_tensor(tiny_data.y_test))
-    z2, _ = decomposition.teacher_outputs(model, tiny_data, "val")
+    z2, _ = decomposition.outputs(model, tiny_data, "val")
     assert z2.shape[0] == len(tiny_data.y_val)
     with pytest.raises(ValueError, match="split"):
         decomposition.outputs(model, tiny_data, "nope")
@@ -128,7 +127,7 @@ def _records() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_summaries_tables_and_conclusions():
+def test_summaries_and_tables():
     frame = reports.label_runs(_records())
     s = reports.summarize_runs(frame).set_index("row")
     assert math.isclose(s.loc["CE", "test_mean"], 81.0)
@@ -137,27 +136,6 @@ def test_summaries_tables_and_conclusions():
     table = reports.results_table(_records())
     assert list(table["row"][:4]) == ["teacher", "CE", "KD", "DKD α=1 β=8"]
     assert "87.21" in table.set_index("row").loc["DKD α=1 β=8", "reference test acc"]
-    text = "\n".join(reports.conclusions(_records()))
-    assert "At equal epochs: DKD − CE = +5.00 points over 2 and 2 seeds: beyond the seed spread" in text
-    assert "teacher − CE student gap" in text
-
-
-def test_chapter7_and_chapter6_use_one_rule_for_the_seed_spread():
-    """conclusions (chapter 7) judges DKD − CE with verdicts.compare_seeds (chapter 6), also where the
-    old "twice the std" rule said the opposite: ranges 3 and 2, gap 3.5 > 3, but 3.5 < 2 × std 2.12."""
-    from dkdlib.verdicts import compare_seeds
-
-    frame = _records()
-    frame.loc[frame["name"] == "ce-1", "test_acc"] = 0.83
-    frame.loc[frame["name"] == "dkd-0", "test_acc"] = 0.84
-    frame.loc[frame["name"] == "dkd-1", "test_acc"] = 0.86
-    verdict = compare_seeds([80.0, 83.0], [84.0, 86.0], names=("CE", "DKD"))
-    assert verdict.beyond is True and abs(verdict.gap) < 2 * np.std([80, 83], ddof=1)
-    lines = reports.conclusions(frame)
-    assert f"  At equal epochs: {verdict}." in lines
-    single = reports.conclusions(frame[~frame["name"].isin(["ce-1", "dkd-1"])])
-    assert f"  At equal epochs: {compare_seeds([80.0], [84.0], names=('CE', 'DKD'))}." in single
-    assert "one seed is not enough to tell" in "\n".join(single)
 
 
 def _write(folder, method, seed, acc, model="resnet8"):
@@ -187,7 +165,6 @@ def test_gather_runs_names_each_source_and_keeps_one_record_per_run(tmp_path):
     assert table.loc["DKD α=1 β=8", "runs"] == 2
     assert "source" not in reports.results_table(_records())
     assert reports.gather_runs({"none": None}).empty
-    assert reports.run_history(dkd0.iloc[0]) == []  # the toy records have no epochs
 
 
 def test_gather_runs_without_records_has_the_columns_of_records(tmp_path):
@@ -196,7 +173,7 @@ def test_gather_runs_without_records_has_the_columns_of_records(tmp_path):
     empty = reports.gather_runs({"committed": None, "this run": tmp_path / "missing"})
     assert empty.empty
     assert empty[(empty["setting"] == "cifar10") & (empty["epochs"] == 4) & (empty["seed"] == 0)].empty
-    assert reports.results_table(empty).empty and reports.selection_table(empty).empty
+    assert reports.results_table(empty).empty
     committed = reports.committed_results_dir()
     if committed is not None:  # the empty frame has every column that real records give
         assert set(reports.gather_runs({"committed": committed}).columns) <= set(empty.columns)
@@ -225,10 +202,7 @@ def test_only_the_reference_rows_themselves_stand_beside_the_reference():
     assert ref_col[(True, "DKD α=1 β=8", 8)] == "87.69 (200 ep)"
     assert ref_col[(False, "CE", 4)] == "80.49 (50 ep)"
     summary = reports.summarize_runs(frame[frame["setting"].str.contains("reference")])
-    assert summary["ref_test"].notna().tolist() == [True, False, False, True]
-    fig = plots.plot_bars(summary, reference=reports.reference_accuracy(), dataset="cifar10")
-    diamonds = np.asarray(fig.axes[0].collections[0].get_offsets())[:, 0]
-    assert sorted(diamonds[np.isfinite(diamonds)].round(2).tolist()) == [80.49, 87.69]  # none by CE 4/8 ep
+    assert summary["ref_text"].tolist() == ["80.49 (50 ep)", "–", "–", "87.69 (200 ep)"]
 
 
 def test_committed_records_are_found_in_a_clone():
@@ -236,37 +210,10 @@ def test_committed_records_are_found_in_a_clone():
     assert folder is not None and folder.name == "results" and (folder.parent.parent / "dkdlib").is_dir()
 
 
-def test_selection_table_counts_the_runs_that_picked_another_epoch():
-    frame = reports.label_runs(_records())  # every run's best-val accuracy is 1 point below its last
-    frame.loc[frame["name"] == "t", "test_acc_at_best_val"] = frame.loc[frame["name"] == "t", "test_acc"]
-    row = reports.selection_table(frame).iloc[0]
-    assert (row["runs"], row["best-val epoch = last epoch"], row["runs that differ"]) == (6, 1, 5)
-    assert "CE -1.00" in row["change (points)"]
-    assert reports.selection_table(pd.DataFrame()).empty
-
-
-def test_compare_recipes_shows_what_differs_and_the_warmup_it_implies():
-    from dkdlib.recipes import reference_configs, student_config
-
-    configs = {
-        "series": student_config("dkd", "t.pt", fast="reduced"),
-        "as described": reference_configs("t.pt", scale=0.04, train_size=5000, val_size=2000)["dkd_100"],
-    }
-    table = reports.compare_recipes(configs)
-    assert table.loc["optimizer"].tolist() == ["sgd", "adam"]
-    assert table.loc["val_size"].tolist() == ["1000", "2000"]  # the split: other training images
-    assert table.loc["test_size"].tolist() == ["2000", "None"]  # None: all 10,000 test images
-    assert table.loc["schedule"].tolist() == ["onecycle", "constant"]
-    assert "epochs" not in table.index  # the same in both: 4
-    assert table.loc["steps per epoch"].tolist() == ["78", "39"]
-    assert table.loc["distillation weight per epoch"].tolist() == ["0.5, 1, 1, 1", "1, 1, 1, 1"]
-
-
 def test_empty_results_are_handled():
     empty = pd.DataFrame()
     assert reports.results_table(empty).empty
     assert reports.summarize_runs(empty).empty
-    assert reports.conclusions(empty) == ["No run records found: there is nothing to conclude yet."]
 
 
 def test_runs_frame_from_runs():
@@ -282,8 +229,6 @@ def test_figures_return_figures(logits):
     zs, zt, y = logits
     frame = decomposition.decompose(zs, zt, y, 4.0)
     classes = [f"c{i}" for i in range(10)]
-    records = reports.label_runs(_records())
-    summary = reports.summarize_runs(records)
     grid = pd.DataFrame(
         {"alpha": [0.5, 0.5, 1.0, 1.0], "beta": [2.0, 8.0, 2.0, 8.0], "test_acc": [0.1, 0.2, 0.3, 0.4]}
     )
@@ -300,8 +245,6 @@ def test_figures_return_figures(logits):
         plots.plot_sweep(
             pd.DataFrame({"t": [1, 2], "test_mean": [50, 60], "test_std": [1, np.nan]}), "t", "T"
         ),
-        plots.plot_bars(summary, reference=reports.reference_accuracy()),
-        plots.plot_selection(records),
     ]
     for fig in figures:
         assert isinstance(fig, Figure)
@@ -340,44 +283,3 @@ def test_a_run_recorded_in_two_folders_appears_once(tmp_path):
             (tmp_path / folder / f"{i}.json").write_text(json.dumps(rec))
     runs = reports.gather_runs({"committed": tmp_path / "a", "this run": tmp_path / "b"})
     assert len(runs) == 2 and sorted(runs["source"]) == ["committed", "this run"]
-
-
-@pytest.mark.parametrize(
-    ("ce_long", "teacher", "want"),
-    [
-        (0.83, 0.90, ["closes 50% of the DKD(30 ep) − CE(10 ep) gap", "closes 43% of the teacher"]),
-        (
-            0.88,
-            0.90,
-            [
-                "gains 8.00 points, more than the whole DKD(30 ep) − CE(10 ep) gap of 6.00: "
-                "trained as long, CE ends above DKD",
-                "closes none of the teacher",
-            ],
-        ),  # fmt: skip
-        (0.83, 0.84, ["closes 50%", "DKD ends above its teacher"]),
-    ],
-)
-def test_gap_sentences_never_pass_100_percent(ce_long, teacher, want):
-    """The conclusions' "% of the gap" sentences stay within 0-100 % and say what happened beyond."""
-    runs = [("ce-short", "ce", 10, 0.80), ("dkd", "dkd", 30, 0.86), ("ce-long", "ce", 30, ce_long),
-            ("t", "ce", 15, teacher)]  # fmt: skip
-    common = {"model": "resnet8", "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "dataset": "cifar10",
-              "train_size": None, "seed": 0}  # fmt: skip
-    rows = [{**common, "name": name, "method": method, "epochs": epochs, "test_acc": acc,
-             "test_acc_at_best_val": acc} for name, method, epochs, acc in runs]  # fmt: skip
-    rows[-1]["model"] = "resnet18"
-    text = "\n".join(reports.conclusions(pd.DataFrame(rows)))
-    for part in want:
-        assert part in text
-    assert not [w for w in text.split() if w.endswith("%") and float(w.rstrip("%")) > 100]
-
-
-def test_compare_recipes_writes_none_as_none():
-    from dkdlib.recipes import student_config
-
-    full = student_config("ce", None, fast=False)
-    configs = {"all": replace(full, train_size=None), "5k": replace(full, train_size=5000)}
-    table = reports.compare_recipes(configs)
-    assert table.loc["train_size"].tolist() == ["None", "5000"]
-    assert table.loc["steps per epoch"].tolist()[0] == "None"

@@ -88,7 +88,7 @@ def test_plot_temperature(data):
 
 
 # Honest figures (issue #14): synthetic data named in the title, short curves as points, accuracy axes
-# that do not stretch a single seed's noise, one meaning per colour, no reference beside synthetic bars.
+# that do not stretch a single seed's noise, one meaning per colour.
 
 
 def test_synthetic_figures_say_so(data):
@@ -131,40 +131,6 @@ def test_confusion_delta_green_means_better_everywhere():
     values = fig.axes[0].collections[0].get_array().reshape(2, 2)
     assert values[0, 0] == pytest.approx(10) and values[0, 1] == pytest.approx(10)  # both "better"
     assert values[1, 0] == 0 and values[1, 1] == 0
-
-
-def test_no_reference_beside_synthetic_bars():
-    import pandas as pd
-
-    summary = pd.DataFrame({"row": ["CE", "DKD α=1 β=8"], "epochs": [2, 2], "runs": [1, 1],
-                            "test_mean": [40.0, 41.0], "test_std": [np.nan, np.nan]})  # fmt: skip
-    reference = {"CE": 80.49, "DKD α=1 β=8": 87.21}
-    fake = plots.plot_bars(summary, reference=reference, dataset="synthetic")
-    real = plots.plot_bars(summary, reference=reference, dataset="cifar10")
-    assert len(fake.axes[0].collections) == 0 and len(real.axes[0].collections) == 1  # the diamonds
-    assert plots.SYNTHETIC_NOTE in fake._suptitle.get_text()
-    sweeps = [
-        plots.plot_sweep(summary.assign(T=[2, 4]), x="T", ax_title="T", reference={2: 80.0, 4: 81.0},
-                         dataset=name)
-        for name in ("synthetic", "cifar10")
-    ]  # fmt: skip
-    labels = [[line.get_label() for line in fig.axes[0].lines] for fig in sweeps]
-    assert not any("reference" in label for label in labels[0])
-    assert any("reference" in label for label in labels[1])
-
-
-def test_selection_plots_the_change_per_run_not_a_diagonal():
-    import pandas as pd
-
-    frame = pd.DataFrame({"row": ["CE", "CE", "DKD α=1 β=8"], "dataset": ["synthetic"] * 3,
-                          "test_acc": [0.40, 0.42, 0.45],
-                          "test_acc_at_best_val": [0.40, 0.43, 0.44]})  # fmt: skip
-    fig = plots.plot_selection(frame)
-    ax = fig.axes[0]
-    xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections])
-    assert np.allclose(sorted(xs), [-1.0, 0.0, 1.0])  # best-val − last, in points
-    assert "1 of 3 runs picked their last epoch" in ax.get_title()
-    assert plots.SYNTHETIC_NOTE in fig._suptitle.get_text()
 
 
 # Figures that tell the truth at a glance (issue #21): differences from CE with every seed, ranges beside

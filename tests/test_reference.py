@@ -341,39 +341,3 @@ def test_reading_recipes_show_what_each_row_ran_and_what_is_inferred():
     assert "cannot be run again" in frame.loc[("tckd_a1", "as run"), "inferred"]
     assert frame.loc[("student", "as run"), "batch"] == 512
     assert frame.loc[("ce_150", "as run"), "start"] == "CE student"
-
-
-def test_reading_conclusions_set_dkd_beside_the_short_student_and_the_fair_baseline(tmp_path):
-    from dkdlib.reports import reading_conclusions
-    from dkdlib.results import load_results, write_record
-
-    def rec(row, method, acc, **extra):
-        metrics = {"test_acc": acc, "test_acc_at_best_val_loss": acc - 0.01}
-        config = {"model": "resnet8", "method": method, "dataset": "cifar10", "train_size": 5000,
-                  "seed": 0, "epochs": 3, "tag": f"ref:as_run:{row}", "alpha": 1.0, "beta": 0.5,
-                  "temperature": 8.0}  # fmt: skip
-        if row != "student":
-            config["init"], metrics["init_epochs"] = "s-best.pt", 2
-        write_record(
-            tmp_path, {"name": row, "config": {**config, **extra}, "metrics": metrics, "history": []}
-        )
-
-    rec("student", "ce", 0.40, epochs=2)
-    rec("dkd_100", "dkd", 0.60)
-    rec("ce_150", "ce", 0.55)
-    lines = reading_conclusions(load_results(tmp_path))
-    assert lines[0].startswith("The reference: DKD 100 ep 87.21% − student 50 ep 80.49% = +6.72 points")
-    assert "[cifar10, 5,000 training images (reduced), as run] 3 runs." in lines
-    assert (
-        "  dkd_100 (last epoch): DKD 60.00% (2+3 ep) − CE student 40.00% (2 ep) = +20.00 points; "
-        "− CE as long (ce_150, 2+3 ep) 55.00% = +5.00 points, one seed is not enough to tell."
-    ) in lines
-    assert any(line.startswith("  dkd_100 (at lowest val loss): DKD 59.00%") for line in lines)
-    # with two seeds each, the fair comparison gets the series' one verdict (verdicts.compare_seeds)
-    rec("dkd_100", "dkd", 0.64, seed=1)
-    rec("ce_150", "ce", 0.53, seed=1)
-    lines = reading_conclusions(load_results(tmp_path))
-    line = next(ln for ln in lines if ln.startswith("  dkd_100 (last epoch)"))
-    assert line.endswith("= +8.00 points, beyond the seed spread (the larger seed range is 4.00 points)."), (
-        line
-    )
