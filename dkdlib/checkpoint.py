@@ -7,7 +7,10 @@ state is saved: the data order and augmentation of every epoch follow from the d
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,12 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import OFF, Config, repo_root
 from .errors import DKDError
 from .models import create_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write", "model_only"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write", "model_only", "weights_dir",
+           "committed", "materialise"]  # fmt: skip
 
 FORMAT = "dkdlib-checkpoint-v1"
+MANIFEST = "weights.json"  # the committed weights' list: run, accuracy, checksum (`dkdlib.weights`)
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
@@ -118,3 +124,55 @@ def model_only(checkpoint: dict) -> dict:
                       for k, v in checkpoint["model"].items()}  # fmt: skip
     state["weights"] = "fp16 (conv and linear weights; the rest fp32), model only"
     return state
+
+
+# Committed weights (`dkdlib.weights`): train-or-load copies a finished run's file into its output folder.
+
+
+def weights_dir() -> Path | None:
+    """Where committed weights are looked for: DKDLIB_WEIGHTS (a folder; 0 = nowhere), else the
+    repository's data/weights/ next to the package (a clone; a `pip install` has none)."""
+    env = os.environ.get("DKDLIB_WEIGHTS", "").strip()
+    if env.lower() in OFF:
+        return None
+    if env:
+        return Path(env)
+    root = repo_root()
+    folder = root / "data" / "weights" if root else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def committed(cfg: Config) -> Path | None:
+    """The committed weights of `cfg`'s run, or None."""
+    folder = weights_dir()
+    path = folder / f"{cfg.run_name()}.pt" if folder is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def materialise(cfg: Config) -> Path | None:
+    """Copy the committed weights of `cfg`'s run to `cfg.checkpoint_path` when that does not exist yet;
+    the new checkpoint's path, or None (no committed weights, or a checkpoint already there)."""
+    if cfg.checkpoint_path.exists():
+        return None
+    source = committed(cfg)
+    if source is None:
+        return None
+    manifest = source.parent / MANIFEST
+    entry = json.loads(manifest.read_text()).get(source.stem) if manifest.is_file() else None
+    if entry is not None and file_sha256(source) != entry["sha256"]:
+        raise DKDError(
+            f"committed weights {source} do not match their checksum in {manifest} (a partial checkout, or a "
+            "Git LFS pointer?): check out the file again, or set DKDLIB_WEIGHTS=0 to train the run here"
+        )
+    atomic_write(cfg.checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
+    where = f", trained on {entry['hardware']}" if entry and entry.get("hardware") else ""
+    print(f"using the committed weights {source}{where} (DKDLIB_WEIGHTS=0 trains the run here instead)")
+    return cfg.checkpoint_path

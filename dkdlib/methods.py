@@ -19,16 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from .losses import _dkd_terms
-
-if TYPE_CHECKING:
-    from .config import Config
 
 __all__ = ["Method", "METHODS", "distills", "student_losses"]
 
@@ -38,6 +33,14 @@ DistillFn = Callable[[Tensor, Tensor, Tensor, dict[str, Tensor]], Tensor]
 # What TrainStep calls: (student logits K×N×C, teacher logits N×C or None, labels N, warm-up weights K)
 # → the K students' losses (K,).
 LossFn = Callable[[Tensor, Tensor | None, Tensor, Tensor], Tensor]
+
+
+class Student(Protocol):
+    """What `student_losses` reads of a `Config` (typed here so that methods.py need not import config.py)."""
+
+    method: str
+
+    def setting(self, name: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,32 @@ class Method:
     settings: dict[str, float] = field(default_factory=dict)
     label: str = ""  # its name in tables ("DKD"); every setting that differs from its default follows
     shown: tuple[str, ...] = ()  # settings its label always shows ("DKD α=1 β=8")
+
+
+def _target_mask(logits: Tensor, target: Tensor) -> Tensor:
+    # A comparison, not F.one_hot: one_hot validates the labels with a host sync on some devices,
+    # and a CUDA-graph-captured step must not sync.
+    return target.long()[:, None] == torch.arange(logits.shape[1], device=logits.device)
+
+
+def _dkd_terms(zs: Tensor, zt: Tensor, target: Tensor, temperature: float):
+    """Per-sample (TCKD, NCKD, p_t of the teacher), all in float32, without the T² factor."""
+    zs, zt = zs.float() / temperature, zt.float() / temperature
+    mask = _target_mask(zs, target)
+
+    def binary_and_nontarget_logprobs(z: Tensor):
+        lse = torch.logsumexp(z, dim=1)
+        log_pt = z.gather(1, target.long()[:, None]).squeeze(1) - lse
+        z_rest = z.masked_fill(mask, float("-inf"))  # drop the target: softmax over the others
+        log_prest = torch.logsumexp(z_rest, dim=1) - lse
+        return torch.stack([log_pt, log_prest], 1), F.log_softmax(z_rest, dim=1)
+
+    log_b_s, log_q_s = binary_and_nontarget_logprobs(zs)
+    log_b_t, log_q_t = binary_and_nontarget_logprobs(zt)
+    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(1)
+    # The target column is -inf - (-inf) = nan in both; it carries zero teacher mass, so zero it.
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).masked_fill(mask, 0.0).sum(1)
+    return tckd, nckd, log_b_t[:, 0].exp()
 
 
 def _flat(zs: Tensor, zt: Tensor, y: Tensor, t: Tensor):
@@ -156,7 +185,7 @@ def distills(method: str) -> bool:
     return METHODS[method].distill is not None
 
 
-def student_losses(configs: list[Config]) -> LossFn:
+def student_losses(configs: list[Student]) -> LossFn:
     """The training losses of K students (the configs, in order) in one computation.
 
     Students of one method are computed together; the per-student hyperparameters become k×1 tensors,

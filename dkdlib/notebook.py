@@ -18,15 +18,13 @@ from pathlib import Path
 
 from .config import env_flag, repo_root
 from .recipes import mode
+from .weights import BRANCH, REPOSITORY  # where the package lives on GitHub
 
 __all__ = [
     "setup", "in_colab", "use_drive", "BANNERS", "REPOSITORY", "BRANCH", "INSTALL", "colab_url", "badge",
     "DRIVE_FOLDER", "LOCAL_FOLDER", "imagenet_weights", "choose_scale", "local_cifar10", "fetch_weights",
 ]  # fmt: skip
 
-# Where the package lives on GitHub (owner/name), and the branch whose notebooks the badges open.
-REPOSITORY = "dkdlib/dkdlib"
-BRANCH = "main"
 # The install line of every chapter's Colab cell: the repository's default branch (Colab's torch is kept).
 INSTALL = f'%pip install -q "dkdlib @ git+https://github.com/{REPOSITORY}"'
 DRIVE_FOLDER = "/content/drive/MyDrive/dkdlib"

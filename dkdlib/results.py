@@ -8,6 +8,7 @@ atomically, so parallel runs never overwrite each other.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -17,9 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .checkpoint import atomic_write
 
-__all__ = ["environment", "portable", "write_record", "load_records", "load_results"]
+__all__ = ["environment", "portable", "summarize", "write_record", "load_records", "load_results"]
 
 
 def _git_commit() -> str:
@@ -110,6 +113,32 @@ def portable(config: dict[str, Any]) -> dict[str, Any]:
 _ABSOLUTE = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"()]+[/\\])+([^\s/\\'\"(),;]+)")
 
 
+def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
+    """Last-epoch accuracies, and the test accuracy at the epochs with the best validation accuracy and
+    the lowest validation loss."""
+    last = history[-1]
+    metrics: dict[str, Any] = {
+        "epochs_run": len(history),
+        "test_acc": last.get("test_acc"),
+        "val_acc": last.get("val_acc"),
+        "train_acc": last.get("train_acc"),
+        "train_seconds": round(sum(h["seconds"] for h in history), 2),
+        "images_per_s": round(float(np.median([h["images_per_s"] for h in history])), 1),
+    }
+    if "val_acc" in last:
+        best = max(history, key=lambda h: h["val_acc"])  # the first epoch wins a tie
+        metrics.update(
+            best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
+        )
+    if "val_loss" in last:  # the reference's selection: the checkpoint with the lowest validation loss
+        best = min(history, key=lambda h: h["val_loss"])
+        metrics.update(
+            best_val_loss_epoch=best["epoch"], best_val_loss=best["val_loss"],
+            test_acc_at_best_val_loss=best.get("test_acc"),
+        )  # fmt: skip
+    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
+
+
 def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Write `record` as JSON to a new, uniquely named file in `directory`; return its path.
 
@@ -153,8 +182,6 @@ def load_results(directory: str | os.PathLike = "data/results"):
 def _metrics(rec: dict[str, Any]) -> dict[str, Any]:
     """A record's metrics; a record written before a metric existed (e.g. the test accuracy at the
     lowest validation loss) gets it from its history, by the same `summarize` that writes it now."""
-    from .train import summarize
-
     try:
         derived = summarize(rec["history"]) if rec.get("history") else {}
     except (KeyError, TypeError):  # a history without the per-epoch fields summarize reads

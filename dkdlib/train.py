@@ -17,7 +17,6 @@ Speed tricks, each on by default where it helps (CUDA) and off where it does not
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import weights
 from .cache import SeenLogits, teacher_logit_cache
-from .checkpoint import load_checkpoint, load_model, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, materialise, save_checkpoint
 from .config import Config, check_group, data_seed, identity
 from .data import Data, DeviceLoader, load_data
 from .errors import DKDError
@@ -45,7 +43,7 @@ from .packed import (
     unpack,
     unpack_optimizer_state,
 )
-from .results import environment, portable, write_record
+from .results import environment, portable, summarize, write_record
 from .step import TrainStep
 
 __all__ = [
@@ -733,7 +731,7 @@ def _load_existing(configs: list[Config], data: Data, device: torch.device, fres
     for i, cfg in enumerate(configs):
         path = cfg.checkpoint_path
         if not fresh:
-            weights.materialise(cfg)  # the repository's committed weights of this run, if any
+            materialise(cfg)  # the repository's committed weights of this run, if any
         if fresh or not path.exists():
             continue
         state = load_checkpoint(path)
@@ -824,32 +822,6 @@ def record_dict(
         "metrics": metrics, "history": history, "checkpoint": f"checkpoints/{cfg.run_name()}.pt",
         "wall_time_s": round(wall, 2), "environment": environment(str(device)), **extra,
     }  # fmt: skip
-
-
-def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Last-epoch accuracies, and the test accuracy at the epochs with the best validation accuracy and
-    the lowest validation loss."""
-    last = history[-1]
-    metrics: dict[str, Any] = {
-        "epochs_run": len(history),
-        "test_acc": last.get("test_acc"),
-        "val_acc": last.get("val_acc"),
-        "train_acc": last.get("train_acc"),
-        "train_seconds": round(sum(h["seconds"] for h in history), 2),
-        "images_per_s": round(float(np.median([h["images_per_s"] for h in history])), 1),
-    }
-    if "val_acc" in last:
-        best = max(history, key=lambda h: h["val_acc"])  # the first epoch wins a tie
-        metrics.update(
-            best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
-        )
-    if "val_loss" in last:  # the reference's selection: the checkpoint with the lowest validation loss
-        best = min(history, key=lambda h: h["val_loss"])
-        metrics.update(
-            best_val_loss_epoch=best["epoch"], best_val_loss=best["val_loss"],
-            test_acc_at_best_val_loss=best.get("test_acc"),
-        )  # fmt: skip
-    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
 
 
 def _check_same_run(state: dict, cfg: Config, path: Path) -> None:
