@@ -1,15 +1,7 @@
-"""Datasets as uint8 arrays, and a loader that augments whole batches on the device.
-
-Three sources, one result type (`Data`):
-- `"cifar10"` / `"cifar100"`: downloaded by torchvision into `data/` (checksums verified by torchvision);
-- an `.npz` file with x_train, y_train, x_test, y_test (uint8 images N×32×32×3, integer labels);
-- `"synthetic"`: small, deterministic, learnable images for tests and offline demos. It is not CIFAR
-  and always says so in `Data.source`.
-
-`DeviceLoader` keeps the whole uint8 dataset on the device (50k CIFAR images are 150 MB) and does the
-random crop (pad 4) + horizontal flip + normalisation there, for a whole batch in one indexing op. The
-random choices come from a CPU generator seeded by (seed, epoch), so CPU and GPU see the same views and
-an epoch can be replayed exactly after a resume.
+"""Datasets as uint8 arrays (`Data`: CIFAR-10/100 by torchvision, an .npz, or "synthetic", which is not
+CIFAR and says so), and `DeviceLoader`, which keeps them on the device and crops, flips and normalises
+whole batches there. Its random choices come from a CPU generator seeded by (seed, epoch): CPU and GPU
+see the same views, and a resumed epoch replays exactly.
 """
 
 from __future__ import annotations
@@ -26,21 +18,9 @@ import torch.nn.functional as F
 from .errors import DKDError
 
 __all__ = [
-    "Data",
-    "DATASETS",
-    "load_data",
-    "load_npz",
-    "synthetic",
-    "DeviceLoader",
-    "crop_flip",
-    "crop_flip_views",
-    "normalize",
-    "scaled_stats",
-    "random_views",
-    "N_VIEWS",
-    "view_index",
-    "view_offsets",
-]
+    "Data", "DATASETS", "load_data", "load_npz", "synthetic", "DeviceLoader", "crop_flip", "crop_flip_views",
+    "normalize", "scaled_stats", "random_views", "N_VIEWS", "view_index", "view_offsets",
+]  # fmt: skip
 
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 # Per-channel mean and std of the training images (pixel / 255).
@@ -95,23 +75,14 @@ class Data:
 
 
 def load_data(
-    name: str = "cifar10",
-    *,
-    npz: str | os.PathLike | None = None,
-    root: str | os.PathLike = "data",
-    val_size: int = 5000,
-    train_size: int | None = None,
-    test_size: int | None = None,
-    download: bool = True,
+    name: str = "cifar10", *, npz: str | os.PathLike | None = None, root: str | os.PathLike = "data",
+    val_size: int = 5000, train_size: int | None = None, test_size: int | None = None, download: bool = True,
     split_seed: int = 0,
-) -> Data:
-    """Load a dataset and carve a fixed validation split out of its training set.
+) -> Data:  # fmt: skip
+    """Load a dataset and carve a fixed validation split (`split_seed`) out of its training set.
 
-    name: "cifar10", "cifar100" or "synthetic". npz: read this file instead of downloading (its
-    images are taken to be `name`'s). val_size: training images held out for validation, chosen by a
-    fixed permutation (`split_seed`), so every run sees the same split. train_size / test_size: keep
-    only the first n (class-balanced) images, for quick runs on a CPU.
-    """
+    npz: read this file instead of downloading (its images are taken to be `name`'s). train_size /
+    test_size: keep only the first n (class-balanced) images, for quick runs on a CPU."""
     if name not in DATASETS:
         raise DKDError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if npz is not None:
@@ -162,17 +133,11 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Data:
             f"pass an .npz file instead (load_data(npz=...), CLI --data FILE.npz) or use the "
             "synthetic dataset (name='synthetic', not CIFAR)."
         ) from err
-    return Data(
-        name=name,
-        classes=list(train.classes),
-        x_train=np.asarray(train.data, np.uint8),
-        y_train=np.asarray(train.targets, np.int64),
-        x_test=np.asarray(test.data, np.uint8),
-        y_test=np.asarray(test.targets, np.int64),
-        mean=STATS[name][0],
-        std=STATS[name][1],
-        source=f"torchvision {cls.__name__}",  # no folder: records must not name the writer's folders
-    )
+    x_train, x_test = np.asarray(train.data, np.uint8), np.asarray(test.data, np.uint8)
+    y_train, y_test = np.asarray(train.targets, np.int64), np.asarray(test.targets, np.int64)
+    mean, std = STATS[name]
+    return Data(name, list(train.classes), x_train, y_train, x_test, y_test, mean=mean, std=std,
+                source=f"torchvision {cls.__name__}")  # no folder: records must not name one  # fmt: skip
 
 
 def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
@@ -212,17 +177,8 @@ def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
                 f"{path}: y_{split} labels must lie in [0, {len(classes)}); got {y.min()}..{y.max()}"
             )
     mean, std = STATS.get(name, _stats(arrays["x_train"]))
-    return Data(
-        name=name,
-        classes=classes,
-        x_train=arrays["x_train"],
-        y_train=arrays["y_train"].astype(np.int64),
-        x_test=arrays["x_test"],
-        y_test=arrays["y_test"].astype(np.int64),
-        mean=mean,
-        std=std,
-        source=f"npz {Path(path).name}",
-    )
+    return Data(name, classes, arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
+                arrays["y_test"].astype(np.int64), mean=mean, std=std, source=f"npz {path.name}")  # fmt: skip
 
 
 def _stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -231,25 +187,12 @@ def _stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def synthetic(n_train: int = 6000, n_test: int = 1000, num_classes: int = 10, seed: int = 0) -> Data:
-    """Deterministic, learnable 32×32 images. NOT CIFAR: for tests, CI and offline demos.
-
-    Each class has a smooth random colour pattern (its prototype). An image is mostly its class's
-    prototype, partly a second class's, plus noise — so the classes are learnable and a teacher has
-    real "dark knowledge" about which classes look alike.
-    """
+    """Deterministic, learnable 32×32 images. NOT CIFAR: for tests, CI and offline demos. An image is
+    mostly its class's smooth colour pattern, partly a second class's, plus noise: classes look alike."""
     x_train, y_train, x_test, y_test = _synthetic_arrays(n_train, n_test, num_classes, seed)
     mean, std = _stats(x_train)
-    return Data(
-        name="synthetic",
-        classes=[f"class{i}" for i in range(num_classes)],
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        mean=mean,
-        std=std,
-        source=f"SYNTHETIC images (not CIFAR), seed {seed}",
-    )
+    return Data("synthetic", [f"class{i}" for i in range(num_classes)], x_train, y_train, x_test, y_test,
+                mean=mean, std=std, source=f"SYNTHETIC images (not CIFAR), seed {seed}")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)  # a few seconds to make; tests and notebooks ask for it repeatedly
@@ -275,12 +218,8 @@ def _synthetic_arrays(n_train: int, n_test: int, num_classes: int, seed: int):
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Random crop with zero padding PAD, then horizontal flip, for a whole N×C×H×W batch at once.
-
-    dy, dx in [0, 2·PAD] are each image's crop offsets into the padded image; flip is 0/1. One
-    advanced-indexing gather does both (a flip is just the crop's columns read backwards).
-    Returns N×C×H×W in channels_last memory layout.
-    """
+    """Random crop (zero padding PAD, offsets dy, dx in [0, 2·PAD]) and flip (0/1) of an N×C×H×W batch,
+    in one gather (a flip reads the crop's columns backwards); channels_last out."""
     n, _, h, w = x.shape
     padded = F.pad(x, (PAD, PAD, PAD, PAD))
     ar_h = torch.arange(h, device=x.device)
@@ -318,26 +257,14 @@ def random_views(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
 
 
 class DeviceLoader:
-    """Batches from a dataset that lives on `device`, augmented there; the same code on CPU and GPU.
-
-    Iterating gives (images float32 N×C×H×W, labels int64). `set_epoch(e)` picks epoch e's shuffle and
-    augmentation, so a resumed run replays exactly what an uninterrupted one would have seen.
-    """
+    """Batches (float32 N×C×H×W, int64 labels) of a dataset that lives on `device`, augmented there.
+    `set_epoch(e)` picks epoch e's shuffle and augmentation: a resumed run replays exactly."""
 
     def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        batch_size: int,
-        *,
-        mean,
-        std,
-        train: bool = True,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-        drop_last: bool | None = None,
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, *, mean, std, train: bool = True,
+        device: str | torch.device = "cpu", seed: int = 0, drop_last: bool | None = None,
         channels_last: bool = False,
-    ):
+    ):  # fmt: skip
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise DKDError(f"batch_size must be an integer > 0; got {batch_size!r}")
         if train and batch_size > len(y):
@@ -378,11 +305,8 @@ class DeviceLoader:
         return (order, *random_views(n, g))
 
     def epoch_batches(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training epoch as two steps×batch tensors on the device: image indices and view ids.
-
-        Batch s is `self.batch(idx[s], view[s])`. Having the whole plan on the device lets a captured
-        training step pick its own batch from a step counter, with no host work per step.
-        """
+        """A training epoch as two steps×batch device tensors, image indices and view ids (batch s is
+        `self.batch(idx[s], view[s])`): a captured step picks its batch from a counter, no host work."""
         if not self.drop_last:
             raise DKDError("epoch_batches needs whole batches (drop_last=True, as in training)")
         order, dy, dx, flip = self.epoch_plan(epoch)

@@ -1,18 +1,11 @@
 """Training: one loop, `fit_many`, for a teacher, a student of any method (`dkdlib.methods`), or K
 students packed into one network (`dkdlib.packed`); `fit(cfg)` is `fit_many([cfg])[0]`.
 
-It runs a whole experiment: data, model, (frozen) teacher, optimizer, schedule, the training step
-(`dkdlib.step`), per-epoch evaluation, checkpoints after every epoch and a results record at the end.
-It is train-or-load: a run whose checkpoint exists is resumed (or, if finished, just loaded; committed
-weights count, `dkdlib.weights`), so re-running a notebook cell or a CLI command after a disconnect
-loses at most the epoch in progress.
-
-Speed tricks, each on by default where it helps (CUDA) and off where it does not (CPU):
-- the dataset lives on the device and is augmented there (`DeviceLoader`), no worker processes;
-- bf16 autocast (fp16 + GradScaler before compute capability 8.0: T4, V100), channels_last, fused optimizer;
-- no host syncs inside the epoch: losses and accuracies accumulate on the device;
-- optional `torch.compile` (fixed batch shapes: the last partial batch is dropped), the whole step as
-  one CUDA graph (`graph`), and the teacher's logits looked up in a cache (`cache_teacher`).
+A whole experiment: data, model, frozen teacher, optimizer, schedule, the step (`dkdlib.step`),
+per-epoch evaluation, a checkpoint after every epoch and a results record at the end. Train-or-load: a
+run whose checkpoint exists (or committed weights) is resumed, or loaded if finished. Speed on CUDA: data
+augmented on the device, bf16 autocast, channels_last, fused optimizer, no host syncs within an epoch;
+optionally `torch.compile`, one CUDA graph per step (`graph`) and a teacher-logit cache (`cache_teacher`).
 """
 
 from __future__ import annotations
@@ -93,12 +86,8 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def amp_dtype(device: torch.device | str, enabled: bool = True) -> torch.dtype | None:
-    """The autocast dtype for training on `device` (None: fp32): bf16 from CUDA compute capability 8.0
-    (A100, L4, H100), fp16 + GradScaler below it (T4, V100), None off CUDA or when not `enabled`.
-
-    `torch.cuda.is_bf16_supported()` answers True on a T4 because bf16 can be emulated there, but cuDNN
-    has no native bf16 convolutions before sm_80: they would fail or crawl. So ask the capability.
-    """
+    """The autocast dtype on `device` (None: fp32): bf16 from CUDA compute capability 8.0, fp16 +
+    GradScaler below (T4, V100: `is_bf16_supported()` says True there, but cuDNN has no bf16 convs)."""
     device = torch.device(device)
     if not enabled or device.type != "cuda":
         return None  # CPU autocast is slower than fp32 on most CPUs
@@ -132,14 +121,8 @@ _MACHINERY = ("capturable", "fused", "foreach")
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: bool) -> None:
-    """`optimizer.load_state_dict` for a run that may have been saved in another mode (eager ↔ graph,
-    CPU ↔ CUDA).
-
-    `load_state_dict` replaces the param groups with the saved ones, so it would undo what this run's
-    optimizer was built with: `capturable` (without it a captured Adam step fails), `fused`, and the
-    graphed step's learning-rate tensor (a float would be frozen into the graph). Those are put back;
-    the rate tensor keeps its identity, filled with the saved value, so a graph that reads it still does.
-    """
+    """`optimizer.load_state_dict` for a run saved in another mode (eager ↔ graph, CPU ↔ CUDA): keeps
+    this optimizer's `capturable`, `fused` and learning-rate tensor (filled in place: a graph reads it)."""
     machinery = [{k: g[k] for k in _MACHINERY if k in g} for g in optimizer.param_groups]
     lr_tensors = [g["lr"] if isinstance(g["lr"], torch.Tensor) else None for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
@@ -167,14 +150,9 @@ def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
 
 
 class PlateauSchedule:
-    """ReduceLROnPlateau on each epoch's mean training loss, behind the per-step scheduler interface.
-
-    `step()` (called after every batch, like the other schedules) does nothing; `end_epoch(loss)` may
-    lower the learning rate. A graphed step reads the rate from a device tensor, so the new rate is
-    written into that tensor in place: assigning a float would leave the captured graph on the old one.
-    (ReduceLROnPlateau itself multiplies a tensor rate in place, once per param group: a tensor shared
-    by two groups, as `make_optimizer` makes it, would be lowered twice. So it decides on floats here.)
-    """
+    """ReduceLROnPlateau on each epoch's mean training loss: `step()` (per batch) does nothing,
+    `end_epoch(loss)` may lower the rate. It decides on floats (on a tensor shared by two param groups
+    it would lower the rate twice) and writes the new rate into a graphed step's tensor in place."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int):
         self.optimizer = optimizer
@@ -203,12 +181,6 @@ class PlateauSchedule:
         self.plateau.load_state_dict(state)
 
 
-def end_epoch(scheduler, train_loss: float) -> None:
-    """Tell an epoch-level schedule (plateau) how the epoch went; per-step schedules ignore it."""
-    if isinstance(scheduler, PlateauSchedule):
-        scheduler.end_epoch(train_loss)
-
-
 def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     """Per-step learning-rate schedule over the whole run (plateau: per epoch, see `PlateauSchedule`)."""
     total = cfg.epochs * steps_per_epoch
@@ -234,8 +206,7 @@ def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
 
 
 def distill_weight(cfg: Config, epoch: int) -> float:
-    """DKD's warm-up: the distillation term is scaled by min(epoch / warmup, 1), epochs from 1 (0 for
-    a method without a teacher)."""
+    """The distillation term's warm-up weight: min(epoch / warmup, 1), epochs from 1 (0: no teacher)."""
     if not distills(cfg.method):
         return 0.0
     warmup = cfg.setting("warmup")  # the method's default where the config leaves it at None
@@ -347,8 +318,7 @@ def use_channels_last(cfg: Config, device: torch.device) -> bool:
 
 
 def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
-    """The frozen teacher: eval mode (BN uses running stats; batch stats if cfg.teacher_batch_stats),
-    no gradients."""
+    """The frozen teacher: eval mode (BN batch stats if cfg.teacher_batch_stats), no gradients."""
     state = load_checkpoint(cfg.teacher)
     if not state.get("complete", True):
         warnings.warn(
@@ -373,12 +343,10 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
 
 
 def batch_stats_bn(model: nn.Module) -> nn.Module:
-    """`model` with every BatchNorm normalising by the batch's own statistics, as in training mode, but
-    without updating its running statistics (`cfg.teacher_batch_stats`: the reference's trainer called
-    .train() on the module holding its teacher). In place; returns `model`."""
+    """`model`, in place, with every BatchNorm normalising by the batch's statistics without updating its
+    running ones (`cfg.teacher_batch_stats`: the reference's trainer called .train() on its teacher)."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            # training mode without tracking: batch statistics, and the running ones left untouched
             m.train()
             m.track_running_stats = False
     return model
@@ -446,32 +414,22 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
 def fit(
     config: Config, *, data: Data | None = None, fresh: bool = False, progress: bool = True, save: bool = True
 ) -> Run:
-    """Train (or resume, or load if finished) the run that `config` describes: `fit_many([config])[0]`.
+    """Train (or resume, or load if finished) the run `config` describes: `fit_many([config])[0]`.
 
-    data: already loaded `Data` (else loaded from the config). fresh: ignore an existing checkpoint and
-    start over. progress: tqdm bars. save: write the checkpoint after every epoch and a results record
-    at the end (into config.out_dir).
-    """
+    data: already loaded `Data` (else loaded from the config). fresh: ignore an existing checkpoint.
+    progress: tqdm bars. save: a checkpoint every epoch and a results record at the end (in out_dir)."""
     return fit_many([config], data=data, fresh=fresh, progress=progress, save=save)[0]
 
 
 def fit_many(
-    configs: list[Config],
-    *,
-    data: Data | None = None,
-    fresh: bool = False,
-    progress: bool = True,
+    configs: list[Config], *, data: Data | None = None, fresh: bool = False, progress: bool = True,
     save: bool = True,
-) -> list[Run]:
-    """Train K ≥ 1 students in one loop (arguments as `fit`); returns one `Run` each, in order.
+) -> list[Run]:  # fmt: skip
+    """Train K ≥ 1 students in one loop (arguments as `fit`); one `Run` each, in order.
 
-    K = 1 trains the plain model. K > 1 students share data, schedule and teacher (`check_group`) and
-    may differ in their loss and initialisation seed: they become one grouped network
-    (`dkdlib.packed`), every batch and its teacher logits are shared, and each student's loss is its
-    own, so each follows the path it would follow alone (up to float rounding). Every student gets its
-    own checkpoint and record, exactly as alone. Train-or-load: finished students are loaded and left
-    out; the others resume from their checkpoints if they all stopped at the same epoch.
-    """
+    K > 1 students share data, schedule and teacher (`check_group`) and may differ in loss and seed: one
+    grouped network (`dkdlib.packed`), each student's own loss, so each follows its solo path (up to
+    rounding) and gets its own checkpoint and record. Finished students are loaded, the others resumed."""
     check_group(configs, files=False)  # a finished run loads without its teacher's file
     device = pick_device(configs[0].device)
     data = data_for(configs[0], data)
@@ -480,9 +438,8 @@ def fit_many(
     runs, states = _load_existing(configs, data, device, fresh=fresh or not save)
     todo = [i for i in range(len(configs)) if i not in runs]
     if todo:
-        loop = _prepare(
-            [configs[i] for i in todo], [states.get(i) for i in todo], data, device, save, progress
-        )
+        group, saved = [configs[i] for i in todo], [states.get(i) for i in todo]
+        loop = _prepare(group, saved, data, device, save, progress)
         t_start = time.perf_counter()
         _train(loop)
         runs.update(zip(todo, _finish(loop, wall=time.perf_counter() - t_start), strict=True))
@@ -598,7 +555,8 @@ def _epoch(loop: _Loop, epoch: int) -> list[dict]:
             row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
     for history, row in zip(loop.histories, rows, strict=True):
         history.append(row)
-    end_epoch(loop.scheduler, rows[0]["train_loss"])  # plateau: K = 1 only (check_group)
+    if isinstance(loop.scheduler, PlateauSchedule):  # K = 1 only (check_group)
+        loop.scheduler.end_epoch(rows[0]["train_loss"])
     best = [j for j, c in enumerate(loop.group) if loop.save and is_best(loop.histories[j], c.best_by)]
     if best:
         model_states, _ = _student_states(loop.model, None, k)
@@ -634,13 +592,11 @@ def _finish(loop: _Loop, wall: float) -> list[Run]:
     if k > 1:
         extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in loop.group],
                                  "group_wall_time_s": round(wall, 2)}  # fmt: skip
-    trained = (
-        [_with_normalization(loop.model, cfg0, data)]
-        if k == 1
-        else [
+    trained = [_with_normalization(loop.model, cfg0, data)]
+    if k > 1:
+        trained = [
             _solo(c, sd, data, loop.device) for c, sd in zip(loop.group, unpack(loop.model, k), strict=True)
         ]
-    )
     runs = []
     for j, cfg in enumerate(loop.group):
         record = None
@@ -658,8 +614,8 @@ def train_epoch(
     step: TrainStep, scheduler, epoch: int, distill_weights: list[float], progress: bool = False,
     last: bool = False,
 ):  # fmt: skip
-    """One pass over the epoch's batches; each student's mean loss and accuracy (one host sync at the
-    end, and one every 50 steps to stop on a NaN loss). `last`: the run's final epoch."""
+    """One pass over the epoch's batches; each student's mean loss and accuracy (a host sync every 50
+    steps to stop on a NaN loss). `last`: the run's final epoch."""
     from tqdm.auto import tqdm
 
     step.model.train()
@@ -667,8 +623,8 @@ def train_epoch(
     steps = len(step.loader)
     for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
         step()
-        if not (last and s + 1 == steps):  # sets the next step's lr; after the run's last step there is
-            scheduler.step()  # none, and OneCycleLR would extrapolate a negative lr into the checkpoint
+        if not (last and s + 1 == steps):  # after the run's last step OneCycleLR would go negative
+            scheduler.step()
         if (s + 1) % 50 == 0 or s + 1 == steps:
             step.check_finite(epoch, steps)
     step.end_epoch()
@@ -679,8 +635,8 @@ def _build_model(
     group: list[Config], saved: list[dict | None], inits: list[dict | None], data: Data, device: torch.device,
     start_epoch: int,
 ) -> nn.Module:  # fmt: skip
-    """The students' network: each initialised from its own seed (or its `init` checkpoint) exactly as
-    it would be alone, K > 1 of them packed into one grouped network; a resumed run's saved weights."""
+    """The students' network: each initialised as alone (its seed, or its `init`), K > 1 packed into one;
+    a resumed run's saved weights."""
     solos = []
     for cfg, init in zip(group, inits, strict=True):
         torch.manual_seed(cfg.seed)  # the loader has its own seeded generator
@@ -718,8 +674,7 @@ def _solo(cfg: Config, state: dict, data: Data, device: torch.device) -> nn.Modu
 
 
 def _with_normalization(model: nn.Module, cfg: Config, data: Data) -> nn.Module:
-    """`model`, carrying the (mean, std) it trained with as `model.normalization` (as `load_model`'s
-    do), so whatever evaluates it later normalises as training did."""
+    """`model`, carrying the (mean, std) it trained with as `model.normalization`, as `load_model`'s do."""
     model.normalization = norm_stats(cfg, data)
     return model
 
@@ -758,8 +713,7 @@ def _resume_epoch(group: list[Config], saved: list[dict | None]) -> int:
 
 
 def init_metrics(cfg: Config, init: dict | None) -> dict[str, Any]:
-    """What a run that started from `cfg.init` adds to its metrics: the epochs behind its start, the
-    epochs in all, and the epoch of the init run its weights come from."""
+    """What a run started from `cfg.init` adds to its metrics: epochs before, in all, and init's epoch."""
     if init is None:
         return {}
     before = init_epochs(init)
@@ -767,8 +721,8 @@ def init_metrics(cfg: Config, init: dict | None) -> dict[str, Any]:
 
 
 def is_best(history: list[dict[str, float]], best_by: str | None) -> bool:
-    """Whether the newest epoch is the best so far by `best_by` (val_loss: lowest; val_acc: highest;
-    an earlier epoch wins a tie, as in `summarize`). False when best_by is None."""
+    """Whether the newest epoch is the best so far by `best_by` (an earlier epoch wins a tie, as in
+    `summarize`); False when best_by is None."""
     if best_by is None:
         return False
     *earlier, last = history
@@ -788,8 +742,7 @@ def save_best(cfg: Config, data: Data, model_state: dict, history: list) -> None
 
 
 def finish_best(cfg: Config, history: list, metrics: dict) -> None:
-    """Mark the best-epoch checkpoint of a finished run complete, with the run's history and metrics
-    (so a teacher or init taken from it reads as finished)."""
+    """Mark a finished run's best-epoch checkpoint complete, with its history and metrics."""
     if cfg.best_by is None:
         return
     best = load_checkpoint(cfg.best_path)
