@@ -1,8 +1,6 @@
-"""Checkpoints: written atomically (temp file + rename), read back with `weights_only=True`.
-
-A checkpoint is a plain dict: the model's name, classes and weights, the run's config, and — for
-resuming — the epoch, optimizer, scheduler and grad-scaler states and the history so far. No RNG
-state is saved: the data order and augmentation of every epoch follow from the data seed and the epoch.
+"""Checkpoints: plain dicts (model, config and, to resume, epoch, optimizer, scheduler, scaler and
+history; no RNG state: the data seed and the epoch decide every batch), written atomically, read back with
+`weights_only=True`; and the committed weights (`dkdlib.weights`) that train-or-load finds.
 """
 
 from __future__ import annotations
@@ -30,11 +28,8 @@ MANIFEST = "weights.json"  # the committed weights' list: run, accuracy, checksu
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call `write(tmp_path)`, then rename the temp file over `path`: readers see old or new, never half.
-
-    The temp file sits in the same folder (a rename is only atomic within one file system) and is
-    fsync'ed first, so a crash or Ctrl-C mid-write leaves the previous file intact.
-    """
+    """Call `write(tmp_path)`, fsync, then rename the temp file (same folder: same file system) over
+    `path`: readers see old or new, never half, and a crash mid-write leaves the old file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -74,17 +69,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(
-    path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    *,
-    num_classes: int | None = None,
-    dataset: str | None = None,
-    state: dict | None = None,
-) -> nn.Module:
-    """Rebuild the model saved in a checkpoint, in eval mode. Optionally check its classes/dataset.
-
-    state: the checkpoint already read by `load_checkpoint(path)`, to avoid reading it twice.
-    """
+    path: str | os.PathLike, device: str | torch.device = "cpu", *, num_classes: int | None = None,
+    dataset: str | None = None, state: dict | None = None,
+) -> nn.Module:  # fmt: skip
+    """Rebuild the model saved in a checkpoint (or in `state`, already read), in eval mode; optionally
+    check its classes and dataset."""
     state = load_checkpoint(path) if state is None else state
     if num_classes is not None and state["num_classes"] != num_classes:
         raise DKDError(
@@ -105,18 +94,9 @@ def load_model(
 
 
 def model_only(checkpoint: dict) -> dict:
-    """A finished run's checkpoint without its optimizer/scheduler/scaler state, weights in fp16
-    (what a GPU window sends back and what `dkdlib.weights` commits: about half the size).
-
-    Only the conv and linear weights (tensors of 2 or more dimensions, nearly all the bytes) are halved.
-    BatchNorm's scales, shifts and running statistics and the biases stay fp32: they cost nothing, and
-    a running variance rounded to fp16 shifts every activation of its channel (measured: the reduced
-    series' teacher lost 1 of 2,000 test images with them in fp16, none without).
-
-    It keeps what train-or-load needs to see the run as finished: `complete`, `model`, `config`,
-    `history`, `metrics` and the data's description; `load_model` and `fit` cast the fp16 tensors back
-    to the model's fp32 when they load them.
-    """
+    """A finished run's checkpoint without optimizer, scheduler and scaler states, for a GPU window and
+    `dkdlib.weights`. Only conv and linear weights become fp16: a running variance in fp16 shifts its
+    channel (measured: one test image in 2,000 lost). Loading casts back to fp32."""
     keep = ("format", "model_name", "num_classes", "classes", "dataset", "mean", "std", "config", "epoch",
             "complete", "history", "metrics")  # fmt: skip
     state = {k: checkpoint[k] for k in keep if k in checkpoint}
@@ -124,9 +104,6 @@ def model_only(checkpoint: dict) -> dict:
                       for k, v in checkpoint["model"].items()}  # fmt: skip
     state["weights"] = "fp16 (conv and linear weights; the rest fp32), model only"
     return state
-
-
-# Committed weights (`dkdlib.weights`): train-or-load copies a finished run's file into its output folder.
 
 
 def weights_dir() -> Path | None:
@@ -158,8 +135,8 @@ def file_sha256(path: Path) -> str:
 
 
 def materialise(cfg: Config) -> Path | None:
-    """Copy the committed weights of `cfg`'s run to `cfg.checkpoint_path` when that does not exist yet;
-    the new checkpoint's path, or None (no committed weights, or a checkpoint already there)."""
+    """Copy the committed weights of `cfg`'s run (checked against the manifest) to its checkpoint path
+    unless a checkpoint is there; that path, or None."""
     if cfg.checkpoint_path.exists():
         return None
     source = committed(cfg)

@@ -1,18 +1,11 @@
 r"""The training methods, one entry each: what a student learns from, and its loss.
 
-Every method trains on  ce_weight · CE(labels) + w · distill,  where w is the warm-up weight of the
-epoch (0 for CE) and `distill` is the entry's term, the batch mean of a per-sample loss × T². An entry
-computes that term for K students at once (a K×N×C block of logits against one teacher's N×C), so the
-same code trains one student (`fit`, K = 1) and a packed sweep (`fit_many`). Adding a method means
-adding one entry here; `Config` validation and the CLI's `--method` help read this table.
-
-    ce      labels only
-    kd      Hinton: kd_weight · T² · KL(p^T ‖ p^S)
-    dkd     Zhao et al.: T² · (α · TCKD + β · NCKD)
-    tckd    α · TCKD alone;  nckd: β · NCKD alone (the paper's ablations)
-    kd_ls, dkd_ls   the same on z-scored logits (Sun et al., CVPR 2024, "Logit Standardization in KD"):
-            each sample's logits minus their mean, over their standard deviation, before the
-            temperature, so the student matches the teacher's logit *shape*, not its scale.
+Every method trains on  ce_weight · CE(labels) + w · distill,  w the epoch's warm-up weight (0 for CE)
+and `distill` the entry's term, computed for K students at once (K×N×C logits against one teacher's
+N×C): the same code trains one student (`fit`) and a packed sweep (`fit_many`). Adding a method means
+adding one entry to `METHODS`; `Config` validation and the CLI's `--method` help read it. With
+p = softmax(z / T), target class t, b = [p_t, 1 − p_t] and p̂ = softmax over the non-target classes:
+KL(p^T ‖ p^S) = TCKD + (1 − p_t^T) · NCKD, with TCKD = KL(b^T ‖ b^S) and NCKD = KL(p̂^T ‖ p̂^S).
 """
 
 from __future__ import annotations
@@ -157,20 +150,11 @@ METHODS: dict[str, Method] = {
     "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)", _TCKD, "TCKD", ("alpha",)),
     "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)", _NCKD, "NCKD", ("beta",)),
     "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)", _KD, "KD+LS"),
-    "dkd_ls": Method(
-        _on_standardized(_dkd),
-        "DKD on z-scored logits (logit standardisation)",
-        _DKD,
-        "DKD+LS",
-        ("alpha", "beta"),
-    ),  # fmt: skip
-    "dist": Method(
-        _dist,
-        "DIST (Huang et al. 2022): T² · (β · inter-class + intra · intra-class relation)",
-        _DIST,
-        "DIST",
-    ),  # fmt: skip
-}
+    "dkd_ls": Method(_on_standardized(_dkd), "DKD on z-scored logits (logit standardisation)", _DKD, "DKD+LS",
+                     ("alpha", "beta")),
+    "dist": Method(_dist, "DIST (Huang et al. 2022): T² · (β · inter-class + intra · intra-class relation)",
+                   _DIST, "DIST"),
+}  # fmt: skip
 # How a setting reads in a label: "α=1", "T=2", "CE×0.1", "W=2" (warm-up epochs).
 SYMBOLS = {"alpha": "α=", "beta": "β=", "intra": "γ=", "temperature": "T=", "ce_weight": "CE×",
            "kd_weight": "KD×", "warmup": "W="}  # fmt: skip
@@ -186,11 +170,8 @@ def distills(method: str) -> bool:
 
 
 def student_losses(configs: list[Student]) -> LossFn:
-    """The training losses of K students (the configs, in order) in one computation.
-
-    Students of one method are computed together; the per-student hyperparameters become k×1 tensors,
-    made once on the logits' device (a captured CUDA graph must not copy from the host).
-    """
+    """The training losses of K students (the configs, in order) in one computation; students of one
+    method together, their settings k×1 tensors made once on the device (a CUDA graph must not copy)."""
     groups: dict[str, list[int]] = {}
     for i, cfg in enumerate(configs):
         groups.setdefault(cfg.method, []).append(i)

@@ -1,9 +1,6 @@
-"""Run records: one JSON file per finished run, gathered into a pandas DataFrame.
-
-Each record holds what is needed to trust a number: config, seed, metrics, per-epoch history, git
-commit, hardware, library versions, date and wall time. Files get unique names and are written
-atomically, so parallel runs never overwrite each other.
-"""
+"""Run records: one JSON file per finished run (config, metrics, history, commit, hardware, versions,
+date, wall time: what it takes to trust a number), uniquely named and written atomically; read back as
+a pandas DataFrame."""
 
 from __future__ import annotations
 
@@ -26,25 +23,19 @@ __all__ = ["environment", "portable", "summarize", "write_record", "load_records
 
 
 def _git_commit() -> str:
-    """The commit of this checkout (+ "-dirty" if tracked files changed), asked of git.
+    """The commit of this checkout (+ "-dirty"), asked of git; without git (a GPU machine gets the working
+    tree alone) DKDLIB_GIT_COMMIT, else "unknown"."""
 
-    Where git or .git is absent (a GPU machine is sent the working tree alone), the commit named by
-    the environment variable DKDLIB_GIT_COMMIT (the GPU window's scripts set it), else "unknown".
-    """
-    here = Path(__file__).resolve().parent
+    def git(*args: str) -> str:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+
     commit = dirty = ""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        if commit:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=here,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no") if commit else ""
     except (OSError, subprocess.SubprocessError):
         commit = ""
     if commit:
@@ -59,7 +50,6 @@ _COMMIT_AT_IMPORT = _git_commit()
 
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Hardware, software versions, commit and date, for a record."""
-    import numpy
     import torch
     import torchvision
 
@@ -76,7 +66,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "dkdlib": __version__,
         "platform": platform.platform(),
         "git_commit": _COMMIT_AT_IMPORT,
@@ -85,14 +75,8 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
 
 def portable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config as a record or checkpoint keeps it: no folder of the machine that wrote it.
-
-    The teacher and init checkpoints become their paths inside the output folder (`checkpoints/T.pt`)
-    or their bare file names,
-    the data file its file name, and the output folder "." — the folder that holds the record's
-    results/. Identities are unchanged: they count the teacher by file name and leave out data and
-    out_dir.
-    """
+    """A config as a record or checkpoint keeps it, without the writer's folders: teacher and init as
+    `checkpoints/T.pt` or a file name, the data file's name, out_dir "." (identities are unchanged)."""
     out = dict(config)
     root = Path(out.get("out_dir") or ".")
     for key in ("teacher", "init"):  # checkpoints
@@ -140,10 +124,8 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Write `record` as JSON to a new, uniquely named file in `directory`; return its path.
-
-    The name starts with the UTC time to the microsecond, so file names sort in the order records
-    were written even when two runs end within one second (a tiny CLI run takes less)."""
+    """Write `record` as JSON to a new file in `directory`, named from the UTC time to the microsecond
+    (names sort in the order written); return its path."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
     name = record.get("name", "run")
     path = Path(directory) / f"{stamp}-{name}-{uuid.uuid4().hex[:8]}.json"
@@ -152,12 +134,10 @@ def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
 
 
 def load_records(directory: str | os.PathLike = "data/results") -> list[dict[str, Any]]:
-    """All records in `directory`, oldest first (file names start with the time they were written;
-    an older name without microseconds sorts before any newer one of the same second)."""
-    records = []
-    for path in sorted(Path(directory).glob("*.json")):
-        records.append({**json.loads(path.read_text()), "file": path.name})
-    return records
+    """All records in `directory`, oldest first (their file names start with the time)."""
+    return [
+        {**json.loads(path.read_text()), "file": path.name} for path in sorted(Path(directory).glob("*.json"))
+    ]
 
 
 PROVENANCE = ("hardware", "git_commit", "date", "torch")  # the environment fields `load_results` keeps
