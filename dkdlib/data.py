@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .errors import DKDError
 
 __all__ = [
-    "Data", "DATASETS", "load_data", "load_npz", "synthetic", "DeviceLoader", "crop_flip", "crop_flip_views",
+    "Data", "DATASETS", "load_data", "load_npz", "synthetic", "DeviceLoader", "crop_flip",
     "normalize", "scaled_stats", "random_views", "N_VIEWS", "view_index", "view_offsets",
 ]  # fmt: skip
 
@@ -231,11 +231,6 @@ def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.T
     return out.permute(0, 3, 1, 2)
 
 
-def crop_flip_views(x: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-    """`crop_flip` with each image's view given as one id (see `view_index`)."""
-    return crop_flip(x, *view_offsets(view))
-
-
 def scaled_stats(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) as 1×C×1×1 tensors on `device`, times 255: what `normalize` subtracts and divides by."""
     return tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) * 255 for v in (mean, std))
@@ -319,7 +314,7 @@ class DeviceLoader:
         """Images `idx` (device tensor) seen through `view` (None: un-augmented), normalised, and labels."""
         xb = self.x[idx]
         if view is not None:
-            xb = crop_flip_views(xb, view)
+            xb = crop_flip(xb, *view_offsets(view))
         xb = normalize(xb, self._mean255, self._std255)
         xb = xb.contiguous(
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format

@@ -187,16 +187,9 @@ def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     if cfg.schedule == "plateau":
         return PlateauSchedule(optimizer, cfg.plateau_factor, cfg.plateau_patience)
     if cfg.schedule == "onecycle":  # the lr rises linearly over the first 25%, then linear decay to ~0
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=cfg.lr,
-            total_steps=total,
-            pct_start=0.25,
-            anneal_strategy="linear",
-            cycle_momentum=False,
-            div_factor=10,
-            final_div_factor=100,
-        )
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+            pct_start=0.25, anneal_strategy="linear", cycle_momentum=False, div_factor=10,
+            final_div_factor=100)  # fmt: skip
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if cfg.schedule == "step":
@@ -284,12 +277,8 @@ def make_loaders(cfg: Config, data: Data, device: torch.device):
     train = DeviceLoader(
         data.x_train, data.y_train, cfg.batch_size, train=True, seed=data_seed(cfg), **common
     )
-    evals = {
-        split: DeviceLoader(x, y, 1000, train=False, **common)
-        for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test))
-        if len(y)
-    }
-    return train, evals
+    splits = (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test))
+    return train, {split: DeviceLoader(x, y, 1000, train=False, **common) for split, x, y in splits if len(y)}
 
 
 def use_graph(cfg: Config, device: torch.device) -> bool:
@@ -303,11 +292,8 @@ def use_graph(cfg: Config, device: torch.device) -> bool:
         warnings.warn("graph=True cannot read the 'seen' teacher cache; training eagerly", stacklevel=3)
         return False
     if amp_dtype(device, cfg.amp) == torch.float16:
-        warnings.warn(
-            "graph=True: this GPU trains in fp16 with loss scaling (bf16 needs compute capability 8.0), "
-            "which a CUDA graph cannot capture; training eagerly",
-            stacklevel=3,
-        )
+        warnings.warn("graph=True: this GPU trains in fp16 with loss scaling (bf16 needs compute capability "
+                      "8.0), which a CUDA graph cannot capture; training eagerly", stacklevel=3)  # fmt: skip
         return False
     return True
 
@@ -321,21 +307,16 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
     """The frozen teacher: eval mode (BN batch stats if cfg.teacher_batch_stats), no gradients."""
     state = load_checkpoint(cfg.teacher)
     if not state.get("complete", True):
-        warnings.warn(
-            f"teacher checkpoint {cfg.teacher} is unfinished (epoch {state['epoch']} of "
-            f"{state['config']['epochs']}); distilling from it anyway",
-            stacklevel=3,
-        )
+        warnings.warn(f"teacher checkpoint {cfg.teacher} is unfinished (epoch {state['epoch']} of "
+                      f"{state['config']['epochs']}); distilling from it anyway", stacklevel=3)  # fmt: skip
     teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name, state=state)
     # Teacher and student see the same normalised batch: a teacher trained on other statistics would
     # be shown images it never learned from, and quietly teach worse.
     mean, std = norm_stats(cfg, data)
     if not _same_stats(state, mean, std):
-        raise DKDError(
-            f"teacher {cfg.teacher} was trained with normalisation mean {state.get('mean')}, std "
-            f"{state.get('std')}, this run uses mean {list(mean)}, std {list(std)}: set mean= and std= "
-            "to the teacher's, or train the teacher with this run's"
-        )
+        raise DKDError(f"teacher {cfg.teacher} was trained with normalisation mean {state.get('mean')}, std "
+                       f"{state.get('std')}, this run uses mean {list(mean)}, std {list(std)}: set mean= and "
+                       "std= to the teacher's, or train the teacher with this run's")  # fmt: skip
     if use_channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
     teacher = teacher.requires_grad_(False).eval()
@@ -705,10 +686,8 @@ def _resume_epoch(group: list[Config], saved: list[dict | None]) -> int:
     done = {s["epoch"] if s else 0 for s in saved}
     if len(done) > 1:
         at = {c.run_name(): s["epoch"] if s else 0 for c, s in zip(group, saved, strict=True)}
-        raise DKDError(
-            f"the unfinished students' checkpoints stopped at different epochs ({at}); "
-            "resume them one by one with fit(), or pass fresh=True"
-        )
+        raise DKDError(f"the unfinished students' checkpoints stopped at different epochs ({at}); "
+                       "resume them one by one with fit(), or pass fresh=True")  # fmt: skip
     return done.pop()
 
 
@@ -781,7 +760,5 @@ def _check_same_run(state: dict, cfg: Config, path: Path) -> None:
     saved, now = identity(state["config"]), cfg.identity()
     diff = [f"{k}: {saved.get(k)!r} there, {now.get(k)!r} here" for k in now if saved.get(k) != now.get(k)]
     if diff:
-        raise DKDError(
-            f"checkpoint {path} belongs to a different run ({'; '.join(diff)}); give this run "
-            "another name, or pass fresh=True (CLI --fresh) to overwrite it"
-        )
+        raise DKDError(f"checkpoint {path} belongs to a different run ({'; '.join(diff)}); give this run "
+                       "another name, or pass fresh=True (CLI --fresh) to overwrite it")  # fmt: skip
