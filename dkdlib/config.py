@@ -1,14 +1,8 @@
-"""`Config`: everything that defines a run, one plain field each, and what each field means.
-
-Every field carries its facts in one place, its metadata:
-- help: the CLI's help text (every field is a flag: `--field-name`);
-- identity: whether it changes what is learned, and so the run's name — "yes", "no" (speed or
-  bookkeeping), or "unless_default" (counts only when it differs from its default, so runs named before
-  the field existed keep their names); a path (`file`) counts by its file name, so moving the output
-  folder keeps every run's identity;
-- shared: whether the students of one packed loop (`fit_many`) must agree on it;
-- choices, bound (">0", ">=0", "(0,1)"), unit, length: what `validate` checks (whether an int, whether
-  None is allowed and which fields are tuples come from the type hints) and what the CLI lists.
+"""`Config`: everything that defines a run, one plain field each, its facts in its metadata: help (the
+CLI's: every field is a flag), identity (whether it changes what is learned, and so the run's name: "yes",
+"no", or "unless_default", so runs named before the field existed keep their names; a `file` counts by
+its file name), shared (whether the students of one packed loop must agree on it), and what `validate`
+checks: choices, bound (">0", ">=0", "(0,1)"), unit, length (int, None and tuples: from the type hints).
 """
 
 from __future__ import annotations
@@ -203,8 +197,7 @@ class Config:
             self.check_files()
 
     def check_files(self) -> None:
-        """Raise `DKDError` unless the teacher and init checkpoints the run starts from exist (a finished
-        run, e.g. committed weights, loads without them)."""
+        """Raise `DKDError` unless the teacher and init checkpoints exist (a finished run loads without)."""
         if distills(self.method) and not Path(self.teacher).is_file():
             raise DKDError(
                 f"Config: teacher checkpoint {self.teacher} does not exist; train the teacher first"
@@ -235,9 +228,8 @@ def _check(name: str, value: Any) -> str | None:
         rule = " ".join(filter(None, ["an integer", meta["unit"], BOUNDS.get(meta["bound"], (0, ""))[1]]))
         return f"{name} must be {rule}{' or None' if optional else ''}; got {value!r}"
     values = value if name in TUPLES else (value,)
-    if meta["length"] and (
-        len(values) != meta["length"] or not all(isinstance(v, (int, float)) for v in values)
-    ):
+    numbers = all(isinstance(v, (int, float)) for v in values)
+    if meta["length"] and (len(values) != meta["length"] or not numbers):
         count = {3: "three"}.get(meta["length"], meta["length"])
         return f"{name} must be None (the default) or {count} numbers, one per channel; got {value!r}"
     test, text = BOUNDS.get(meta["bound"], (None, ""))
@@ -282,12 +274,8 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same(value: Any, default: Any) -> bool:
-    as_list = (list, tuple)
-    return (
-        list(value) == list(default)
-        if isinstance(value, as_list) and isinstance(default, as_list)
-        else value == default
-    )
+    both_lists = isinstance(value, (list, tuple)) and isinstance(default, (list, tuple))
+    return list(value) == list(default) if both_lists else value == default
 
 
 # Environment flags: one spelling of "on" and "off" for every DKDLIB_* (and script) switch.
@@ -327,26 +315,22 @@ def check_group(configs: list[Config], files: bool = True) -> None:
     for i, cfg in enumerate(configs):
         cfg.validate(files)
         if cfg.schedule == "plateau" and len(configs) > 1:
-            raise DKDError(
-                f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which lowers the learning rate "
-                "when the run's own training loss stalls: students trained together would each need their "
-                "own rate. Train plateau runs one by one with fit() (fit_all does this by itself)"
-            )
+            raise DKDError(f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which "
+                           "lowers the learning rate when the run's own training loss stalls: "
+                           "students trained together would each need their own rate. Train "
+                           "plateau runs one by one with fit() (fit_all does this by itself)")  # fmt: skip
         diff = [f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}" for k in SHARED
                 if getattr(first, k) != getattr(cfg, k)]  # fmt: skip
         if not distills(cfg.method) or not distills(first.method):  # a CE student needs no teacher
             diff = [d for d in diff if not d.startswith("teacher:")]
         if diff:
-            raise DKDError(
-                f"configs[{i}] cannot train together with configs[0]: they must share data, schedule and "
-                f"teacher ({'; '.join(diff)})"
-            )
+            raise DKDError(f"configs[{i}] cannot train together with configs[0]: they must share data, "
+                           f"schedule and teacher ({'; '.join(diff)})")  # fmt: skip
         if data_seed(cfg) != data_seed(first):
-            raise DKDError(
-                f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with {data_seed(first)}: "
-                "students trained together see the same batches. Set the same data_seed on all of them "
-                "(it becomes part of each run's identity), or train them one by one with fit()"
-            )
+            raise DKDError(f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with "
+                           f"{data_seed(first)}: students trained together see the same "
+                           "batches. Set the same data_seed on all of them (it becomes part "
+                           "of each run's identity), or train them one by one with fit()")  # fmt: skip
     names = [c.run_name() for c in configs]
     if len(set(names)) != len(names):
         raise DKDError(f"two configs describe the same run ({names}); a sweep needs distinct runs")
