@@ -76,9 +76,8 @@ def teacher_logit_cache(
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise DKDError(
-                f"teacher-logit cache {path} is unreadable ({type(err).__name__}); delete it to rebuild it"
-            ) from err
+            raise DKDError(f"teacher-logit cache {path} is unreadable ({type(err).__name__}); delete it to "
+                           "rebuild it") from err  # fmt: skip
         if saved.get("key") == key and saved["logits"].shape[:2] == (len(loader.y), N_VIEWS):
             return saved["logits"].to(loader.device)
     t0 = time.perf_counter()

@@ -59,10 +59,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, garbage bytes, pickle refused by weights_only
-        raise DKDError(
-            f"checkpoint {path} is truncated or corrupted ({type(err).__name__}); delete it and "
-            "retrain, or resume from another copy"
-        ) from err
+        raise DKDError(f"checkpoint {path} is truncated or corrupted ({type(err).__name__}); delete it and "
+                       "retrain, or resume from another copy") from err  # fmt: skip
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DKDError(f"{path} is not a dkdlib checkpoint (no '{FORMAT}' marker)")
     return state
@@ -76,16 +74,12 @@ def load_model(
     check its classes and dataset."""
     state = load_checkpoint(path) if state is None else state
     if num_classes is not None and state["num_classes"] != num_classes:
-        raise DKDError(
-            f"checkpoint {path} predicts {state['num_classes']} classes ({state['dataset']}) but "
-            f"{num_classes} are needed here{f' ({dataset})' if dataset else ''}; use a checkpoint "
-            "trained on the same dataset"
-        )
+        raise DKDError(f"checkpoint {path} predicts {state['num_classes']} classes ({state['dataset']}) but "
+                       f"{num_classes} are needed here{f' ({dataset})' if dataset else ''}; use a checkpoint "
+                       "trained on the same dataset")  # fmt: skip
     if dataset is not None and state["dataset"] != dataset:
-        raise DKDError(
-            f"checkpoint {path} was trained on {state['dataset']}, not {dataset}; "
-            "use a checkpoint trained on the same dataset"
-        )
+        raise DKDError(f"checkpoint {path} was trained on {state['dataset']}, not {dataset}; use a "
+                       "checkpoint trained on the same dataset")  # fmt: skip
     model = create_model(state["model_name"], state["num_classes"])
     model.load_state_dict(state["model"])
     if "mean" in state and "std" in state:  # what it was trained on: evaluate it with the same
@@ -145,10 +139,9 @@ def materialise(cfg: Config) -> Path | None:
     manifest = source.parent / MANIFEST
     entry = json.loads(manifest.read_text()).get(source.stem) if manifest.is_file() else None
     if entry is not None and file_sha256(source) != entry["sha256"]:
-        raise DKDError(
-            f"committed weights {source} do not match their checksum in {manifest} (a partial checkout, or a "
-            "Git LFS pointer?): check out the file again, or set DKDLIB_WEIGHTS=0 to train the run here"
-        )
+        raise DKDError(f"committed weights {source} do not match their checksum in {manifest} (a partial "
+                       "checkout, or a Git LFS pointer?): check out the file again, or set DKDLIB_WEIGHTS=0 "
+                       "to train the run here")  # fmt: skip
     atomic_write(cfg.checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
     where = f", trained on {entry['hardware']}" if entry and entry.get("hardware") else ""
     print(f"using the committed weights {source}{where} (DKDLIB_WEIGHTS=0 trains the run here instead)")

@@ -199,13 +199,11 @@ class Config:
     def check_files(self) -> None:
         """Raise `DKDError` unless the teacher and init checkpoints exist (a finished run loads without)."""
         if distills(self.method) and not Path(self.teacher).is_file():
-            raise DKDError(
-                f"Config: teacher checkpoint {self.teacher} does not exist; train the teacher first"
-            )
+            raise DKDError(f"Config: teacher checkpoint {self.teacher} does not exist; train the teacher "
+                           "first")  # fmt: skip
         if self.init is not None and not Path(self.init).is_file():
-            raise DKDError(
-                f"Config: init checkpoint {self.init} does not exist; train the run it comes from first"
-            )
+            raise DKDError(f"Config: init checkpoint {self.init} does not exist; train the run it comes from "
+                           "first")  # fmt: skip
 
 
 FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}

@@ -128,11 +128,9 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Data:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError
-        raise DKDError(
-            f"could not load {name} into {root}/ ({type(err).__name__}: {err}). With no internet, "
-            f"pass an .npz file instead (load_data(npz=...), CLI --data FILE.npz) or use the "
-            "synthetic dataset (name='synthetic', not CIFAR)."
-        ) from err
+        raise DKDError(f"could not load {name} into {root}/ ({type(err).__name__}: {err}). With no internet, "
+                       "pass an .npz file instead (load_data(npz=...), CLI --data FILE.npz) or use the "
+                       "synthetic dataset (name='synthetic', not CIFAR).") from err  # fmt: skip
     x_train, x_test = np.asarray(train.data, np.uint8), np.asarray(test.data, np.uint8)
     y_train, y_test = np.asarray(train.targets, np.int64), np.asarray(test.targets, np.int64)
     mean, std = STATS[name]
@@ -152,10 +150,8 @@ def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
         raise DKDError(f"{path} is not a readable .npz file ({type(err).__name__}: {err})") from err
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
-        raise DKDError(
-            f"{path} lacks {', '.join(missing)}; an .npz needs x_train, y_train, x_test, y_test "
-            f"(it has: {', '.join(sorted(arrays)) or 'nothing'})"
-        )
+        raise DKDError(f"{path} lacks {', '.join(missing)}; an .npz needs x_train, y_train, x_test, y_test "
+                       f"(it has: {', '.join(sorted(arrays)) or 'nothing'})")  # fmt: skip
     if "class_names" in arrays:
         classes = [str(c) for c in arrays["class_names"]]
     elif name == "cifar10":
@@ -173,9 +169,8 @@ def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
         if len(x) != len(y):
             raise DKDError(f"{path}: x_{split} has {len(x)} images but y_{split} {len(y)} labels")
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise DKDError(
-                f"{path}: y_{split} labels must lie in [0, {len(classes)}); got {y.min()}..{y.max()}"
-            )
+            raise DKDError(f"{path}: y_{split} labels must lie in [0, {len(classes)}); got "
+                           f"{y.min()}..{y.max()}")  # fmt: skip
     mean, std = STATS.get(name, _stats(arrays["x_train"]))
     return Data(name, classes, arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
                 arrays["y_test"].astype(np.int64), mean=mean, std=std, source=f"npz {path.name}")  # fmt: skip
@@ -263,10 +258,8 @@ class DeviceLoader:
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise DKDError(f"batch_size must be an integer > 0; got {batch_size!r}")
         if train and batch_size > len(y):
-            raise DKDError(
-                f"batch_size={batch_size} is larger than the {len(y)} training images; "
-                "use a smaller batch or more data"
-            )
+            raise DKDError(f"batch_size={batch_size} is larger than the {len(y)} training images; use a "
+                           "smaller batch or more data")  # fmt: skip
         self.device = torch.device(device)
         # NHWC uint8 numpy → NCHW uint8 tensor on the device, once.
         x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x)  # torch wants writable

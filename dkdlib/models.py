@@ -71,12 +71,10 @@ def resnet18_imagenet(num_classes: int = 10, pretrained: bool = False) -> nn.Mod
         try:
             model = torchvision.models.resnet18(weights=weights)
         except Exception as err:  # URLError, HTTPError, SSL errors, hash mismatch...
-            raise DKDError(
-                "could not fetch the ImageNet weights for resnet18_imagenet "
-                f"({type(err).__name__}: {err}). Connect to the internet once, or copy "
-                f"'{weights.url.rsplit('/', 1)[-1]}' into {torch.hub.get_dir()}/checkpoints/, "
-                "or use pretrained=False."
-            ) from err
+            raise DKDError("could not fetch the ImageNet weights for resnet18_imagenet "
+                           f"({type(err).__name__}: {err}). Connect to the internet once, or copy "
+                           f"'{weights.url.rsplit('/', 1)[-1]}' into {torch.hub.get_dir()}/checkpoints/, or "
+                           "use pretrained=False.") from err  # fmt: skip
     else:
         model = torchvision.models.resnet18(weights=None)
     model.fc = nn.Linear(model.fc.in_features, num_classes)  # new head for our classes
@@ -158,10 +156,9 @@ def create_model(name: str, num_classes: int = 10, pretrained: bool = False) -> 
     if name == "resnet18_imagenet":
         return MODELS[name](num_classes, pretrained=pretrained)
     if pretrained and name != "resnet18":
-        raise DKDError(
-            f"no pretrained weights exist for {name!r}; only 'resnet18' (CIFAR stem, ImageNet body) and "
-            "'resnet18_imagenet' have them (ImageNet). Train it from scratch with pretrained=False."
-        )
+        raise DKDError(f"no pretrained weights exist for {name!r}; only 'resnet18' (CIFAR stem, ImageNet "
+                       "body) and 'resnet18_imagenet' have them (ImageNet). Train it from scratch with "
+                       "pretrained=False.")  # fmt: skip
     model = MODELS[name](num_classes)
     return cifar_resnet18_imagenet_init(model) if pretrained else model
 

@@ -180,11 +180,9 @@ def pack_optimizer_states(states: list[dict]) -> dict:
             raise DKDError(f"pack_optimizer_states: state {i} has other keys or parameters than state 0")
         for key in first:
             if key != "state" and not _equal(s[key], first[key]):
-                raise DKDError(
-                    f"pack_optimizer_states: {key} of state {i} differs from state 0's "
-                    f"({_first_difference(s[key], first[key])}); the K solo optimizers must "
-                    "share their hyper-parameters"
-                )
+                raise DKDError(f"pack_optimizer_states: {key} of state {i} differs from state 0's "
+                               f"({_first_difference(s[key], first[key])}); the K solo optimizers must share "
+                               "their hyper-parameters")  # fmt: skip
     out = {key: copy.deepcopy(v) for key, v in first.items() if key != "state"}
     out["state"] = {}
     for idx, param_state in first["state"].items():
@@ -226,11 +224,9 @@ def _check_same_architecture(models: list[nn.Module]) -> None:
             (j for j, (a, b) in enumerate(zip(sig, ref, strict=False)) if a != b), min(len(sig), len(ref))
         )
         a, b = (s[j] if j < len(s) else "(nothing more)" for s in (sig, ref))
-        raise DKDError(
-            f"pack needs K models of the same architecture, dtype and device; models[{i}] "
-            f"differs from models[0]: {a} (in models[0]: {b}). Build them all with "
-            "create_model(<same name>, <same num_classes>) on one device"
-        )
+        raise DKDError(f"pack needs K models of the same architecture, dtype and device; models[{i}] differs "
+                       f"from models[0]: {a} (in models[0]: {b}). Build them all with create_model(<same "
+                       "name>, <same num_classes>) on one device")  # fmt: skip
 
 
 def _pack_conv(olds: list[nn.Conv2d], stem: bool, where: str) -> nn.Conv2d:

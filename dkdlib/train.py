@@ -346,11 +346,10 @@ def load_init(cfg: Config, data: Data) -> dict | None:
         return None
     state = load_checkpoint(cfg.init)
     if state["model_name"] != cfg.model or state["num_classes"] != data.num_classes:
-        raise DKDError(
-            f"init checkpoint {cfg.init} holds a {state['model_name']} with {state['num_classes']} classes, "
-            f"but this run trains a {cfg.model} with {data.num_classes}: start from a checkpoint of the "
-            "same architecture (or set init=None)"
-        )
+        raise DKDError(f"init checkpoint {cfg.init} holds a {state['model_name']} with "
+                       f"{state['num_classes']} classes, but this run trains a {cfg.model} with "
+                       f"{data.num_classes}: start from a checkpoint of the same architecture (or set "
+                       "init=None)")  # fmt: skip
     if state["dataset"] != data.name:
         raise DKDError(f"init checkpoint {cfg.init} was trained on {state['dataset']}, not {data.name}")
     if not state.get("complete", True):
