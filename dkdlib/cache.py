@@ -1,11 +1,9 @@
 """Exact caches of the teacher's logits, so that the frozen teacher runs once, not once per student.
 
-`teacher_logit_cache` (cache_teacher="views"): a crop (pad 4) and a flip give only 162 views of an
-image (`data.N_VIEWS`), so the teacher's logits on all of them are computed ahead (a GPU's minute, 146
-MB in fp16 for CIFAR-10) and looked up by the very view id the student's batch was cropped with.
-`SeenLogits` (cache_teacher="seen"): students of one data seed see the same views in the same batches,
-so the first stores the teacher's logits epoch by epoch and the later ones read them (the CPU's choice).
-Both are keyed by everything the logits depend on and kept under `<out_dir>/cache/`.
+`teacher_logit_cache` ("views"): the teacher's logits on all 162 crop × flip views of every image,
+computed ahead (a GPU's minute) and looked up by the view id the student's batch was cropped with.
+`SeenLogits` ("seen"): the first student of a data seed stores the logits of the views its epochs draw,
+the later ones read them (the CPU's choice). Keyed by all the logits depend on, under `<out_dir>/cache/`.
 """
 
 from __future__ import annotations

@@ -104,10 +104,8 @@ def weights_dir() -> Path | None:
     """Where committed weights are looked for: DKDLIB_WEIGHTS (a folder; 0 = nowhere), else the
     repository's data/weights/ next to the package (a clone; a `pip install` has none)."""
     env = os.environ.get("DKDLIB_WEIGHTS", "").strip()
-    if env.lower() in OFF:
-        return None
     if env:
-        return Path(env)
+        return None if env.lower() in OFF else Path(env)
     root = repo_root()
     folder = root / "data" / "weights" if root else None
     return folder if folder is not None and folder.is_dir() else None

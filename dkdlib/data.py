@@ -68,10 +68,8 @@ class Data:
         return len(self.classes)
 
     def __repr__(self) -> str:
-        return (
-            f"Data({self.name!r}, {self.num_classes} classes, train {len(self.y_train)}, "
-            f"val {len(self.y_val)}, test {len(self.y_test)}; source: {self.source})"
-        )
+        return (f"Data({self.name!r}, {self.num_classes} classes, train {len(self.y_train)}, "
+                f"val {len(self.y_val)}, test {len(self.y_test)}; source: {self.source})")  # fmt: skip
 
 
 def load_data(
@@ -308,11 +306,8 @@ class DeviceLoader:
         xb = self.x[idx]
         if view is not None:
             xb = crop_flip(xb, *view_offsets(view))
-        xb = normalize(xb, self._mean255, self._std255)
-        xb = xb.contiguous(
-            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
-        )
-        return xb, self.y[idx]
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return normalize(xb, self._mean255, self._std255).contiguous(memory_format=layout), self.y[idx]
 
     def __iter__(self):
         if self.train and self.drop_last:

@@ -3,9 +3,8 @@ r"""The training methods, one entry each: what a student learns from, and its lo
 Every method trains on  ce_weight · CE(labels) + w · distill,  w the epoch's warm-up weight (0 for CE)
 and `distill` the entry's term, computed for K students at once (K×N×C logits against one teacher's
 N×C): the same code trains one student (`fit`) and a packed sweep (`fit_many`). Adding a method means
-adding one entry to `METHODS`; `Config` validation and the CLI's `--method` help read it. With
-p = softmax(z / T), target class t, b = [p_t, 1 − p_t] and p̂ = softmax over the non-target classes:
-KL(p^T ‖ p^S) = TCKD + (1 − p_t^T) · NCKD, with TCKD = KL(b^T ‖ b^S) and NCKD = KL(p̂^T ‖ p̂^S).
+adding one entry to `METHODS`; `Config` validation and the CLI's `--method` help read it. KD's
+decoupling, KL(p^T ‖ p^S) = TCKD + (1 − p_t^T) · NCKD, is derived in `dkdlib.losses`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """K students of one architecture as one grouped network: one forward, one backward, one optimizer step.
 
-`pack(models)`: the stem conv stacks the K filters (all read the same image), every other conv becomes a
-grouped conv (groups=K), BatchNorm keeps per-student channels, every Linear a `PackedLinear`. Channels are
-student-major; names are a solo model's and every tensor is the K solo ones concatenated along dim 0, so
-`unpack` and the state helpers are splits and concatenations. The students stay independent only under a
-sum of per-student losses and an elementwise update (SGD, Adam, AdamW): no global-norm clipping.
+`pack(models)`: the stem conv stacks the K filters, every other conv is grouped (groups=K), every Linear a
+`PackedLinear`. Channels are student-major and every tensor is the K solo ones along dim 0, so `unpack` and
+the state helpers split and concatenate. The students stay independent only under a sum of per-student
+losses and an elementwise update (SGD, Adam, AdamW): no global-norm clipping.
 """
 
 from __future__ import annotations
@@ -157,15 +156,12 @@ def unpack_optimizer_state(packed_state: dict, k: int) -> list[dict]:
     """K solo optimizer state_dicts (SGD, Adam, AdamW) from the packed one: per-parameter tensors split
     along dim 0, scalars (Adam's step) and param_groups copied."""
     _check_k(k)
-    solos = [{key: copy.deepcopy(v) for key, v in packed_state.items() if key != "state"} for _ in range(k)]
-    for solo in solos:
-        solo["state"] = {}
+    groups = {key: v for key, v in packed_state.items() if key != "state"}
+    solos = [{**copy.deepcopy(groups), "state": {}} for _ in range(k)]
     for idx, param_state in packed_state["state"].items():
-        for solo in solos:
-            solo["state"][idx] = {}
-        for key, v in param_state.items():
-            for solo, part in zip(solos, _split(v, k, f"state[{idx}][{key!r}]"), strict=True):
-                solo["state"][idx][key] = part
+        parts = {key: _split(v, k, f"state[{idx}][{key!r}]") for key, v in param_state.items()}
+        for j, solo in enumerate(solos):
+            solo["state"][idx] = {key: split[j] for key, split in parts.items()}
     return solos
 
 
@@ -183,14 +179,12 @@ def pack_optimizer_states(states: list[dict]) -> dict:
                 raise DKDError(f"pack_optimizer_states: {key} of state {i} differs from state 0's "
                                f"({_first_difference(s[key], first[key])}); the K solo optimizers must share "
                                "their hyper-parameters")  # fmt: skip
-    out = {key: copy.deepcopy(v) for key, v in first.items() if key != "state"}
-    out["state"] = {}
+    out = {**{key: copy.deepcopy(v) for key, v in first.items() if key != "state"}, "state": {}}
     for idx, param_state in first["state"].items():
-        out["state"][idx] = {}
-        for key in param_state:
-            if any(s["state"][idx].keys() != param_state.keys() for s in states):
-                raise DKDError(f"pack_optimizer_states: the states of parameter {idx} have different keys")
-            out["state"][idx][key] = _cat([s["state"][idx][key] for s in states], f"state[{idx}][{key!r}]")
+        if param_state and any(s["state"][idx].keys() != param_state.keys() for s in states):
+            raise DKDError(f"pack_optimizer_states: the states of parameter {idx} have different keys")
+        out["state"][idx] = {key: _cat([s["state"][idx][key] for s in states], f"state[{idx}][{key!r}]")
+                             for key in param_state}  # fmt: skip
     return out
 
 

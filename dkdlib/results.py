@@ -59,19 +59,11 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         hardware = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     from . import __version__
 
-    return {
-        "hardware": hardware,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "dkdlib": __version__,
-        "platform": platform.platform(),
-        "git_commit": _COMMIT_AT_IMPORT,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return {"hardware": hardware, "device": str(device), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__, "dkdlib": __version__,
+            "platform": platform.platform(), "git_commit": _COMMIT_AT_IMPORT,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
 
 
 def portable(config: dict[str, Any]) -> dict[str, Any]:
@@ -102,13 +94,10 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
     the lowest validation loss."""
     last = history[-1]
     metrics: dict[str, Any] = {
-        "epochs_run": len(history),
-        "test_acc": last.get("test_acc"),
-        "val_acc": last.get("val_acc"),
-        "train_acc": last.get("train_acc"),
-        "train_seconds": round(sum(h["seconds"] for h in history), 2),
+        "epochs_run": len(history), "test_acc": last.get("test_acc"), "val_acc": last.get("val_acc"),
+        "train_acc": last.get("train_acc"), "train_seconds": round(sum(h["seconds"] for h in history), 2),
         "images_per_s": round(float(np.median([h["images_per_s"] for h in history])), 1),
-    }
+    }  # fmt: skip
     if "val_acc" in last:
         best = max(history, key=lambda h: h["val_acc"])  # the first epoch wins a tie
         metrics.update(

@@ -1,10 +1,8 @@
 """Training: one loop, `fit_many`, for a teacher, a student of any method (`dkdlib.methods`), or K
 students packed into one network (`dkdlib.packed`); `fit(cfg)` is `fit_many([cfg])[0]`.
 
-A whole experiment: data, model, frozen teacher, optimizer, schedule, the step (`dkdlib.step`),
-per-epoch evaluation, a checkpoint after every epoch and a results record at the end. Train-or-load: a
-run whose checkpoint exists (or committed weights) is resumed, or loaded if finished. Speed on CUDA: data
-augmented on the device, bf16 autocast, channels_last, fused optimizer, no host syncs within an epoch;
+Train-or-load: a run whose checkpoint (or committed weights) exists is resumed, or loaded if finished.
+On CUDA: data augmented on the device, bf16, channels_last, fused optimizer, no host syncs in an epoch;
 optionally `torch.compile`, one CUDA graph per step (`graph`) and a teacher-logit cache (`cache_teacher`).
 """
 
@@ -42,7 +40,7 @@ from .step import TrainStep
 __all__ = [
     "Config", "Run", "fit", "fit_many", "train_epoch", "evaluate", "evaluate_students", "predict",
     "pick_device", "amp_dtype", "make_optimizer", "make_scheduler", "make_loaders", "make_step", "use_graph",
-    "use_channels_last", "load_teacher", "load_optimizer_state", "load_scaler_state", "distill_weight",
+    "use_channels_last", "load_teacher", "load_optimizer_state", "distill_weight",
 ]  # fmt: skip
 
 
@@ -140,13 +138,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: b
                 step = optimizer.state.get(p, {}).get("step")
                 if isinstance(step, torch.Tensor):
                     optimizer.state[p]["step"] = step.to(p.device, torch.float32)
-
-
-def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
-    """`scaler.load_state_dict`, where the checkpoint may come from a run without loss scaling (bf16, or
-    the CPU: an empty state) — the scaler then starts afresh instead of refusing to resume."""
-    if scaler.is_enabled() and state:
-        scaler.load_state_dict(state)
 
 
 class PlateauSchedule:
@@ -256,12 +247,9 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None = No
     c = num_classes or logits.shape[1]
     pred = logits.argmax(1)
     confusion = torch.bincount(y * c + pred, minlength=c * c).view(c, c).cpu().numpy()
-    return {
-        "acc": float((pred == y).float().mean()),
-        "loss": float(F.cross_entropy(logits, y)),
-        "per_class_acc": confusion.diagonal() / np.maximum(confusion.sum(1), 1),
-        "confusion": confusion,
-    }
+    return {"acc": float((pred == y).float().mean()), "loss": float(F.cross_entropy(logits, y)),
+            "per_class_acc": confusion.diagonal() / np.maximum(confusion.sum(1), 1),
+            "confusion": confusion}  # fmt: skip
 
 
 def norm_stats(cfg: Config, data: Data) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -376,11 +364,8 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
         raise DKDError(f"the data given are {data.name!r} but the config says dataset={cfg.dataset!r}")
     wanted = {"val_size": cfg.val_size, "train_size": cfg.train_size, "test_size": cfg.test_size}
     if data.split is not None:  # loaded by `load_data`: the sizes it was asked for
-        diff = [
-            f"{k}: {data.split.get(k)!r} there, {v!r} here"
-            for k, v in wanted.items()
-            if data.split.get(k) != v
-        ]
+        diff = [f"{k}: {data.split.get(k)!r} there, {v!r} here" for k, v in wanted.items()
+                if data.split.get(k) != v]  # fmt: skip
     else:  # built by hand: its counts
         counts = {"val_size": len(data.y_val), "train_size": len(data.y_train), "test_size": len(data.y_test)}
         diff = [f"{k}: {counts[k]} images there, {v!r} here" for k, v in wanted.items()
@@ -478,7 +463,8 @@ def _prepare(
         opt_states = [s["optimizer"] for s in saved]
         load_optimizer_state(optimizer, pack_optimizer_states(opt_states) if k > 1 else opt_states[0], graph)
         scheduler.load_state_dict(saved[0]["scheduler"])
-        load_scaler_state(scaler, saved[0]["scaler"])
+        if scaler.is_enabled() and saved[0]["scaler"]:  # empty from a run without loss scaling: start afresh
+            scaler.load_state_dict(saved[0]["scaler"])
         histories = [s["history"] for s in saved]
         print(f"resuming {_names(group)} from epoch {start_epoch - 1}")
     step = make_step(cfg0, student_losses(group), model, train_loader, optimizer, scaler, data=data,
@@ -572,7 +558,8 @@ def _finish(loop: _Loop, wall: float) -> list[Run]:
     if k > 1:
         extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in loop.group],
                                  "group_wall_time_s": round(wall, 2)}  # fmt: skip
-    trained = [_with_normalization(loop.model, cfg0, data)]
+    loop.model.normalization = norm_stats(cfg0, data)  # the (mean, std) it trained with, as in `_solo`
+    trained = [loop.model]
     if k > 1:
         trained = [
             _solo(c, sd, data, loop.device) for c, sd in zip(loop.group, unpack(loop.model, k), strict=True)
@@ -647,14 +634,10 @@ def _names(group: list[Config]) -> str:
 
 
 def _solo(cfg: Config, state: dict, data: Data, device: torch.device) -> nn.Module:
-    """A student's own network, holding `state`."""
+    """A student's own network, holding `state` and, as `load_model`'s do, the (mean, std) it trained with
+    as `model.normalization` (so whatever evaluates it later normalises as training did)."""
     model = create_model(cfg.model, data.num_classes).to(device)
     model.load_state_dict(state)
-    return _with_normalization(model, cfg, data)
-
-
-def _with_normalization(model: nn.Module, cfg: Config, data: Data) -> nn.Module:
-    """`model`, carrying the (mean, std) it trained with as `model.normalization`, as `load_model`'s do."""
     model.normalization = norm_stats(cfg, data)
     return model
 
