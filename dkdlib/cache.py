@@ -3,8 +3,7 @@
 `teacher_logit_cache` ("views"): the teacher's logits on all 162 crop × flip views of every image,
 computed ahead (a GPU's minute) and looked up by the view id the student's batch was cropped with.
 `SeenLogits` ("seen"): the first student of a data seed stores the logits of the views its epochs draw,
-the later ones read them (the CPU's choice). Keyed by all the logits depend on, under `<out_dir>/cache/`.
-"""
+the later ones read them (the CPU's choice). Keyed by all the logits depend on, under `<out_dir>/cache/`."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 CLI's: every field is a flag), identity (whether it changes what is learned, and so the run's name: "yes",
 "no", or "unless_default", so runs named before the field existed keep their names; a `file` counts by
 its file name), shared (whether the students of one packed loop must agree on it), and what `validate`
-checks: choices, bound (">0", ">=0", "(0,1)"), unit, length (int, None and tuples: from the type hints).
-"""
+checks: choices, bound (">0", ">=0", "(0,1)"), unit, length (int, None and tuples: from the type hints)."""
 
 from __future__ import annotations
 
@@ -241,9 +240,8 @@ def _check(name: str, value: Any) -> str | None:
 SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
 
 
-# The method settings, and what one left at None stands for where the method does not have it: the
-# Config defaults from before methods carried their own, so every run named then keeps its name (and a
-# CE run's identity its "T = 4"). A setting newer than that (DIST's intra) stands for None.
+# What a method setting left at None stands for where the method lacks it: the Config defaults from before
+# methods had their own, so every run keeps its name (a CE run its "T = 4"); DIST's newer intra: None.
 NAMED_AS = {"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0, "kd_weight": 1.0,
             "intra": None}  # fmt: skip
 
@@ -263,9 +261,8 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     ident = {}
     for key, value in config.items():
         meta = FIELDS.get(key, {"identity": "yes", "file": False})
-        if meta["identity"] == "no" or (
-            meta["identity"] == "unless_default" and _same(value, meta["default"])
-        ):
+        kind = meta["identity"]
+        if kind == "no" or (kind == "unless_default" and _same(value, meta["default"])):
             continue
         ident[key] = Path(value).name if meta["file"] and value else value
     return ident

@@ -1,8 +1,7 @@
 """Datasets as uint8 arrays (`Data`: CIFAR-10/100 by torchvision, an .npz, or "synthetic", which is not
 CIFAR and says so), and `DeviceLoader`, which keeps them on the device and crops, flips and normalises
 whole batches there. Its random choices come from a CPU generator seeded by (seed, epoch): CPU and GPU
-see the same views, and a resumed epoch replays exactly.
-"""
+see the same views, and a resumed epoch replays exactly."""
 
 from __future__ import annotations
 
@@ -17,10 +16,8 @@ import torch.nn.functional as F
 
 from .errors import DKDError
 
-__all__ = [
-    "Data", "DATASETS", "load_data", "load_npz", "synthetic", "DeviceLoader", "crop_flip",
-    "normalize", "scaled_stats", "random_views", "N_VIEWS", "view_index", "view_offsets",
-]  # fmt: skip
+__all__ = ["Data", "DATASETS", "load_data", "load_npz", "synthetic", "DeviceLoader", "crop_flip", "normalize",
+           "scaled_stats", "random_views", "N_VIEWS", "view_index", "view_offsets"]  # fmt: skip
 
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 # Per-channel mean and std of the training images (pixel / 255).
@@ -267,8 +264,7 @@ class DeviceLoader:
         # Training drops the last partial batch: fixed shapes (no recompiles) and no tiny noisy step.
         self.drop_last = train if drop_last is None else drop_last
         self.mean, self.std, self.channels_last = mean, std, channels_last
-        # On the device once: a tensor built from Python floats inside a captured CUDA graph would be
-        # a host-to-device copy, which capture forbids.
+        # On the device once: made from Python floats inside a captured CUDA graph they would be copied.
         self._mean255, self._std255 = scaled_stats(mean, std, self.device)
         self.epoch = 0
 

@@ -4,8 +4,7 @@ Every method trains on  ce_weight · CE(labels) + w · distill,  w the epoch's w
 and `distill` the entry's term, computed for K students at once (K×N×C logits against one teacher's
 N×C): the same code trains one student (`fit`) and a packed sweep (`fit_many`). Adding a method means
 adding one entry to `METHODS`; `Config` validation and the CLI's `--method` help read it. KD's
-decoupling, KL(p^T ‖ p^S) = TCKD + (1 − p_t^T) · NCKD, is derived in `dkdlib.losses`.
-"""
+decoupling, KL(p^T ‖ p^S) = TCKD + (1 − p_t^T) · NCKD, is derived in `dkdlib.losses`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """CIFAR-sized ResNets as in the official DKD code (mdistiller: 3x3 stem, stages of basic blocks, average
-pooling, linear head), plus torchvision's ImageNet ResNet18; `create_model` is the one entry point.
-"""
+pooling, linear head), plus torchvision's ImageNet ResNet18; `create_model` is the one entry point."""
 
 from __future__ import annotations
 
@@ -65,18 +64,14 @@ def resnet18_imagenet(num_classes: int = 10, pretrained: bool = False) -> nn.Mod
     """torchvision's ResNet18 (7x7 stem, max-pool), optionally with ImageNet weights, and a new head."""
     import torchvision
 
-    weights = None
-    if pretrained:
-        weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-        try:
-            model = torchvision.models.resnet18(weights=weights)
-        except Exception as err:  # URLError, HTTPError, SSL errors, hash mismatch...
-            raise DKDError("could not fetch the ImageNet weights for resnet18_imagenet "
-                           f"({type(err).__name__}: {err}). Connect to the internet once, or copy "
-                           f"'{weights.url.rsplit('/', 1)[-1]}' into {torch.hub.get_dir()}/checkpoints/, or "
-                           "use pretrained=False.") from err  # fmt: skip
-    else:
-        model = torchvision.models.resnet18(weights=None)
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1 if pretrained else None
+    try:
+        model = torchvision.models.resnet18(weights=weights)
+    except Exception as err:  # (with weights) URLError, HTTPError, SSL errors, hash mismatch...
+        raise DKDError("could not fetch the ImageNet weights for resnet18_imagenet "
+                       f"({type(err).__name__}: {err}). Connect to the internet once, or copy "
+                       f"'{weights.url.rsplit('/', 1)[-1]}' into {torch.hub.get_dir()}/checkpoints/, or "
+                       "use pretrained=False.") from err  # fmt: skip
     model.fc = nn.Linear(model.fc.in_features, num_classes)  # new head for our classes
     return model
 
@@ -138,12 +133,10 @@ _CIFAR_RESNETS = {
 }
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    **{
-        name: (lambda num_classes, spec=spec: CifarResNet(*spec, num_classes=num_classes))
-        for name, spec in _CIFAR_RESNETS.items()
-    },
-    "resnet18_imagenet": lambda num_classes, pretrained=False: resnet18_imagenet(num_classes, pretrained),
+    name: (lambda num_classes, spec=spec: CifarResNet(*spec, num_classes=num_classes))
+    for name, spec in _CIFAR_RESNETS.items()
 }
+MODELS["resnet18_imagenet"] = lambda num_classes, pretrained=False: resnet18_imagenet(num_classes, pretrained)
 
 
 def create_model(name: str, num_classes: int = 10, pretrained: bool = False) -> nn.Module:

@@ -3,8 +3,7 @@
 `pack(models)`: the stem conv stacks the K filters, every other conv is grouped (groups=K), every Linear a
 `PackedLinear`. Channels are student-major and every tensor is the K solo ones along dim 0, so `unpack` and
 the state helpers split and concatenate. The students stay independent only under a sum of per-student
-losses and an elementwise update (SGD, Adam, AdamW): no global-norm clipping.
-"""
+losses and an elementwise update (SGD, Adam, AdamW): no global-norm clipping."""
 
 from __future__ import annotations
 
@@ -100,9 +99,8 @@ def split_logits(logits: Tensor, k: int) -> Tensor:
     """(N, K*classes) packed logits -> (K, N, classes), a view: [i] is student i's logits."""
     _check_k(k)
     if logits.ndim != 2 or logits.shape[1] % k:
-        raise DKDError(
-            f"split_logits needs (N, K*classes) logits with K={k}; got shape {tuple(logits.shape)}"
-        )
+        raise DKDError(f"split_logits needs (N, K*classes) logits with K={k}; got shape "
+                       f"{tuple(logits.shape)}")  # fmt: skip
     return logits.unflatten(1, (k, -1)).transpose(0, 1)
 
 

@@ -142,8 +142,7 @@ def load_results(directory: str | os.PathLike = "data/results"):
         row.update(name=rec.get("name"), file=rec.get("file"))  # the run name, not Config.name
         row.update({k: v for k, v in _metrics(rec).items() if not isinstance(v, list)})
         env = rec.get("environment", {})
-        row.update({k: env.get(k) for k in PROVENANCE})
-        row["wall_time_s"] = rec.get("wall_time_s")
+        row.update({k: env.get(k) for k in PROVENANCE}, wall_time_s=rec.get("wall_time_s"))
         rows.append(row)
     return pd.DataFrame(rows)
 

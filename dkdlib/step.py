@@ -22,11 +22,9 @@ class NonFiniteLoss(DKDError, FloatingPointError):
 
 
 class TrainStep:
-    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students.
-
-    Everything it reads (the epoch plan, a step counter, the distillation weights, the accumulators, the
-    logit cache) stays in place, so on CUDA the whole step can be captured once as a CUDA graph and
-    replayed: one launch per step, no host sync. Elsewhere, or with graph=False, it runs eagerly."""
+    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students. All it reads
+    (plan, counter, weights, accumulators, logit cache) stays in place, so on CUDA the whole step is
+    captured once as a CUDA graph and replayed: one launch, no host sync. Elsewhere it runs eagerly."""
 
     def __init__(
         self, loss_fn: LossFn, model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
@@ -116,8 +114,7 @@ class TrainStep:
         """Train on the next batch of the epoch."""
         if not self.graph:
             return self._step()
-        # On cuda:N the side stream, the capture and the replay belong to the loader's device, whatever
-        # the current device is (None: plain "cuda", the current device).
+        # On cuda:N the side stream, capture and replay belong to the loader's device, not the current one.
         guard = contextlib.nullcontext() if self.cuda_index is None else torch.cuda.device(self.cuda_index)
         with guard:
             return self._graph_step()
@@ -136,8 +133,7 @@ class TrainStep:
         return None
 
     def _step_before_capture(self) -> None:
-        # Eager steps (real ones, counted) on a side stream: cuDNN picks its kernels and the optimizer
-        # creates its state before capture, as PyTorch's whole-network example does.
+        # Real eager steps on a side stream first: cuDNN picks its kernels, the optimizer makes its state.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

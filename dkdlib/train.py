@@ -3,8 +3,7 @@ students packed into one network (`dkdlib.packed`); `fit(cfg)` is `fit_many([cfg
 
 Train-or-load: a run whose checkpoint (or committed weights) exists is resumed, or loaded if finished.
 On CUDA: data augmented on the device, bf16, channels_last, fused optimizer, no host syncs in an epoch;
-optionally `torch.compile`, one CUDA graph per step (`graph`) and a teacher-logit cache (`cache_teacher`).
-"""
+optionally `torch.compile`, one CUDA graph per step (`graph`) and a teacher-logit cache (`cache_teacher`)."""
 
 from __future__ import annotations
 
@@ -132,8 +131,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: b
             device = group["params"][0].device
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
         if group.get("capturable") or group.get("fused"):
-            # These implementations keep Adam's step count on the parameters' device, in float32; an
-            # eager CPU checkpoint holds it on the CPU.
+            # Adam's step count on the parameters' device, in float32 (an eager CPU checkpoint: on the CPU)
             for p in group["params"]:
                 step = optimizer.state.get(p, {}).get("step")
                 if isinstance(step, torch.Tensor):
@@ -204,14 +202,11 @@ def make_step(
     """The run's `TrainStep`: the model compiled if cfg.compile, the teacher replaced by a logit cache
     if cfg.cache_teacher says so (`dkdlib.cache`; kept in <out_dir>/cache/)."""
     cache = seen = None
+    where = {"cache_dir": Path(cfg.out_dir) / "cache", "amp_dtype": amp_dtype}
     if teacher is not None and cfg.cache_teacher == "views":
-        cache = teacher_logit_cache(teacher, loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
-                                    amp_dtype=amp_dtype, progress=progress)  # fmt: skip
-        teacher = None
+        cache, teacher = teacher_logit_cache(teacher, loader, data.x_train, progress=progress, **where), None
     elif teacher is not None and cfg.cache_teacher == "seen":
-        seen = SeenLogits(teacher, loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
-                          amp_dtype=amp_dtype)  # fmt: skip
-        teacher = None
+        seen, teacher = SeenLogits(teacher, loader, data.x_train, **where), None
     step_model = torch.compile(model) if cfg.compile else model  # fixed batch shapes: compiled once
     return TrainStep(loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=teacher, cache=cache,
                      seen=seen, amp_dtype=amp_dtype, graph=graph)  # fmt: skip
@@ -298,8 +293,7 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
         warnings.warn(f"teacher checkpoint {cfg.teacher} is unfinished (epoch {state['epoch']} of "
                       f"{state['config']['epochs']}); distilling from it anyway", stacklevel=3)  # fmt: skip
     teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name, state=state)
-    # Teacher and student see the same normalised batch: a teacher trained on other statistics would
-    # be shown images it never learned from, and quietly teach worse.
+    # Teacher and student see one normalised batch: a teacher of other statistics would quietly teach worse.
     mean, std = norm_stats(cfg, data)
     if not _same_stats(state, mean, std):
         raise DKDError(f"teacher {cfg.teacher} was trained with normalisation mean {state.get('mean')}, std "
@@ -380,7 +374,6 @@ def fit(
     config: Config, *, data: Data | None = None, fresh: bool = False, progress: bool = True, save: bool = True
 ) -> Run:
     """Train (or resume, or load if finished) the run `config` describes: `fit_many([config])[0]`.
-
     data: already loaded `Data` (else loaded from the config). fresh: ignore an existing checkpoint.
     progress: tqdm bars. save: a checkpoint every epoch and a results record at the end (in out_dir)."""
     return fit_many([config], data=data, fresh=fresh, progress=progress, save=save)[0]
@@ -391,7 +384,6 @@ def fit_many(
     save: bool = True,
 ) -> list[Run]:  # fmt: skip
     """Train K ≥ 1 students in one loop (arguments as `fit`); one `Run` each, in order.
-
     K > 1 students share data, schedule and teacher (`check_group`) and may differ in loss and seed: one
     grouped network (`dkdlib.packed`), each student's own loss, so each follows its solo path (up to
     rounding) and gets its own checkpoint and record. Finished students are loaded, the others resumed."""
@@ -687,11 +679,9 @@ def is_best(history: list[dict[str, float]], best_by: str | None) -> bool:
     if best_by is None:
         return False
     *earlier, last = history
-    if not earlier:
-        return True
     if best_by == "val_loss":
-        return last["val_loss"] < min(h["val_loss"] for h in earlier)
-    return last["val_acc"] > max(h["val_acc"] for h in earlier)
+        return all(last["val_loss"] < h["val_loss"] for h in earlier)
+    return all(last["val_acc"] > h["val_acc"] for h in earlier)
 
 
 def save_best(cfg: Config, data: Data, model_state: dict, history: list) -> None:
