@@ -225,8 +225,9 @@ def _check(name: str, value: Any) -> str | None:
         rule = " ".join(filter(None, ["an integer", meta["unit"], BOUNDS.get(meta["bound"], (0, ""))[1]]))
         return f"{name} must be {rule}{' or None' if optional else ''}; got {value!r}"
     values = value if name in TUPLES else (value,)
-    numbers = all(isinstance(v, (int, float)) for v in values)
-    if meta["length"] and (len(values) != meta["length"] or not numbers):
+    if meta["length"] and (
+        len(values) != meta["length"] or not all(isinstance(v, (int, float)) for v in values)
+    ):
         count = {3: "three"}.get(meta["length"], meta["length"])
         return f"{name} must be None (the default) or {count} numbers, one per channel; got {value!r}"
     test, text = BOUNDS.get(meta["bound"], (None, ""))
