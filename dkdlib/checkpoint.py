@@ -1,5 +1,5 @@
-"""Checkpoints: plain dicts (model, config and, to resume, epoch, optimizer, scheduler, scaler and
-history; no RNG state: the data seed and the epoch decide every batch), written atomically, read back with
+"""Checkpoints: plain dicts (model, config and, to resume, epoch, optimizer, scheduler, scaler, history;
+no random state: the data seed and the epoch decide every batch), written atomically, read back with
 `weights_only=True`; and the committed weights (`dkdlib.weights`) that train-or-load finds."""
 
 from __future__ import annotations
