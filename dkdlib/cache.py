@@ -1,25 +1,9 @@
 """Exact caches of the teacher's logits, so that the frozen teacher runs once, not once per student.
 
-Two of them. `teacher_logit_cache` (cache_teacher="views") computes every view of every image ahead:
-a GPU's minute, a CPU's hours. `SeenLogits` (cache_teacher="seen") stores only the views that the
-epochs actually draw: students with the same data seed see the same views in the same batches, so the
-first student of a seed runs the teacher and stores its logits epoch by epoch, and every later student
-of that seed reads them. It costs a CPU nothing extra, and the students after the first train twice as
-fast with a ResNet20 teacher.
-
-The views cache, in detail:
-
-A random crop (pad 4) and a flip can only produce (2·4+1)² × 2 = 162 distinct views of an image
-(`dkdlib.data.N_VIEWS`). The frozen teacher's logits on a view never change, so we compute them once
-for all 162 views of every training image (45k × 162 = 7.3M forwards for CIFAR-10: seconds to a minute
-on a GPU; 146 MB in fp16) and then every student, seed and sweep looks them up instead of running the
-teacher. The lookup uses the *same* view id the student's batch was cropped with, so each student sees
-exactly the image whose teacher logits it is given. (Caching one view per image, the usual shortcut,
-pairs an augmented student input with the teacher's opinion of a different picture.)
-
-The cache is keyed by the teacher's weights, the training images, the normalisation, the view set and
-the autocast dtype, and saved under `<out_dir>/cache/`, so a second run with the same teacher loads it.
-"""
+`teacher_logit_cache` ("views"): the teacher's logits on all 162 crop × flip views of every image,
+computed ahead (a GPU's minute) and looked up by the view id the student's batch was cropped with.
+`SeenLogits` ("seen"): the first student of a data seed stores the logits of the views its epochs draw,
+the later ones read them (the CPU's choice). Keyed by all the logits depend on, under `<out_dir>/cache/`."""
 
 from __future__ import annotations
 
@@ -53,18 +37,11 @@ def cache_key(teacher: nn.Module, x_train: np.ndarray, mean, std, amp_dtype: tor
 
 @torch.no_grad()
 def compute_teacher_logits(
-    teacher: nn.Module,
-    loader: DeviceLoader,
-    *,
-    amp_dtype: torch.dtype | None = None,
-    batch_size: int = 1024,
+    teacher: nn.Module, loader: DeviceLoader, *, amp_dtype: torch.dtype | None = None, batch_size: int = 1024,
     progress: bool = False,
-) -> torch.Tensor:
-    """The teacher's logits on all N_VIEWS views of every image of `loader`: N × N_VIEWS × C, fp16.
-
-    Big batches: the teacher is frozen and in eval mode, so batch size does not change its outputs
-    (beyond kernel-level rounding), and a big batch keeps the GPU busy.
-    """
+) -> torch.Tensor:  # fmt: skip
+    """The teacher's logits on all N_VIEWS views of every image of `loader`: N × N_VIEWS × C, fp16 (big
+    batches: a frozen teacher in eval mode gives the same outputs)."""
     from tqdm.auto import tqdm
 
     teacher.eval()
@@ -86,14 +63,9 @@ def compute_teacher_logits(
 
 
 def teacher_logit_cache(
-    teacher: nn.Module,
-    loader: DeviceLoader,
-    x_train: np.ndarray,
-    *,
-    cache_dir: str | Path,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+    teacher: nn.Module, loader: DeviceLoader, x_train: np.ndarray, *, cache_dir: str | Path,
+    amp_dtype: torch.dtype | None = None, progress: bool = False,
+) -> torch.Tensor:  # fmt: skip
     """Load the cache for this teacher and data from `cache_dir`, or compute and save it. On the device."""
     key = cache_key(teacher, x_train, loader.mean, loader.std, amp_dtype)
     path = Path(cache_dir) / f"teacher-logits-{key}.pt"
@@ -101,33 +73,24 @@ def teacher_logit_cache(
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise DKDError(
-                f"teacher-logit cache {path} is unreadable ({type(err).__name__}); delete it to rebuild it"
-            ) from err
+            raise DKDError(f"teacher-logit cache {path} is unreadable ({type(err).__name__}); delete it to "
+                           "rebuild it") from err  # fmt: skip
         if saved.get("key") == key and saved["logits"].shape[:2] == (len(loader.y), N_VIEWS):
             return saved["logits"].to(loader.device)
     t0 = time.perf_counter()
     logits = compute_teacher_logits(teacher, loader, amp_dtype=amp_dtype, progress=progress)
     seconds = time.perf_counter() - t0
-    print(
-        f"teacher-logit cache: {len(loader.y)} images × {N_VIEWS} views in {seconds:.1f} s "
-        f"({logits.numel() * 2 / 1e6:.0f} MB) → {path}"
-    )
+    print(f"teacher-logit cache: {len(loader.y)} images × {N_VIEWS} views in {seconds:.1f} s "
+          f"({logits.numel() * 2 / 1e6:.0f} MB) → {path}")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: torch.save({"key": key, "logits": logits.cpu(), "seconds": seconds}, f))
     return logits
 
 
 class SeenLogits:
-    """The teacher's logits on the views each epoch draws, for every student of one data seed.
-
-    Epoch e's file holds the teacher's fp32 logits on the one view of every training image that epoch
-    e draws (N × C: 1.8 MB for CIFAR-10). An epoch whose file exists is read; one without it runs the
-    teacher on each batch, uses its logits as they are, and writes the file when the epoch is complete.
-    Both give bit-for-bit the logits a live teacher gives in the same batch. The key holds everything
-    the logits depend on: the teacher's weights, the images, the normalisation, the data seed and the
-    batch size (which decide the views and the batches), and the autocast dtype.
-    """
+    """The teacher's logits on the views each epoch draws, for every student of one data seed: epoch e's
+    file (N × C, fp32) is read if it exists; else the teacher runs on each batch and the file is written
+    at the epoch's end. Bit-for-bit a live teacher's logits; keyed also by data seed and batch size."""
 
     def __init__(self, teacher: nn.Module, loader: DeviceLoader, x_train: np.ndarray, *,
                  cache_dir: str | Path, amp_dtype: torch.dtype | None = None):  # fmt: skip

@@ -1,15 +1,8 @@
-"""`Config`: everything that defines a run, one plain field each, and what each field means.
-
-Every field carries its facts in one place, its metadata:
-- help: the CLI's help text (every field is a flag: `--field-name`);
-- identity: whether it changes what is learned, and so the run's name — "yes", "no" (speed or
-  bookkeeping), or "unless_default" (counts only when it differs from its default, so runs named before
-  the field existed keep their names); a path (`file`) counts by its file name, so moving the output
-  folder keeps every run's identity;
-- shared: whether the students of one packed loop (`fit_many`) must agree on it;
-- choices, bound (">0", ">=0", "(0,1)"), unit, length: what `validate` checks (whether an int, whether
-  None is allowed and which fields are tuples come from the type hints) and what the CLI lists.
-"""
+"""`Config`: everything that defines a run, one plain field each, its facts in its metadata: help (the
+CLI's: every field is a flag), identity (whether it changes what is learned, and so the run's name: "yes",
+"no", or "unless_default", so runs named before the field existed keep their names; a `file` counts by
+its file name), shared (whether the students of one packed loop must agree on it), and what `validate`
+checks: choices, bound (">0", ">=0", "(0,1)"), unit, length (int, None and tuples: from the type hints)."""
 
 from __future__ import annotations
 
@@ -57,160 +50,90 @@ class Config:
     model: str = _field("resnet8", "architecture", shared=True, choices=sorted(MODELS))
     method: str = _field("ce", "loss: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()),
                          choices=METHODS)  # fmt: skip
-    teacher: str | None = _field(
-        None,
-        "teacher checkpoint (.pt written by `train`), for every method but ce",
-        shared=True,
-        file=True,
-    )
-    init: str | None = _field(
-        None,
-        "a checkpoint whose weights the model starts from (same architecture)",
-        identity="unless_default",
-        file=True,
-    )
-    pretrained: bool = _field(
-        False, "ImageNet weights: resnet18_imagenet, or resnet18 in all but conv1 and fc", shared=True
-    )
-    dataset: str = _field(
-        "cifar10",
-        "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)",
-        shared=True,
-        choices=DATASETS,
-    )
+    teacher: str | None = _field(None, "teacher checkpoint (.pt written by `train`), for every method but ce",
+                                 shared=True, file=True)  # fmt: skip
+    init: str | None = _field(None, "a checkpoint whose weights the model starts from (same architecture)",
+                              identity="unless_default", file=True)  # fmt: skip
+    pretrained: bool = _field(False,
+        "ImageNet weights: resnet18_imagenet, or resnet18 in all but conv1 and fc", shared=True)  # fmt: skip
+    dataset: str = _field("cifar10", "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)",
+                          shared=True, choices=DATASETS)  # fmt: skip
     # Where the images are read from, not which: the dataset and the sizes say that, so a run trained on
     # a downloaded CIFAR-10 and one on an .npz copy (offline, on a GPU machine) are the same run.
-    data: str | None = _field(
-        None,
+    data: str | None = _field(None,
         "an .npz with x_train, y_train, x_test, y_test (uint8 N×32×32×3) instead of downloading",
-        identity="no",
-        shared=True,
-    )
+        identity="no", shared=True)  # fmt: skip
     val_size: int = _field(5000, "training images held out as a fixed validation split", shared=True)
     train_size: int | None = _field(None, "use only this many (class-balanced) training images", shared=True)
     test_size: int | None = _field(None, "use only this many test images", shared=True)
-    mean: tuple[float, ...] | None = _field(
-        None,
-        "normalisation mean, three numbers (default: the dataset's)",
-        identity="unless_default",
-        shared=True,
-        length=3,
-    )
-    std: tuple[float, ...] | None = _field(
-        None,
+    mean: tuple[float, ...] | None = _field(None,
+        "normalisation mean, three numbers (default: the dataset's)", identity="unless_default", shared=True,
+        length=3)  # fmt: skip
+    std: tuple[float, ...] | None = _field(None,
         "normalisation std, three numbers (default: the dataset's; CIFAR-10 0.2470 0.2435 0.2616)",
-        identity="unless_default",
-        shared=True,
-        length=3,
-        bound=">0",
-    )
+        identity="unless_default", shared=True, length=3, bound=">0")  # fmt: skip
     # schedule
     epochs: int = _field(30, "training epochs", shared=True, bound=">0")
     batch_size: int = _field(128, "batch size", shared=True, bound=">0")
-    optimizer: str = _field(
-        "sgd",
-        "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)",
-        shared=True,
-        choices=OPTIMIZERS,
-    )
+    optimizer: str = _field("sgd", "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)",
+                            shared=True, choices=OPTIMIZERS)  # fmt: skip
     lr: float = _field(0.05, "peak learning rate", shared=True, bound=">0")
     momentum: float = _field(0.9, "SGD momentum", shared=True, bound=">=0")
-    weight_decay: float = _field(
-        5e-4, "weight decay (not on BN weights and biases)", shared=True, bound=">=0"
-    )
-    schedule: str = _field(
-        "onecycle",
+    weight_decay: float = _field(5e-4, "weight decay (not on BN weights and biases)", shared=True,
+                                 bound=">=0")  # fmt: skip
+    schedule: str = _field("onecycle",
         "constant | step | cosine | onecycle (per step) | plateau (per epoch, on the training loss)",
-        shared=True,
-        choices=SCHEDULES,
-    )
-    milestones: tuple[float, ...] = _field(
-        (0.625, 0.75, 0.875),
-        "step schedule: fractions of the run where lr is multiplied by gamma",
-        shared=True,
-    )
+        shared=True, choices=SCHEDULES)  # fmt: skip
+    milestones: tuple[float, ...] = _field((0.625, 0.75, 0.875),
+        "step schedule: fractions of the run where lr is multiplied by gamma", shared=True)  # fmt: skip
     gamma: float = _field(0.1, "step schedule: lr factor at each milestone", shared=True)
-    plateau_factor: float = _field(
-        0.1,
-        "plateau: multiply the lr by this when the training loss stops falling",
-        identity="unless_default",
-        shared=True,
-        bound="(0,1)",
-    )
-    plateau_patience: int = _field(
-        10, "plateau: epochs without improvement before the lr drops", identity="unless_default", shared=True,
-        bound=">=0", unit="number of epochs",
-    )  # fmt: skip
+    plateau_factor: float = _field(0.1,
+        "plateau: multiply the lr by this when the training loss stops falling", identity="unless_default",
+        shared=True, bound="(0,1)")  # fmt: skip
+    plateau_patience: int = _field(10, "plateau: epochs without improvement before the lr drops",
+                                   identity="unless_default", shared=True, bound=">=0",
+                                   unit="number of epochs")  # fmt: skip
     # The method's settings: None takes the method's default (`methods.METHODS[method].settings`).
     temperature: float | None = _field(None, "softmax temperature T of the distillation term (DKD, KD: 4)",
                                        bound=">0")  # fmt: skip
     alpha: float | None = _field(None, "DKD: weight of TCKD (target vs. rest; default 1)", bound=">=0")
-    beta: float | None = _field(
-        None,
+    beta: float | None = _field(None,
         "DKD: weight of NCKD (among non-targets; default 8, 2 for weak teachers); DIST: inter-class (1)",
-        bound=">=0",
-    )
-    warmup: int | None = _field(
-        None,
-        "epochs over which the distillation weight ramps up linearly (0 = off; DKD 20, KD 0)",
-        bound=">=0",
-        unit="number of epochs",
-    )
+        bound=">=0")  # fmt: skip
+    warmup: int | None = _field(None,
+        "epochs over which the distillation weight ramps up linearly (0 = off; DKD 20, KD 0)", bound=">=0",
+        unit="number of epochs")  # fmt: skip
     ce_weight: float | None = _field(None, "weight of the cross-entropy on labels (default 1)", bound=">=0")
-    kd_weight: float | None = _field(
-        None,
+    kd_weight: float | None = _field(None,
         "weight of classic KD (default 1; official KD baseline: ce_weight 0.1, kd_weight 0.9)",
-        bound=">=0",
-    )
-    teacher_batch_stats: bool = _field(
-        False,
+        bound=">=0")  # fmt: skip
+    teacher_batch_stats: bool = _field(False,
         "the teacher's BatchNorm normalises each batch by its own statistics while students train (as the "
         "reference's trainer did); its running statistics and weights stay as they were",
-        identity="unless_default",
-        shared=True,
-    )
+        identity="unless_default", shared=True)  # fmt: skip
     intra: float | None = _field(None, "DIST: weight of the intra-class relation (default 1)",
                                  identity="unless_default", bound=">=0")  # fmt: skip
     # machinery
     seed: int = _field(0, "seed of the initialisation (and of the data order unless data_seed is set)")
-    data_seed: int | None = _field(
-        None, "seed of the shuffling and augmentation (default: seed)", identity="unless_default"
-    )
-    device: str = _field(
-        "auto",
-        "auto | cpu | cuda | cuda:N | mps (CUDA without CUDA falls back to the CPU)",
-        identity="no",
-        shared=True,
-    )
+    data_seed: int | None = _field(None, "seed of the shuffling and augmentation (default: seed)",
+                                   identity="unless_default")  # fmt: skip
+    device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps (CUDA without CUDA falls back to the CPU)",
+                         identity="no", shared=True)  # fmt: skip
     amp: bool = _field(True, "bf16/fp16 autocast on CUDA", shared=True)
     channels_last: bool = _field(True, "NHWC memory layout", identity="no", shared=True)
-    compile: bool = _field(
-        False, "torch.compile the student (worth it for long GPU runs)", identity="no", shared=True
-    )
-    graph: bool = _field(
-        False,
-        "capture the whole training step as one CUDA graph (CUDA; bf16 or fp32)",
-        identity="no",
-        shared=True,
-    )
-    cache_teacher: str = _field(
-        "off",
+    compile: bool = _field(False, "torch.compile the student (worth it for long GPU runs)", identity="no",
+                           shared=True)  # fmt: skip
+    graph: bool = _field(False, "capture the whole training step as one CUDA graph (CUDA; bf16 or fp32)",
+                         identity="no", shared=True)  # fmt: skip
+    cache_teacher: str = _field("off",
         "the teacher's logits, computed once instead of by every student: off | views (all 162 crop×flip "
         "views of every image, built ahead: a GPU's minute) | seen (the view each epoch draws, stored by "
-        "the first student of a data seed and read by the others: the CPU's choice)",
-        identity="no",
-        shared=True,
-        choices=CACHES,
-    )
-    best_by: str | None = _field(
-        None,
-        "also keep the best epoch's weights as NAME-best.pt",
-        identity="unless_default",
-        choices=BEST_BY,
-    )
-    name: str | None = _field(
-        None, "run name (checkpoint file name); default derived from the config", identity="no"
-    )
+        "the first student of a data seed and read by the others: the CPU's choice)", identity="no",
+        shared=True, choices=CACHES)  # fmt: skip
+    best_by: str | None = _field(None, "also keep the best epoch's weights as NAME-best.pt",
+                                 identity="unless_default", choices=BEST_BY)  # fmt: skip
+    name: str | None = _field(None, "run name (checkpoint file name); default derived from the config",
+                              identity="no")  # fmt: skip
     tag: str = _field("", "free label stored with the results (e.g. ref:as_run:dkd_100)", identity="no")
     note: str = _field("", "free text kept in the run's record (e.g. a fallback taken)", identity="no")
     out_dir: str = _field("data", "where checkpoints/, results/ and downloads go", identity="no", shared=True)
@@ -273,16 +196,13 @@ class Config:
             self.check_files()
 
     def check_files(self) -> None:
-        """Raise `DKDError` unless the teacher and init checkpoints the run starts from exist (a finished
-        run, e.g. committed weights, loads without them)."""
+        """Raise `DKDError` unless the teacher and init checkpoints exist (a finished run loads without)."""
         if distills(self.method) and not Path(self.teacher).is_file():
-            raise DKDError(
-                f"Config: teacher checkpoint {self.teacher} does not exist; train the teacher first"
-            )
+            raise DKDError(f"Config: teacher checkpoint {self.teacher} does not exist; train the teacher "
+                           "first")  # fmt: skip
         if self.init is not None and not Path(self.init).is_file():
-            raise DKDError(
-                f"Config: init checkpoint {self.init} does not exist; train the run it comes from first"
-            )
+            raise DKDError(f"Config: init checkpoint {self.init} does not exist; train the run it comes from "
+                           "first")  # fmt: skip
 
 
 FIELDS = {f.name: f.metadata for f in dataclasses.fields(Config)}
@@ -321,9 +241,8 @@ def _check(name: str, value: Any) -> str | None:
 SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
 
 
-# The method settings, and what one left at None stands for where the method does not have it: the
-# Config defaults from before methods carried their own, so every run named then keeps its name (and a
-# CE run's identity its "T = 4"). A setting newer than that (DIST's intra) stands for None.
+# What a method setting left at None stands for where the method lacks it: the Config defaults from before
+# methods had their own, so every run keeps its name (a CE run its "T = 4"); DIST's newer intra: None.
 NAMED_AS = {"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0, "kd_weight": 1.0,
             "intra": None}  # fmt: skip
 
@@ -343,21 +262,16 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     ident = {}
     for key, value in config.items():
         meta = FIELDS.get(key, {"identity": "yes", "file": False})
-        if meta["identity"] == "no" or (
-            meta["identity"] == "unless_default" and _same(value, meta["default"])
-        ):
+        kind = meta["identity"]
+        if kind == "no" or (kind == "unless_default" and _same(value, meta["default"])):
             continue
         ident[key] = Path(value).name if meta["file"] and value else value
     return ident
 
 
 def _same(value: Any, default: Any) -> bool:
-    as_list = (list, tuple)
-    return (
-        list(value) == list(default)
-        if isinstance(value, as_list) and isinstance(default, as_list)
-        else value == default
-    )
+    both_lists = isinstance(value, (list, tuple)) and isinstance(default, (list, tuple))
+    return list(value) == list(default) if both_lists else value == default
 
 
 # Environment flags: one spelling of "on" and "off" for every DKDLIB_* (and script) switch.
@@ -397,26 +311,22 @@ def check_group(configs: list[Config], files: bool = True) -> None:
     for i, cfg in enumerate(configs):
         cfg.validate(files)
         if cfg.schedule == "plateau" and len(configs) > 1:
-            raise DKDError(
-                f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which lowers the learning rate "
-                "when the run's own training loss stalls: students trained together would each need their "
-                "own rate. Train plateau runs one by one with fit() (fit_all does this by itself)"
-            )
+            raise DKDError(f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which "
+                           "lowers the learning rate when the run's own training loss stalls: "
+                           "students trained together would each need their own rate. Train "
+                           "plateau runs one by one with fit() (fit_all does this by itself)")  # fmt: skip
         diff = [f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}" for k in SHARED
                 if getattr(first, k) != getattr(cfg, k)]  # fmt: skip
         if not distills(cfg.method) or not distills(first.method):  # a CE student needs no teacher
             diff = [d for d in diff if not d.startswith("teacher:")]
         if diff:
-            raise DKDError(
-                f"configs[{i}] cannot train together with configs[0]: they must share data, schedule and "
-                f"teacher ({'; '.join(diff)})"
-            )
+            raise DKDError(f"configs[{i}] cannot train together with configs[0]: they must share data, "
+                           f"schedule and teacher ({'; '.join(diff)})")  # fmt: skip
         if data_seed(cfg) != data_seed(first):
-            raise DKDError(
-                f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with {data_seed(first)}: "
-                "students trained together see the same batches. Set the same data_seed on all of them "
-                "(it becomes part of each run's identity), or train them one by one with fit()"
-            )
+            raise DKDError(f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with "
+                           f"{data_seed(first)}: students trained together see the same "
+                           "batches. Set the same data_seed on all of them (it becomes part "
+                           "of each run's identity), or train them one by one with fit()")  # fmt: skip
     names = [c.run_name() for c in configs]
     if len(set(names)) != len(names):
         raise DKDError(f"two configs describe the same run ({names}); a sweep needs distinct runs")

@@ -1,16 +1,7 @@
-"""Datasets as uint8 arrays, and a loader that augments whole batches on the device.
-
-Three sources, one result type (`Data`):
-- `"cifar10"` / `"cifar100"`: downloaded by torchvision into `data/` (checksums verified by torchvision);
-- an `.npz` file with x_train, y_train, x_test, y_test (uint8 images N×32×32×3, integer labels);
-- `"synthetic"`: small, deterministic, learnable images for tests and offline demos. It is not CIFAR
-  and always says so in `Data.source`.
-
-`DeviceLoader` keeps the whole uint8 dataset on the device (50k CIFAR images are 150 MB) and does the
-random crop (pad 4) + horizontal flip + normalisation there, for a whole batch in one indexing op. The
-random choices come from a CPU generator seeded by (seed, epoch), so CPU and GPU see the same views and
-an epoch can be replayed exactly after a resume.
-"""
+"""Datasets as uint8 arrays (`Data`: CIFAR-10/100 by torchvision, an .npz, or "synthetic", which is not
+CIFAR and says so), and `DeviceLoader`, which keeps them on the device and crops, flips and normalises
+whole batches there. Its random choices come from a CPU generator seeded by (seed, epoch): CPU and GPU
+see the same views, and a resumed epoch replays exactly."""
 
 from __future__ import annotations
 
@@ -25,22 +16,8 @@ import torch.nn.functional as F
 
 from .errors import DKDError
 
-__all__ = [
-    "Data",
-    "DATASETS",
-    "load_data",
-    "load_npz",
-    "synthetic",
-    "DeviceLoader",
-    "crop_flip",
-    "crop_flip_views",
-    "normalize",
-    "scaled_stats",
-    "random_views",
-    "N_VIEWS",
-    "view_index",
-    "view_offsets",
-]
+__all__ = ["Data", "DATASETS", "load_data", "load_npz", "synthetic", "DeviceLoader", "crop_flip", "normalize",
+           "scaled_stats", "random_views", "N_VIEWS", "view_index", "view_offsets"]  # fmt: skip
 
 CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 # Per-channel mean and std of the training images (pixel / 255).
@@ -88,30 +65,19 @@ class Data:
         return len(self.classes)
 
     def __repr__(self) -> str:
-        return (
-            f"Data({self.name!r}, {self.num_classes} classes, train {len(self.y_train)}, "
-            f"val {len(self.y_val)}, test {len(self.y_test)}; source: {self.source})"
-        )
+        return (f"Data({self.name!r}, {self.num_classes} classes, train {len(self.y_train)}, "
+                f"val {len(self.y_val)}, test {len(self.y_test)}; source: {self.source})")  # fmt: skip
 
 
 def load_data(
-    name: str = "cifar10",
-    *,
-    npz: str | os.PathLike | None = None,
-    root: str | os.PathLike = "data",
-    val_size: int = 5000,
-    train_size: int | None = None,
-    test_size: int | None = None,
-    download: bool = True,
+    name: str = "cifar10", *, npz: str | os.PathLike | None = None, root: str | os.PathLike = "data",
+    val_size: int = 5000, train_size: int | None = None, test_size: int | None = None, download: bool = True,
     split_seed: int = 0,
-) -> Data:
-    """Load a dataset and carve a fixed validation split out of its training set.
+) -> Data:  # fmt: skip
+    """Load a dataset and carve a fixed validation split (`split_seed`) out of its training set.
 
-    name: "cifar10", "cifar100" or "synthetic". npz: read this file instead of downloading (its
-    images are taken to be `name`'s). val_size: training images held out for validation, chosen by a
-    fixed permutation (`split_seed`), so every run sees the same split. train_size / test_size: keep
-    only the first n (class-balanced) images, for quick runs on a CPU.
-    """
+    npz: read this file instead of downloading (its images are taken to be `name`'s). train_size /
+    test_size: keep only the first n (class-balanced) images, for quick runs on a CPU."""
     if name not in DATASETS:
         raise DKDError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if npz is not None:
@@ -157,22 +123,14 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Data:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError
-        raise DKDError(
-            f"could not load {name} into {root}/ ({type(err).__name__}: {err}). With no internet, "
-            f"pass an .npz file instead (load_data(npz=...), CLI --data FILE.npz) or use the "
-            "synthetic dataset (name='synthetic', not CIFAR)."
-        ) from err
-    return Data(
-        name=name,
-        classes=list(train.classes),
-        x_train=np.asarray(train.data, np.uint8),
-        y_train=np.asarray(train.targets, np.int64),
-        x_test=np.asarray(test.data, np.uint8),
-        y_test=np.asarray(test.targets, np.int64),
-        mean=STATS[name][0],
-        std=STATS[name][1],
-        source=f"torchvision {cls.__name__}",  # no folder: records must not name the writer's folders
-    )
+        raise DKDError(f"could not load {name} into {root}/ ({type(err).__name__}: {err}). With no internet, "
+                       "pass an .npz file instead (load_data(npz=...), CLI --data FILE.npz) or use the "
+                       "synthetic dataset (name='synthetic', not CIFAR).") from err  # fmt: skip
+    x_train, x_test = np.asarray(train.data, np.uint8), np.asarray(test.data, np.uint8)
+    y_train, y_test = np.asarray(train.targets, np.int64), np.asarray(test.targets, np.int64)
+    mean, std = STATS[name]
+    return Data(name, list(train.classes), x_train, y_train, x_test, y_test, mean=mean, std=std,
+                source=f"torchvision {cls.__name__}")  # no folder: records must not name one  # fmt: skip
 
 
 def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
@@ -187,10 +145,8 @@ def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
         raise DKDError(f"{path} is not a readable .npz file ({type(err).__name__}: {err})") from err
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
-        raise DKDError(
-            f"{path} lacks {', '.join(missing)}; an .npz needs x_train, y_train, x_test, y_test "
-            f"(it has: {', '.join(sorted(arrays)) or 'nothing'})"
-        )
+        raise DKDError(f"{path} lacks {', '.join(missing)}; an .npz needs x_train, y_train, x_test, y_test "
+                       f"(it has: {', '.join(sorted(arrays)) or 'nothing'})")  # fmt: skip
     if "class_names" in arrays:
         classes = [str(c) for c in arrays["class_names"]]
     elif name == "cifar10":
@@ -208,21 +164,11 @@ def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
         if len(x) != len(y):
             raise DKDError(f"{path}: x_{split} has {len(x)} images but y_{split} {len(y)} labels")
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise DKDError(
-                f"{path}: y_{split} labels must lie in [0, {len(classes)}); got {y.min()}..{y.max()}"
-            )
+            raise DKDError(f"{path}: y_{split} labels must lie in [0, {len(classes)}); got "
+                           f"{y.min()}..{y.max()}")  # fmt: skip
     mean, std = STATS.get(name, _stats(arrays["x_train"]))
-    return Data(
-        name=name,
-        classes=classes,
-        x_train=arrays["x_train"],
-        y_train=arrays["y_train"].astype(np.int64),
-        x_test=arrays["x_test"],
-        y_test=arrays["y_test"].astype(np.int64),
-        mean=mean,
-        std=std,
-        source=f"npz {Path(path).name}",
-    )
+    return Data(name, classes, arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
+                arrays["y_test"].astype(np.int64), mean=mean, std=std, source=f"npz {path.name}")  # fmt: skip
 
 
 def _stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -231,25 +177,12 @@ def _stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def synthetic(n_train: int = 6000, n_test: int = 1000, num_classes: int = 10, seed: int = 0) -> Data:
-    """Deterministic, learnable 32×32 images. NOT CIFAR: for tests, CI and offline demos.
-
-    Each class has a smooth random colour pattern (its prototype). An image is mostly its class's
-    prototype, partly a second class's, plus noise — so the classes are learnable and a teacher has
-    real "dark knowledge" about which classes look alike.
-    """
+    """Deterministic, learnable 32×32 images. NOT CIFAR: for tests, CI and offline demos. An image is
+    mostly its class's smooth colour pattern, partly a second class's, plus noise: classes look alike."""
     x_train, y_train, x_test, y_test = _synthetic_arrays(n_train, n_test, num_classes, seed)
     mean, std = _stats(x_train)
-    return Data(
-        name="synthetic",
-        classes=[f"class{i}" for i in range(num_classes)],
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        mean=mean,
-        std=std,
-        source=f"SYNTHETIC images (not CIFAR), seed {seed}",
-    )
+    return Data("synthetic", [f"class{i}" for i in range(num_classes)], x_train, y_train, x_test, y_test,
+                mean=mean, std=std, source=f"SYNTHETIC images (not CIFAR), seed {seed}")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)  # a few seconds to make; tests and notebooks ask for it repeatedly
@@ -275,12 +208,8 @@ def _synthetic_arrays(n_train: int, n_test: int, num_classes: int, seed: int):
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Random crop with zero padding PAD, then horizontal flip, for a whole N×C×H×W batch at once.
-
-    dy, dx in [0, 2·PAD] are each image's crop offsets into the padded image; flip is 0/1. One
-    advanced-indexing gather does both (a flip is just the crop's columns read backwards).
-    Returns N×C×H×W in channels_last memory layout.
-    """
+    """Random crop (zero padding PAD, offsets dy, dx in [0, 2·PAD]) and flip (0/1) of an N×C×H×W batch,
+    in one gather (a flip reads the crop's columns backwards); channels_last out."""
     n, _, h, w = x.shape
     padded = F.pad(x, (PAD, PAD, PAD, PAD))
     ar_h = torch.arange(h, device=x.device)
@@ -290,11 +219,6 @@ def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.T
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # N×H×W×C (advanced dims first)
     return out.permute(0, 3, 1, 2)
-
-
-def crop_flip_views(x: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-    """`crop_flip` with each image's view given as one id (see `view_index`)."""
-    return crop_flip(x, *view_offsets(view))
 
 
 def scaled_stats(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,33 +242,19 @@ def random_views(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
 
 
 class DeviceLoader:
-    """Batches from a dataset that lives on `device`, augmented there; the same code on CPU and GPU.
-
-    Iterating gives (images float32 N×C×H×W, labels int64). `set_epoch(e)` picks epoch e's shuffle and
-    augmentation, so a resumed run replays exactly what an uninterrupted one would have seen.
-    """
+    """Batches (float32 N×C×H×W, int64 labels) of a dataset that lives on `device`, augmented there.
+    `set_epoch(e)` picks epoch e's shuffle and augmentation: a resumed run replays exactly."""
 
     def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        batch_size: int,
-        *,
-        mean,
-        std,
-        train: bool = True,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-        drop_last: bool | None = None,
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, *, mean, std, train: bool = True,
+        device: str | torch.device = "cpu", seed: int = 0, drop_last: bool | None = None,
         channels_last: bool = False,
-    ):
+    ):  # fmt: skip
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise DKDError(f"batch_size must be an integer > 0; got {batch_size!r}")
         if train and batch_size > len(y):
-            raise DKDError(
-                f"batch_size={batch_size} is larger than the {len(y)} training images; "
-                "use a smaller batch or more data"
-            )
+            raise DKDError(f"batch_size={batch_size} is larger than the {len(y)} training images; use a "
+                           "smaller batch or more data")  # fmt: skip
         self.device = torch.device(device)
         # NHWC uint8 numpy → NCHW uint8 tensor on the device, once.
         x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x)  # torch wants writable
@@ -354,8 +264,7 @@ class DeviceLoader:
         # Training drops the last partial batch: fixed shapes (no recompiles) and no tiny noisy step.
         self.drop_last = train if drop_last is None else drop_last
         self.mean, self.std, self.channels_last = mean, std, channels_last
-        # On the device once: a tensor built from Python floats inside a captured CUDA graph would be
-        # a host-to-device copy, which capture forbids.
+        # On the device once: made from Python floats inside a captured CUDA graph they would be copied.
         self._mean255, self._std255 = scaled_stats(mean, std, self.device)
         self.epoch = 0
 
@@ -378,11 +287,8 @@ class DeviceLoader:
         return (order, *random_views(n, g))
 
     def epoch_batches(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training epoch as two steps×batch tensors on the device: image indices and view ids.
-
-        Batch s is `self.batch(idx[s], view[s])`. Having the whole plan on the device lets a captured
-        training step pick its own batch from a step counter, with no host work per step.
-        """
+        """A training epoch as two steps×batch device tensors, image indices and view ids (batch s is
+        `self.batch(idx[s], view[s])`): a captured step picks its batch from a counter, no host work."""
         if not self.drop_last:
             raise DKDError("epoch_batches needs whole batches (drop_last=True, as in training)")
         order, dy, dx, flip = self.epoch_plan(epoch)
@@ -395,12 +301,9 @@ class DeviceLoader:
         """Images `idx` (device tensor) seen through `view` (None: un-augmented), normalised, and labels."""
         xb = self.x[idx]
         if view is not None:
-            xb = crop_flip_views(xb, view)
-        xb = normalize(xb, self._mean255, self._std255)
-        xb = xb.contiguous(
-            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
-        )
-        return xb, self.y[idx]
+            xb = crop_flip(xb, *view_offsets(view))
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return normalize(xb, self._mean255, self._std255).contiguous(memory_format=layout), self.y[idx]
 
     def __iter__(self):
         if self.train and self.drop_last:

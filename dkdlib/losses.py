@@ -13,10 +13,10 @@ Everything is computed from log-softmaxes in float32, so it stays finite where t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import DKDError
+from .methods import METHODS, _dkd_terms
 
 __all__ = ["kd_loss", "dkd_loss", "dkd_terms", "check_logits"]
 
@@ -45,32 +45,6 @@ def check_logits(logits_student: Tensor, logits_teacher: Tensor, target: Tensor 
             f"target holds labels outside [0, {classes}): min {int(target.min())}, "
             f"max {int(target.max())}; the logits have {classes} classes"
         )
-
-
-def _target_mask(logits: Tensor, target: Tensor) -> Tensor:
-    # A comparison, not F.one_hot: one_hot validates the labels with a host sync on some devices,
-    # and a CUDA-graph-captured step must not sync.
-    return target.long()[:, None] == torch.arange(logits.shape[1], device=logits.device)
-
-
-def _dkd_terms(zs: Tensor, zt: Tensor, target: Tensor, temperature: float):
-    """Per-sample (TCKD, NCKD, p_t of the teacher), all in float32, without the T² factor."""
-    zs, zt = zs.float() / temperature, zt.float() / temperature
-    mask = _target_mask(zs, target)
-
-    def binary_and_nontarget_logprobs(z: Tensor):
-        lse = torch.logsumexp(z, dim=1)
-        log_pt = z.gather(1, target.long()[:, None]).squeeze(1) - lse
-        z_rest = z.masked_fill(mask, float("-inf"))  # drop the target: softmax over the others
-        log_prest = torch.logsumexp(z_rest, dim=1) - lse
-        return torch.stack([log_pt, log_prest], 1), F.log_softmax(z_rest, dim=1)
-
-    log_b_s, log_q_s = binary_and_nontarget_logprobs(zs)
-    log_b_t, log_q_t = binary_and_nontarget_logprobs(zt)
-    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(1)
-    # The target column is -inf - (-inf) = nan in both; it carries zero teacher mass, so zero it.
-    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).masked_fill(mask, 0.0).sum(1)
-    return tckd, nckd, log_b_t[:, 0].exp()
 
 
 def dkd_terms(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, temperature: float):
@@ -122,8 +96,6 @@ def _kd_loss(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
 
 def _single(method: str, zs: Tensor, zt: Tensor, target: Tensor, **settings: float) -> Tensor:
     """`methods.METHODS[method]`'s distillation term for one student (K = 1), the teacher detached."""
-    from .methods import METHODS
-
     hp = {k: torch.tensor([[float(v)]], device=zs.device) for k, v in settings.items()}
     return METHODS[method].distill(zs.float()[None], zt.detach().float(), target, hp)[0]
 

@@ -1,34 +1,20 @@
 r"""The training methods, one entry each: what a student learns from, and its loss.
 
-Every method trains on  ce_weight · CE(labels) + w · distill,  where w is the warm-up weight of the
-epoch (0 for CE) and `distill` is the entry's term, the batch mean of a per-sample loss × T². An entry
-computes that term for K students at once (a K×N×C block of logits against one teacher's N×C), so the
-same code trains one student (`fit`, K = 1) and a packed sweep (`fit_many`). Adding a method means
-adding one entry here; `Config` validation and the CLI's `--method` help read this table.
-
-    ce      labels only
-    kd      Hinton: kd_weight · T² · KL(p^T ‖ p^S)
-    dkd     Zhao et al.: T² · (α · TCKD + β · NCKD)
-    tckd    α · TCKD alone;  nckd: β · NCKD alone (the paper's ablations)
-    kd_ls, dkd_ls   the same on z-scored logits (Sun et al., CVPR 2024, "Logit Standardization in KD"):
-            each sample's logits minus their mean, over their standard deviation, before the
-            temperature, so the student matches the teacher's logit *shape*, not its scale.
-"""
+Every method trains on  ce_weight · CE(labels) + w · distill,  w the epoch's warm-up weight (0 for CE)
+and `distill` the entry's term, computed for K students at once (K×N×C logits against one teacher's
+N×C): the same code trains one student (`fit`) and a packed sweep (`fit_many`). Adding a method means
+adding one entry to `METHODS`; `Config` validation and the CLI's `--method` help read it. KD's
+decoupling, KL(p^T ‖ p^S) = TCKD + (1 − p_t^T) · NCKD, is derived in `dkdlib.losses`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from .losses import _dkd_terms
-
-if TYPE_CHECKING:
-    from .config import Config
 
 __all__ = ["Method", "METHODS", "distills", "student_losses"]
 
@@ -38,6 +24,14 @@ DistillFn = Callable[[Tensor, Tensor, Tensor, dict[str, Tensor]], Tensor]
 # What TrainStep calls: (student logits K×N×C, teacher logits N×C or None, labels N, warm-up weights K)
 # → the K students' losses (K,).
 LossFn = Callable[[Tensor, Tensor | None, Tensor, Tensor], Tensor]
+
+
+class Student(Protocol):
+    """What `student_losses` reads of a `Config` (typed here so that methods.py need not import config.py)."""
+
+    method: str
+
+    def setting(self, name: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +44,32 @@ class Method:
     settings: dict[str, float] = field(default_factory=dict)
     label: str = ""  # its name in tables ("DKD"); every setting that differs from its default follows
     shown: tuple[str, ...] = ()  # settings its label always shows ("DKD α=1 β=8")
+
+
+def _target_mask(logits: Tensor, target: Tensor) -> Tensor:
+    # A comparison, not F.one_hot: one_hot validates the labels with a host sync on some devices,
+    # and a CUDA-graph-captured step must not sync.
+    return target.long()[:, None] == torch.arange(logits.shape[1], device=logits.device)
+
+
+def _dkd_terms(zs: Tensor, zt: Tensor, target: Tensor, temperature: float):
+    """Per-sample (TCKD, NCKD, p_t of the teacher), all in float32, without the T² factor."""
+    zs, zt = zs.float() / temperature, zt.float() / temperature
+    mask = _target_mask(zs, target)
+
+    def binary_and_nontarget_logprobs(z: Tensor):
+        lse = torch.logsumexp(z, dim=1)
+        log_pt = z.gather(1, target.long()[:, None]).squeeze(1) - lse
+        z_rest = z.masked_fill(mask, float("-inf"))  # drop the target: softmax over the others
+        log_prest = torch.logsumexp(z_rest, dim=1) - lse
+        return torch.stack([log_pt, log_prest], 1), F.log_softmax(z_rest, dim=1)
+
+    log_b_s, log_q_s = binary_and_nontarget_logprobs(zs)
+    log_b_t, log_q_t = binary_and_nontarget_logprobs(zt)
+    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(1)
+    # The target column is -inf - (-inf) = nan in both; it carries zero teacher mass, so zero it.
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).masked_fill(mask, 0.0).sum(1)
+    return tckd, nckd, log_b_t[:, 0].exp()
 
 
 def _flat(zs: Tensor, zt: Tensor, y: Tensor, t: Tensor):
@@ -128,20 +148,11 @@ METHODS: dict[str, Method] = {
     "tckd": Method(_tckd, "α · TCKD alone (target vs. rest)", _TCKD, "TCKD", ("alpha",)),
     "nckd": Method(_nckd, "β · NCKD alone (among the non-target classes)", _NCKD, "NCKD", ("beta",)),
     "kd_ls": Method(_on_standardized(_kd), "KD on z-scored logits (logit standardisation)", _KD, "KD+LS"),
-    "dkd_ls": Method(
-        _on_standardized(_dkd),
-        "DKD on z-scored logits (logit standardisation)",
-        _DKD,
-        "DKD+LS",
-        ("alpha", "beta"),
-    ),  # fmt: skip
-    "dist": Method(
-        _dist,
-        "DIST (Huang et al. 2022): T² · (β · inter-class + intra · intra-class relation)",
-        _DIST,
-        "DIST",
-    ),  # fmt: skip
-}
+    "dkd_ls": Method(_on_standardized(_dkd), "DKD on z-scored logits (logit standardisation)", _DKD, "DKD+LS",
+                     ("alpha", "beta")),
+    "dist": Method(_dist, "DIST (Huang et al. 2022): T² · (β · inter-class + intra · intra-class relation)",
+                   _DIST, "DIST"),
+}  # fmt: skip
 # How a setting reads in a label: "α=1", "T=2", "CE×0.1", "W=2" (warm-up epochs).
 SYMBOLS = {"alpha": "α=", "beta": "β=", "intra": "γ=", "temperature": "T=", "ce_weight": "CE×",
            "kd_weight": "KD×", "warmup": "W="}  # fmt: skip
@@ -156,12 +167,9 @@ def distills(method: str) -> bool:
     return METHODS[method].distill is not None
 
 
-def student_losses(configs: list[Config]) -> LossFn:
-    """The training losses of K students (the configs, in order) in one computation.
-
-    Students of one method are computed together; the per-student hyperparameters become k×1 tensors,
-    made once on the logits' device (a captured CUDA graph must not copy from the host).
-    """
+def student_losses(configs: list[Student]) -> LossFn:
+    """The training losses of K students (the configs, in order) in one computation; students of one
+    method together, their settings k×1 tensors made once on the device (a CUDA graph must not copy)."""
     groups: dict[str, list[int]] = {}
     for i, cfg in enumerate(configs):
         groups.setdefault(cfg.method, []).append(i)

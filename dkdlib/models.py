@@ -1,10 +1,5 @@
-"""CIFAR-sized ResNets: the students and teachers of the DKD paper, plus ImageNet ResNet18.
-
-`create_model(name, num_classes)` is the one entry point. The CIFAR ResNets follow the official DKD code
-(mdistiller): a 3x3 stem, three stages of basic blocks, global average pooling and a linear head.
-`create_model("resnet18", pretrained=True)` is the reference table's teacher: the CIFAR-stem ResNet18
-with torchvision's ImageNet weights in every layer but the stem conv and the head.
-"""
+"""CIFAR-sized ResNets as in the official DKD code (mdistiller: 3x3 stem, stages of basic blocks, average
+pooling, linear head), plus torchvision's ImageNet ResNet18; `create_model` is the one entry point."""
 
 from __future__ import annotations
 
@@ -12,6 +7,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from .errors import DKDError
 
 __all__ = ["MODELS", "create_model", "count_parameters", "count_macs"]
 
@@ -67,22 +64,14 @@ def resnet18_imagenet(num_classes: int = 10, pretrained: bool = False) -> nn.Mod
     """torchvision's ResNet18 (7x7 stem, max-pool), optionally with ImageNet weights, and a new head."""
     import torchvision
 
-    weights = None
-    if pretrained:
-        weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-        try:
-            model = torchvision.models.resnet18(weights=weights)
-        except Exception as err:  # URLError, HTTPError, SSL errors, hash mismatch...
-            from .errors import DKDError
-
-            raise DKDError(
-                "could not fetch the ImageNet weights for resnet18_imagenet "
-                f"({type(err).__name__}: {err}). Connect to the internet once, or copy "
-                f"'{weights.url.rsplit('/', 1)[-1]}' into {torch.hub.get_dir()}/checkpoints/, "
-                "or use pretrained=False."
-            ) from err
-    else:
-        model = torchvision.models.resnet18(weights=None)
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1 if pretrained else None
+    try:
+        model = torchvision.models.resnet18(weights=weights)
+    except Exception as err:  # (with weights) URLError, HTTPError, SSL errors, hash mismatch...
+        raise DKDError("could not fetch the ImageNet weights for resnet18_imagenet "
+                       f"({type(err).__name__}: {err}). Connect to the internet once, or copy "
+                       f"'{weights.url.rsplit('/', 1)[-1]}' into {torch.hub.get_dir()}/checkpoints/, or "
+                       "use pretrained=False.") from err  # fmt: skip
     model.fc = nn.Linear(model.fc.in_features, num_classes)  # new head for our classes
     return model
 
@@ -95,8 +84,6 @@ def _imagenet_resnet18_state() -> dict[str, torch.Tensor]:
 def imagenet_weights_error() -> str | None:
     """None when the ImageNet ResNet18 weights load here (from the torch hub cache, downloading them
     once, about 45 MB); otherwise why not, with what to do about it."""
-    from .errors import DKDError
-
     try:
         _imagenet_resnet18_state()
     except DKDError as err:
@@ -105,12 +92,8 @@ def imagenet_weights_error() -> str | None:
 
 
 def _imagenet_key(name: str) -> str | None:
-    """The torchvision ResNet18 entry that our CIFAR-stem ResNet18's `name` takes its value from.
-
-    None for the stem conv (3x3 stride 1 here, 7x7 stride 2 there) and the head (our classes): those
-    keep their fresh initialisation. Our blocks are numbered 0..7 in one Sequential; torchvision's are
-    layer1..layer4, two each, with the projection shortcut called `downsample`.
-    """
+    """The torchvision ResNet18 entry our CIFAR-stem ResNet18's `name` takes its value from (blocks 0..7
+    here, layer1..layer4 there); None for the stem conv and the head, which keep their initialisation."""
     if name.startswith(("conv1.", "fc.")):
         return None
     if name.startswith("layers."):
@@ -122,13 +105,7 @@ def _imagenet_key(name: str) -> str | None:
 
 
 def cifar_resnet18_imagenet_init(model: nn.Module) -> nn.Module:
-    """Load ImageNet weights into a CIFAR-stem ResNet18 (`create_model("resnet18")`), all but conv1 and fc.
-
-    This is what the reference table's teacher did: torchvision's pretrained ResNet18 with conv1
-    replaced by a fresh 3x3 stride-1 conv, the max-pool removed and a new fc.
-    """
-    from .errors import DKDError
-
+    """Load ImageNet weights into a CIFAR-stem ResNet18 in all but conv1 and fc (the reference's teacher)."""
     source = _imagenet_resnet18_state()
     mapped = {}
     for name, value in model.state_dict().items():
@@ -136,10 +113,8 @@ def cifar_resnet18_imagenet_init(model: nn.Module) -> nn.Module:
         if key is None:
             continue
         if key not in source or source[key].shape != value.shape:
-            raise DKDError(
-                f"the ImageNet ResNet18 weights do not fit {name} (looked for {key}); "
-                "the weights file is not torchvision's resnet18"
-            )
+            raise DKDError(f"the ImageNet ResNet18 weights do not fit {name} (looked for {key}); "
+                           "the weights file is not torchvision's resnet18")  # fmt: skip
         mapped[name] = source[key]
     model.load_state_dict(mapped, strict=False)  # conv1 and fc keep their initialisation
     return model
@@ -158,22 +133,15 @@ _CIFAR_RESNETS = {
 }
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    **{
-        name: (lambda num_classes, spec=spec: CifarResNet(*spec, num_classes=num_classes))
-        for name, spec in _CIFAR_RESNETS.items()
-    },
-    "resnet18_imagenet": lambda num_classes, pretrained=False: resnet18_imagenet(num_classes, pretrained),
+    name: (lambda num_classes, spec=spec: CifarResNet(*spec, num_classes=num_classes))
+    for name, spec in _CIFAR_RESNETS.items()
 }
+MODELS["resnet18_imagenet"] = lambda num_classes, pretrained=False: resnet18_imagenet(num_classes, pretrained)
 
 
 def create_model(name: str, num_classes: int = 10, pretrained: bool = False) -> nn.Module:
-    """Build a model by name, e.g. ``create_model("resnet8", num_classes=10)``.
-
-    pretrained: ImageNet weights, for "resnet18_imagenet" (torchvision's model) and "resnet18" (the
-    CIFAR-stem ResNet18 initialised from them in every layer but conv1 and fc).
-    """
-    from .errors import DKDError
-
+    """Build a model by name, e.g. ``create_model("resnet8", num_classes=10)``; pretrained: ImageNet
+    weights, for "resnet18_imagenet" and "resnet18" (in every layer but conv1 and fc)."""
     if name not in MODELS:
         raise DKDError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
     if not isinstance(num_classes, int) or num_classes < 2:
@@ -181,10 +149,9 @@ def create_model(name: str, num_classes: int = 10, pretrained: bool = False) -> 
     if name == "resnet18_imagenet":
         return MODELS[name](num_classes, pretrained=pretrained)
     if pretrained and name != "resnet18":
-        raise DKDError(
-            f"no pretrained weights exist for {name!r}; only 'resnet18' (CIFAR stem, ImageNet body) and "
-            "'resnet18_imagenet' have them (ImageNet). Train it from scratch with pretrained=False."
-        )
+        raise DKDError(f"no pretrained weights exist for {name!r}; only 'resnet18' (CIFAR stem, ImageNet "
+                       "body) and 'resnet18_imagenet' have them (ImageNet). Train it from scratch with "
+                       "pretrained=False.")  # fmt: skip
     model = MODELS[name](num_classes)
     return cifar_resnet18_imagenet_init(model) if pretrained else model
 

@@ -1,7 +1,7 @@
 """Serves the chapters: `setup()` at the top of every chapter, and where Colab finds dkdlib.
 
-`REPOSITORY` is the one place that says where the package lives on GitHub: every chapter's "Open in
-Colab" badge and install cell are made from it (`badge`, `INSTALL`; `scripts/colab_links.py`).
+Every chapter's "Open in Colab" badge and install cell are made from `weights.REPOSITORY`, the one place
+that says where the package lives on GitHub (`badge`, `INSTALL`; `scripts/colab_links.py`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from pathlib import Path
 
 from .config import env_flag, repo_root
 from .recipes import mode
+from .weights import BRANCH, REPOSITORY  # where the package lives on GitHub
 
-# Where the package lives on GitHub (owner/name), and the branch whose notebooks the badges open.
-REPOSITORY = "dkdlib/dkdlib"
-BRANCH = "main"
 # The install line of every chapter's Colab cell: the repository's default branch (Colab's torch is kept).
 INSTALL = f'%pip install -q "dkdlib @ git+https://github.com/{REPOSITORY}"'
 DRIVE_FOLDER = "/content/drive/MyDrive/dkdlib"

@@ -1,18 +1,9 @@
 """K students of one architecture as one grouped network: one forward, one backward, one optimizer step.
 
-`pack(models)` turns K identical-architecture models into one network that computes all K exactly: the
-stem conv stacks the K filters (they all read the same image), every other conv becomes a grouped conv
-with groups=K, every BatchNorm keeps per-channel (so per-student) statistics and every Linear becomes a
-`PackedLinear` of K independent heads. Channels are student-major: [student 0's c, student 1's c, ...].
-Parameter and buffer names and order are those of one solo model, and every packed tensor is the K solo
-tensors concatenated along dim 0, so `unpack`, `pack_state_dicts` and the optimizer-state helpers are plain
-splits and concatenations along dim 0.
-
-The students stay independent only if the loss is a sum of per-student losses (each student's gradient is
-then its solo gradient) and the update is elementwise (SGD, Adam, AdamW). Anything that couples them,
-e.g. clipping by the global gradient norm, or averaging instead of summing the K losses under SGD, does not
-give K solo runs.
-"""
+`pack(models)`: the stem conv stacks the K filters, every other conv is grouped (groups=K), every Linear a
+`PackedLinear`. Channels are student-major and every tensor is the K solo ones along dim 0, so `unpack` and
+the state helpers split and concatenate. The students stay independent only under a sum of per-student
+losses and an elementwise update (SGD, Adam, AdamW): no global-norm clipping."""
 
 from __future__ import annotations
 
@@ -23,30 +14,17 @@ from torch import Tensor, nn
 
 from .errors import DKDError
 
-__all__ = [
-    "PackedLinear", "pack", "pack_optimizer_states", "pack_state_dicts", "split_logits", "unpack",
-    "unpack_optimizer_state",
-]  # fmt: skip
+__all__ = ["PackedLinear", "pack", "pack_optimizer_states", "pack_state_dicts", "split_logits", "unpack",
+           "unpack_optimizer_state"]  # fmt: skip
 
 # Parameter-free modules that mix channels (across students once packed): refuse them, not silently mix.
-_CHANNEL_MIXING = (
-    nn.PixelShuffle,
-    nn.PixelUnshuffle,
-    nn.ChannelShuffle,
-    nn.Softmax,
-    nn.LogSoftmax,
-    nn.Softmin,
-    nn.LocalResponseNorm,
-    nn.CrossMapLRN2d,
-)
+_CHANNEL_MIXING = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.Softmax, nn.LogSoftmax,
+                   nn.Softmin, nn.LocalResponseNorm, nn.CrossMapLRN2d)  # fmt: skip
 
 
 class PackedLinear(nn.Module):
-    """K independent linear layers: (..., K*in) -> (..., K*out), student-major on the last dim.
-
-    weight is (K*out, in) and bias (K*out,), the K solo tensors stacked along dim 0: same ndim as
-    nn.Linear's, so weight decay by ndim treats them alike.
-    """
+    """K independent linear layers: (..., K*in) -> (..., K*out), student-major. weight (K*out, in) and
+    bias (K*out,) stack the solo tensors along dim 0: nn.Linear's ndim, so weight decay treats them alike."""
 
     def __init__(
         self, k: int, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None
@@ -66,19 +44,13 @@ class PackedLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return (
-            f"k={self.k}, in_features={self.in_features}, out_features={self.out_features} (per student), "
-            f"bias={self.bias is not None}"
-        )
+        return (f"k={self.k}, in_features={self.in_features}, out_features={self.out_features} "
+                f"(per student), bias={self.bias is not None}")  # fmt: skip
 
 
 def pack(models: list[nn.Module]) -> nn.Module:
-    """One network computing K same-architecture models at once; forward gives (N, K*classes).
-
-    A deep copy of models[0] with its Conv2d, BatchNorm2d and Linear layers replaced by packed ones (see the
-    module docstring); `packed_k` holds K. The first Conv2d in module order is taken as the stem (it reads
-    the shared input). Works on the models' device, dtype and memory format.
-    """
+    """One network computing K same-architecture models at once; forward gives (N, K*classes). A deep copy
+    of models[0], its Conv2d, BatchNorm2d and Linear packed (the first Conv2d is the stem); `packed_k` = K."""
     models = list(models)
     if not models:
         raise DKDError("pack needs at least one model (K >= 1), got an empty list")
@@ -102,22 +74,17 @@ def pack(models: list[nn.Module]) -> nn.Module:
             stem_done = True
         elif type(module) is nn.BatchNorm2d:
             m = olds[0]
-            new = nn.BatchNorm2d(
-                k * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, device="meta"
-            )
+            new = nn.BatchNorm2d(k * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats,
+                                 device="meta")  # fmt: skip
         elif type(module) is nn.Linear:
             m = olds[0]
             new = PackedLinear(k, m.in_features, m.out_features, m.bias is not None, device="meta")
         elif isinstance(module, _CHANNEL_MIXING):
-            raise DKDError(
-                f"cannot pack {where!r} ({type(module).__name__}): it mixes channels, so it "
-                "would mix the students"
-            )
+            raise DKDError(f"cannot pack {where!r} ({type(module).__name__}): it mixes channels, so it "
+                           "would mix the students")  # fmt: skip
         elif _holds_tensors(module):
-            raise DKDError(
-                f"cannot pack {where!r}: {type(module).__name__} holds parameters or buffers and "
-                "only Conv2d, BatchNorm2d and Linear are supported"
-            )
+            raise DKDError(f"cannot pack {where!r}: {type(module).__name__} holds parameters or buffers and "
+                           "only Conv2d, BatchNorm2d and Linear are supported")  # fmt: skip
         else:
             continue  # parameter-free (ReLU, pooling, Flatten, containers): works on packed channels as is
         _fill(new, olds, where)
@@ -132,9 +99,8 @@ def split_logits(logits: Tensor, k: int) -> Tensor:
     """(N, K*classes) packed logits -> (K, N, classes), a view: [i] is student i's logits."""
     _check_k(k)
     if logits.ndim != 2 or logits.shape[1] % k:
-        raise DKDError(
-            f"split_logits needs (N, K*classes) logits with K={k}; got shape {tuple(logits.shape)}"
-        )
+        raise DKDError(f"split_logits needs (N, K*classes) logits with K={k}; got shape "
+                       f"{tuple(logits.shape)}")  # fmt: skip
     return logits.unflatten(1, (k, -1)).transpose(0, 1)
 
 
@@ -157,11 +123,8 @@ def unpack(packed: nn.Module, k: int | None = None) -> list[dict[str, Tensor]]:
 
 
 def pack_state_dicts(states: list[dict], template: nn.Module) -> dict[str, Tensor]:
-    """A packed state_dict from K solo state_dicts: the inverse of `unpack`.
-
-    template is the packed module (its K must match) or one solo model: it gives the keys and the shapes
-    each solo state must have.
-    """
+    """A packed state_dict from K solo ones, the inverse of `unpack`; `template` (the packed module or a
+    solo model) gives the keys and shapes."""
     states = list(states)
     k = len(states)
     _check_k(k)
@@ -173,48 +136,36 @@ def pack_state_dicts(states: list[dict], template: nn.Module) -> dict[str, Tenso
     for i, state in enumerate(states):
         if state.keys() != ref.keys():
             missing, extra = sorted(ref.keys() - state.keys()), sorted(state.keys() - ref.keys())
-            raise DKDError(
-                f"pack_state_dicts: state {i} does not match the template's keys "
-                f"(missing {missing[:5]}, unexpected {extra[:5]})"
-            )
+            raise DKDError(f"pack_state_dicts: state {i} does not match the template's keys "
+                           f"(missing {missing[:5]}, unexpected {extra[:5]})")  # fmt: skip
     out: dict[str, Tensor] = {}
     for key, r in ref.items():
         solo_shape = r.shape if packed_k is None or r.ndim == 0 else (r.shape[0] // k, *r.shape[1:])
         ts = [s[key] for s in states]
         for i, t in enumerate(ts):
             if t.shape != solo_shape:
-                raise DKDError(
-                    f"pack_state_dicts: state {i}[{key!r}] has shape {tuple(t.shape)}, "
-                    f"expected {tuple(solo_shape)}"
-                )
+                raise DKDError(f"pack_state_dicts: state {i}[{key!r}] has shape {tuple(t.shape)}, "
+                               f"expected {tuple(solo_shape)}")  # fmt: skip
         out[key] = _cat(ts, f"state_dict[{key!r}]")
     return out
 
 
 def unpack_optimizer_state(packed_state: dict, k: int) -> list[dict]:
-    """K solo optimizer state_dicts (SGD, Adam, AdamW) from the packed optimizer's state_dict.
-
-    Per-parameter tensors (momentum_buffer, exp_avg, ...) are split along dim 0; scalars such as Adam's
-    step and the param_groups are copied.
-    """
+    """K solo optimizer state_dicts (SGD, Adam, AdamW) from the packed one: per-parameter tensors split
+    along dim 0, scalars (Adam's step) and param_groups copied."""
     _check_k(k)
-    solos = [{key: copy.deepcopy(v) for key, v in packed_state.items() if key != "state"} for _ in range(k)]
-    for solo in solos:
-        solo["state"] = {}
+    groups = {key: v for key, v in packed_state.items() if key != "state"}
+    solos = [{**copy.deepcopy(groups), "state": {}} for _ in range(k)]
     for idx, param_state in packed_state["state"].items():
-        for solo in solos:
-            solo["state"][idx] = {}
-        for key, v in param_state.items():
-            for solo, part in zip(solos, _split(v, k, f"state[{idx}][{key!r}]"), strict=True):
-                solo["state"][idx][key] = part
+        parts = {key: _split(v, k, f"state[{idx}][{key!r}]") for key, v in param_state.items()}
+        for j, solo in enumerate(solos):
+            solo["state"][idx] = {key: split[j] for key, split in parts.items()}
     return solos
 
 
 def pack_optimizer_states(states: list[dict]) -> dict:
-    """The packed optimizer's state_dict from K solo ones: the inverse of `unpack_optimizer_state`.
-
-    param_groups, scalar states (step) and every non-tensor value must be equal across the students.
-    """
+    """The packed optimizer's state_dict from K solo ones (the inverse of `unpack_optimizer_state`);
+    param_groups and scalar states must be equal across the students."""
     states = list(states)
     _check_k(len(states))
     first = states[0]
@@ -223,23 +174,16 @@ def pack_optimizer_states(states: list[dict]) -> dict:
             raise DKDError(f"pack_optimizer_states: state {i} has other keys or parameters than state 0")
         for key in first:
             if key != "state" and not _equal(s[key], first[key]):
-                raise DKDError(
-                    f"pack_optimizer_states: {key} of state {i} differs from state 0's "
-                    f"({_first_difference(s[key], first[key])}); the K solo optimizers must "
-                    "share their hyper-parameters"
-                )
-    out = {key: copy.deepcopy(v) for key, v in first.items() if key != "state"}
-    out["state"] = {}
+                raise DKDError(f"pack_optimizer_states: {key} of state {i} differs from state 0's "
+                               f"({_first_difference(s[key], first[key])}); the K solo optimizers must share "
+                               "their hyper-parameters")  # fmt: skip
+    out = {**{key: copy.deepcopy(v) for key, v in first.items() if key != "state"}, "state": {}}
     for idx, param_state in first["state"].items():
-        out["state"][idx] = {}
-        for key in param_state:
-            if any(s["state"][idx].keys() != param_state.keys() for s in states):
-                raise DKDError(f"pack_optimizer_states: the states of parameter {idx} have different keys")
-            out["state"][idx][key] = _cat([s["state"][idx][key] for s in states], f"state[{idx}][{key!r}]")
+        if param_state and any(s["state"][idx].keys() != param_state.keys() for s in states):
+            raise DKDError(f"pack_optimizer_states: the states of parameter {idx} have different keys")
+        out["state"][idx] = {key: _cat([s["state"][idx][key] for s in states], f"state[{idx}][{key!r}]")
+                             for key in param_state}  # fmt: skip
     return out
-
-
-# --- helpers ---------------------------------------------------------------------------------------------
 
 
 def _check_k(k: int) -> None:
@@ -257,10 +201,9 @@ def _signature(model: nn.Module) -> list[str]:
         f"{name or 'the model'!r} is {type(m).__name__}({m.extra_repr()})"
         for name, m in model.named_modules()
     ]
-    tensors = [
+    return mods + [
         f"{name!r} is {tuple(t.shape)} {t.dtype} on {t.device}" for name, t in model.state_dict().items()
     ]
-    return mods + tensors
 
 
 def _check_same_architecture(models: list[nn.Module]) -> None:
@@ -273,11 +216,9 @@ def _check_same_architecture(models: list[nn.Module]) -> None:
             (j for j, (a, b) in enumerate(zip(sig, ref, strict=False)) if a != b), min(len(sig), len(ref))
         )
         a, b = (s[j] if j < len(s) else "(nothing more)" for s in (sig, ref))
-        raise DKDError(
-            f"pack needs K models of the same architecture, dtype and device; models[{i}] "
-            f"differs from models[0]: {a} (in models[0]: {b}). Build them all with "
-            "create_model(<same name>, <same num_classes>) on one device"
-        )
+        raise DKDError(f"pack needs K models of the same architecture, dtype and device; models[{i}] differs "
+                       f"from models[0]: {a} (in models[0]: {b}). Build them all with create_model(<same "
+                       "name>, <same num_classes>) on one device")  # fmt: skip
 
 
 def _pack_conv(olds: list[nn.Conv2d], stem: bool, where: str) -> nn.Conv2d:
@@ -285,19 +226,10 @@ def _pack_conv(olds: list[nn.Conv2d], stem: bool, where: str) -> nn.Conv2d:
     if stem and m.groups != 1:
         raise DKDError(f"cannot pack {where!r}: the stem conv (the first Conv2d) must have groups=1")
     # The stem reads the shared image: stacking the K filters gives K*out channels. Later convs read
-    # student-major channels, so groups=K keeps student i's outputs a function of student i's inputs only.
-    return nn.Conv2d(
-        m.in_channels if stem else k * m.in_channels,
-        k * m.out_channels,
-        m.kernel_size,
-        m.stride,
-        m.padding,
-        m.dilation,
-        m.groups if stem else k * m.groups,
-        m.bias is not None,
-        m.padding_mode,
-        device="meta",
-    )
+    # student-major channels: groups=K keeps student i's outputs a function of student i's inputs only.
+    return nn.Conv2d(m.in_channels if stem else k * m.in_channels, k * m.out_channels, m.kernel_size,
+                     m.stride, m.padding, m.dilation, m.groups if stem else k * m.groups, m.bias is not None,
+                     m.padding_mode, device="meta")  # fmt: skip
 
 
 def _fill(new: nn.Module, olds: list[nn.Module], where: str) -> None:
@@ -320,10 +252,8 @@ def _cat(ts: list, what: str):
             raise DKDError(f"{what}: the K students' tensors differ in shape")
         return torch.cat(ts)
     if any(not _equal(t, ref) for t in ts):  # e.g. num_batches_tracked, Adam's step
-        raise DKDError(
-            f"{what} differs between the students ({[_show(t) for t in ts]}); "
-            "they must have been trained in lockstep"
-        )
+        raise DKDError(f"{what} differs between the students ({[_show(t) for t in ts]}); "
+                       "they must have been trained in lockstep")  # fmt: skip
     return ref.clone() if isinstance(ref, Tensor) else copy.deepcopy(ref)
 
 

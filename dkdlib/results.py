@@ -1,13 +1,11 @@
-"""Run records: one JSON file per finished run, gathered into a pandas DataFrame.
-
-Each record holds what is needed to trust a number: config, seed, metrics, per-epoch history, git
-commit, hardware, library versions, date and wall time. Files get unique names and are written
-atomically, so parallel runs never overwrite each other.
-"""
+"""Run records: one JSON file per finished run (config, metrics, history, commit, hardware, versions,
+date, wall time: what it takes to trust a number), uniquely named and written atomically; read back as
+a pandas DataFrame."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -17,31 +15,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .checkpoint import atomic_write
 
-__all__ = ["environment", "portable", "write_record", "load_records", "load_results"]
+__all__ = ["environment", "portable", "summarize", "write_record", "load_records", "load_results"]
 
 
 def _git_commit() -> str:
-    """The commit of this checkout (+ "-dirty" if tracked files changed), asked of git.
+    """The commit of this checkout (+ "-dirty"), asked of git; without git (a GPU machine gets the working
+    tree alone) DKDLIB_GIT_COMMIT, else "unknown"."""
 
-    Where git or .git is absent (a GPU machine is sent the working tree alone), the commit named by
-    the environment variable DKDLIB_GIT_COMMIT (the GPU window's scripts set it), else "unknown".
-    """
-    here = Path(__file__).resolve().parent
+    def git(*args: str) -> str:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+
     commit = dirty = ""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        if commit:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=here,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no") if commit else ""
     except (OSError, subprocess.SubprocessError):
         commit = ""
     if commit:
@@ -56,7 +50,6 @@ _COMMIT_AT_IMPORT = _git_commit()
 
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Hardware, software versions, commit and date, for a record."""
-    import numpy
     import torch
     import torchvision
 
@@ -66,30 +59,16 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         hardware = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     from . import __version__
 
-    return {
-        "hardware": hardware,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "dkdlib": __version__,
-        "platform": platform.platform(),
-        "git_commit": _COMMIT_AT_IMPORT,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return {"hardware": hardware, "device": str(device), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__, "dkdlib": __version__,
+            "platform": platform.platform(), "git_commit": _COMMIT_AT_IMPORT,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
 
 
 def portable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config as a record or checkpoint keeps it: no folder of the machine that wrote it.
-
-    The teacher and init checkpoints become their paths inside the output folder (`checkpoints/T.pt`)
-    or their bare file names,
-    the data file its file name, and the output folder "." — the folder that holds the record's
-    results/. Identities are unchanged: they count the teacher by file name and leave out data and
-    out_dir.
-    """
+    """A config as a record or checkpoint keeps it, without the writer's folders: teacher and init as
+    `checkpoints/T.pt` or a file name, the data file's name, out_dir "." (identities are unchanged)."""
     out = dict(config)
     root = Path(out.get("out_dir") or ".")
     for key in ("teacher", "init"):  # checkpoints
@@ -110,11 +89,32 @@ def portable(config: dict[str, Any]) -> dict[str, Any]:
 _ABSOLUTE = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"()]+[/\\])+([^\s/\\'\"(),;]+)")
 
 
-def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Write `record` as JSON to a new, uniquely named file in `directory`; return its path.
+def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
+    """Last-epoch accuracies, and the test accuracy at the epochs with the best validation accuracy and
+    the lowest validation loss."""
+    last = history[-1]
+    metrics: dict[str, Any] = {
+        "epochs_run": len(history), "test_acc": last.get("test_acc"), "val_acc": last.get("val_acc"),
+        "train_acc": last.get("train_acc"), "train_seconds": round(sum(h["seconds"] for h in history), 2),
+        "images_per_s": round(float(np.median([h["images_per_s"] for h in history])), 1),
+    }  # fmt: skip
+    if "val_acc" in last:
+        best = max(history, key=lambda h: h["val_acc"])  # the first epoch wins a tie
+        metrics.update(
+            best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
+        )
+    if "val_loss" in last:  # the reference's selection: the checkpoint with the lowest validation loss
+        best = min(history, key=lambda h: h["val_loss"])
+        metrics.update(
+            best_val_loss_epoch=best["epoch"], best_val_loss=best["val_loss"],
+            test_acc_at_best_val_loss=best.get("test_acc"),
+        )  # fmt: skip
+    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
 
-    The name starts with the UTC time to the microsecond, so file names sort in the order records
-    were written even when two runs end within one second (a tiny CLI run takes less)."""
+
+def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Write `record` as JSON to a new file in `directory`, named from the UTC time to the microsecond
+    (names sort in the order written); return its path."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
     name = record.get("name", "run")
     path = Path(directory) / f"{stamp}-{name}-{uuid.uuid4().hex[:8]}.json"
@@ -123,12 +123,10 @@ def write_record(directory: str | os.PathLike, record: dict[str, Any]) -> Path:
 
 
 def load_records(directory: str | os.PathLike = "data/results") -> list[dict[str, Any]]:
-    """All records in `directory`, oldest first (file names start with the time they were written;
-    an older name without microseconds sorts before any newer one of the same second)."""
-    records = []
-    for path in sorted(Path(directory).glob("*.json")):
-        records.append({**json.loads(path.read_text()), "file": path.name})
-    return records
+    """All records in `directory`, oldest first (their file names start with the time)."""
+    return [
+        {**json.loads(path.read_text()), "file": path.name} for path in sorted(Path(directory).glob("*.json"))
+    ]
 
 
 PROVENANCE = ("hardware", "git_commit", "date", "torch")  # the environment fields `load_results` keeps
@@ -144,8 +142,7 @@ def load_results(directory: str | os.PathLike = "data/results"):
         row.update(name=rec.get("name"), file=rec.get("file"))  # the run name, not Config.name
         row.update({k: v for k, v in _metrics(rec).items() if not isinstance(v, list)})
         env = rec.get("environment", {})
-        row.update({k: env.get(k) for k in PROVENANCE})
-        row["wall_time_s"] = rec.get("wall_time_s")
+        row.update({k: env.get(k) for k in PROVENANCE}, wall_time_s=rec.get("wall_time_s"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -153,8 +150,6 @@ def load_results(directory: str | os.PathLike = "data/results"):
 def _metrics(rec: dict[str, Any]) -> dict[str, Any]:
     """A record's metrics; a record written before a metric existed (e.g. the test accuracy at the
     lowest validation loss) gets it from its history, by the same `summarize` that writes it now."""
-    from .train import summarize
-
     try:
         derived = summarize(rec["history"]) if rec.get("history") else {}
     except (KeyError, TypeError):  # a history without the per-epoch fields summarize reads

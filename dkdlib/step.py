@@ -1,8 +1,5 @@
-"""The training step: one optimisation step for K ≥ 1 students, ready to be captured as a CUDA graph.
-
-`fit_many` (and so `fit`) runs this step; the benchmarks time it. See `TrainStep` for why every
-tensor it reads stays in place.
-"""
+"""The training step: one optimisation step for K ≥ 1 students, ready to be captured as a CUDA graph
+(`fit_many` runs it; the benchmarks time it)."""
 
 from __future__ import annotations
 
@@ -25,31 +22,16 @@ class NonFiniteLoss(DKDError, FloatingPointError):
 
 
 class TrainStep:
-    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students.
-
-    Everything a step reads sits in tensors that stay in place — the epoch plan (image indices and
-    view ids), a step counter, the distillation weights, the accumulators, the teacher-logit cache —
-    so on CUDA the whole step (augmentation, teacher forward or cache lookup, student forward and
-    backward, fused optimizer) can be captured once as a CUDA graph and replayed: one launch per step
-    instead of hundreds, and no host sync. Elsewhere, or with graph=False, the same code runs eagerly.
-    """
+    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students. All it reads
+    (plan, counter, weights, accumulators, logit cache) stays in place, so on CUDA the whole step is
+    captured once as a CUDA graph and replayed: one launch, no host sync. Elsewhere it runs eagerly."""
 
     def __init__(
-        self,
-        loss_fn: LossFn,
-        model: nn.Module,
-        loader: DeviceLoader,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None = None,
-        *,
-        k: int = 1,
-        teacher: nn.Module | None = None,
-        cache: torch.Tensor | None = None,
-        seen=None,
-        amp_dtype: torch.dtype | None = None,
-        graph: bool = False,
-        steps_before_capture: int = 3,
-    ):
+        self, loss_fn: LossFn, model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None = None, *, k: int = 1, teacher: nn.Module | None = None,
+        cache: torch.Tensor | None = None, seen=None, amp_dtype: torch.dtype | None = None,
+        graph: bool = False, steps_before_capture: int = 3,
+    ):  # fmt: skip
         dev = loader.device
         if graph and scaler is not None and scaler.is_enabled():
             raise DKDError("graph capture does not support fp16 loss scaling; use bf16 or no autocast")
@@ -97,12 +79,9 @@ class TrainStep:
         view = self.plan_view.index_select(0, s).view(-1)
         x, y = self.loader.batch(idx, view)
         # Autocast's weight-cast cache must be off inside a captured graph (PyTorch's CUDA-graph notes).
-        with torch.autocast(
-            x.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-            cache_enabled=not self.graph,
-        ):
+        amp = self.amp_dtype
+        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None,
+                            cache_enabled=not self.graph):  # fmt: skip
             logits = self.model(x)
             if self.cache is not None:
                 logits_teacher = self.cache[idx, view].float()  # exactly this view's teacher logits
@@ -135,8 +114,7 @@ class TrainStep:
         """Train on the next batch of the epoch."""
         if not self.graph:
             return self._step()
-        # On cuda:N the side stream, the capture and the replay belong to the loader's device, whatever
-        # the current device is (None: plain "cuda", the current device).
+        # On cuda:N the side stream, capture and replay belong to the loader's device, not the current one.
         guard = contextlib.nullcontext() if self.cuda_index is None else torch.cuda.device(self.cuda_index)
         with guard:
             return self._graph_step()
@@ -155,8 +133,7 @@ class TrainStep:
         return None
 
     def _step_before_capture(self) -> None:
-        # Eager steps (real ones, counted) on a side stream: cuDNN picks its kernels and the optimizer
-        # creates its state before capture, as PyTorch's whole-network example does.
+        # Real eager steps on a side stream first: cuDNN picks its kernels, the optimizer makes its state.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -173,15 +150,12 @@ class TrainStep:
         return graph
 
     def _fall_back(self, err: Exception) -> None:
-        """A capture failed: this run goes on eagerly, at the same step and learning rate (a failed
-        capture ran nothing), and says so once."""
+        """A capture failed (it ran nothing): go on eagerly at the same step, and say so once."""
         self.graph = False
         self.graph_error = f"{type(err).__name__}: {err}"
         self.optimizer.zero_grad(set_to_none=True)  # drop gradients allocated inside the failed capture
-        warnings.warn(
-            f"CUDA-graph capture failed ({self.graph_error}); this run goes on with the eager step",
-            stacklevel=3,
-        )
+        warnings.warn(f"CUDA-graph capture failed ({self.graph_error}); this run goes on with the eager step",
+                      stacklevel=3)  # fmt: skip
 
     def check_finite(self, epoch: int, steps: int) -> None:
         """Raise `NonFiniteLoss` if a step of this epoch had a NaN/inf loss (one host sync)."""
@@ -190,17 +164,13 @@ class TrainStep:
             sums = self.loss_sum.tolist()
             bad = [i for i, v in enumerate(sums) if not math.isfinite(v)]
             what = f"{sums[0]}" if self.k == 1 else f"{[sums[i] for i in bad]} (students {bad})"
-            raise NonFiniteLoss(
-                f"the training loss became {what} at epoch {epoch}, step "
-                f"{first_bad + 1} of {steps}; the checkpoint of the last good epoch "
-                "is kept. Lower the learning rate, or check the data and loss weights"
-            )
+            raise NonFiniteLoss(f"the training loss became {what} at epoch {epoch}, step {first_bad + 1} of "
+                                f"{steps}; the checkpoint of the last good epoch is kept. Lower the learning "
+                                "rate, or check the data and loss weights")  # fmt: skip
 
     def epoch_stats(self) -> list[dict[str, float]]:
         """Each student's mean training loss and accuracy over the steps so far (one host sync)."""
         steps = max(int(self.counter), 1)
         seen = steps * self.loader.batch_size
-        return [
-            {"train_loss": loss / steps, "train_acc": correct / seen}
-            for loss, correct in zip(self.loss_sum.tolist(), self.correct.tolist(), strict=True)
-        ]
+        sums = zip(self.loss_sum.tolist(), self.correct.tolist(), strict=True)
+        return [{"train_loss": loss / steps, "train_acc": correct / seen} for loss, correct in sums]

@@ -1,23 +1,12 @@
 """Training: one loop, `fit_many`, for a teacher, a student of any method (`dkdlib.methods`), or K
 students packed into one network (`dkdlib.packed`); `fit(cfg)` is `fit_many([cfg])[0]`.
 
-It runs a whole experiment: data, model, (frozen) teacher, optimizer, schedule, the training step
-(`dkdlib.step`), per-epoch evaluation, checkpoints after every epoch and a results record at the end.
-It is train-or-load: a run whose checkpoint exists is resumed (or, if finished, just loaded; committed
-weights count, `dkdlib.weights`), so re-running a notebook cell or a CLI command after a disconnect
-loses at most the epoch in progress.
-
-Speed tricks, each on by default where it helps (CUDA) and off where it does not (CPU):
-- the dataset lives on the device and is augmented there (`DeviceLoader`), no worker processes;
-- bf16 autocast (fp16 + GradScaler before compute capability 8.0: T4, V100), channels_last, fused optimizer;
-- no host syncs inside the epoch: losses and accuracies accumulate on the device;
-- optional `torch.compile` (fixed batch shapes: the last partial batch is dropped), the whole step as
-  one CUDA graph (`graph`), and the teacher's logits looked up in a cache (`cache_teacher`).
-"""
+Train-or-load: a run whose checkpoint (or committed weights) exists is resumed, or loaded if finished.
+On CUDA: data augmented on the device, bf16, channels_last, fused optimizer, no host syncs in an epoch;
+optionally `torch.compile`, one CUDA graph per step (`graph`) and a teacher-logit cache (`cache_teacher`)."""
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import weights
 from .cache import SeenLogits, teacher_logit_cache
-from .checkpoint import load_checkpoint, load_model, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, materialise, save_checkpoint
 from .config import Config, check_group, data_seed, identity
 from .data import Data, DeviceLoader, load_data
 from .errors import DKDError
@@ -45,13 +33,13 @@ from .packed import (
     unpack,
     unpack_optimizer_state,
 )
-from .results import environment, portable, write_record
+from .results import environment, portable, summarize, write_record
 from .step import TrainStep
 
 __all__ = [
     "Config", "Run", "fit", "fit_many", "train_epoch", "evaluate", "evaluate_students", "predict",
     "pick_device", "amp_dtype", "make_optimizer", "make_scheduler", "make_loaders", "make_step", "use_graph",
-    "use_channels_last", "load_teacher", "load_optimizer_state", "load_scaler_state", "distill_weight",
+    "use_channels_last", "load_teacher", "load_optimizer_state", "distill_weight",
 ]  # fmt: skip
 
 
@@ -95,12 +83,8 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def amp_dtype(device: torch.device | str, enabled: bool = True) -> torch.dtype | None:
-    """The autocast dtype for training on `device` (None: fp32): bf16 from CUDA compute capability 8.0
-    (A100, L4, H100), fp16 + GradScaler below it (T4, V100), None off CUDA or when not `enabled`.
-
-    `torch.cuda.is_bf16_supported()` answers True on a T4 because bf16 can be emulated there, but cuDNN
-    has no native bf16 convolutions before sm_80: they would fail or crawl. So ask the capability.
-    """
+    """The autocast dtype on `device` (None: fp32): bf16 from CUDA compute capability 8.0, fp16 +
+    GradScaler below (T4, V100: `is_bf16_supported()` says True there, but cuDNN has no bf16 convs)."""
     device = torch.device(device)
     if not enabled or device.type != "cuda":
         return None  # CPU autocast is slower than fp32 on most CPUs
@@ -134,14 +118,8 @@ _MACHINERY = ("capturable", "fused", "foreach")
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: bool) -> None:
-    """`optimizer.load_state_dict` for a run that may have been saved in another mode (eager ↔ graph,
-    CPU ↔ CUDA).
-
-    `load_state_dict` replaces the param groups with the saved ones, so it would undo what this run's
-    optimizer was built with: `capturable` (without it a captured Adam step fails), `fused`, and the
-    graphed step's learning-rate tensor (a float would be frozen into the graph). Those are put back;
-    the rate tensor keeps its identity, filled with the saved value, so a graph that reads it still does.
-    """
+    """`optimizer.load_state_dict` for a run saved in another mode (eager ↔ graph, CPU ↔ CUDA): keeps
+    this optimizer's `capturable`, `fused` and learning-rate tensor (filled in place: a graph reads it)."""
     machinery = [{k: g[k] for k in _MACHINERY if k in g} for g in optimizer.param_groups]
     lr_tensors = [g["lr"] if isinstance(g["lr"], torch.Tensor) else None for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
@@ -153,30 +131,17 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, graph: b
             device = group["params"][0].device
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
         if group.get("capturable") or group.get("fused"):
-            # These implementations keep Adam's step count on the parameters' device, in float32; an
-            # eager CPU checkpoint holds it on the CPU.
+            # Adam's step count on the parameters' device, in float32 (an eager CPU checkpoint: on the CPU)
             for p in group["params"]:
                 step = optimizer.state.get(p, {}).get("step")
                 if isinstance(step, torch.Tensor):
                     optimizer.state[p]["step"] = step.to(p.device, torch.float32)
 
 
-def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
-    """`scaler.load_state_dict`, where the checkpoint may come from a run without loss scaling (bf16, or
-    the CPU: an empty state) — the scaler then starts afresh instead of refusing to resume."""
-    if scaler.is_enabled() and state:
-        scaler.load_state_dict(state)
-
-
 class PlateauSchedule:
-    """ReduceLROnPlateau on each epoch's mean training loss, behind the per-step scheduler interface.
-
-    `step()` (called after every batch, like the other schedules) does nothing; `end_epoch(loss)` may
-    lower the learning rate. A graphed step reads the rate from a device tensor, so the new rate is
-    written into that tensor in place: assigning a float would leave the captured graph on the old one.
-    (ReduceLROnPlateau itself multiplies a tensor rate in place, once per param group: a tensor shared
-    by two groups, as `make_optimizer` makes it, would be lowered twice. So it decides on floats here.)
-    """
+    """ReduceLROnPlateau on each epoch's mean training loss: `step()` (per batch) does nothing,
+    `end_epoch(loss)` may lower the rate. It decides on floats (on a tensor shared by two param groups
+    it would lower the rate twice) and writes the new rate into a graphed step's tensor in place."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int):
         self.optimizer = optimizer
@@ -205,28 +170,15 @@ class PlateauSchedule:
         self.plateau.load_state_dict(state)
 
 
-def end_epoch(scheduler, train_loss: float) -> None:
-    """Tell an epoch-level schedule (plateau) how the epoch went; per-step schedules ignore it."""
-    if isinstance(scheduler, PlateauSchedule):
-        scheduler.end_epoch(train_loss)
-
-
 def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
     """Per-step learning-rate schedule over the whole run (plateau: per epoch, see `PlateauSchedule`)."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "plateau":
         return PlateauSchedule(optimizer, cfg.plateau_factor, cfg.plateau_patience)
     if cfg.schedule == "onecycle":  # the lr rises linearly over the first 25%, then linear decay to ~0
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=cfg.lr,
-            total_steps=total,
-            pct_start=0.25,
-            anneal_strategy="linear",
-            cycle_momentum=False,
-            div_factor=10,
-            final_div_factor=100,
-        )
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+            pct_start=0.25, anneal_strategy="linear", cycle_momentum=False, div_factor=10,
+            final_div_factor=100)  # fmt: skip
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if cfg.schedule == "step":
@@ -236,8 +188,7 @@ def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
 
 
 def distill_weight(cfg: Config, epoch: int) -> float:
-    """DKD's warm-up: the distillation term is scaled by min(epoch / warmup, 1), epochs from 1 (0 for
-    a method without a teacher)."""
+    """The distillation term's warm-up weight: min(epoch / warmup, 1), epochs from 1 (0: no teacher)."""
     if not distills(cfg.method):
         return 0.0
     warmup = cfg.setting("warmup")  # the method's default where the config leaves it at None
@@ -251,14 +202,11 @@ def make_step(
     """The run's `TrainStep`: the model compiled if cfg.compile, the teacher replaced by a logit cache
     if cfg.cache_teacher says so (`dkdlib.cache`; kept in <out_dir>/cache/)."""
     cache = seen = None
+    where = {"cache_dir": Path(cfg.out_dir) / "cache", "amp_dtype": amp_dtype}
     if teacher is not None and cfg.cache_teacher == "views":
-        cache = teacher_logit_cache(teacher, loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
-                                    amp_dtype=amp_dtype, progress=progress)  # fmt: skip
-        teacher = None
+        cache, teacher = teacher_logit_cache(teacher, loader, data.x_train, progress=progress, **where), None
     elif teacher is not None and cfg.cache_teacher == "seen":
-        seen = SeenLogits(teacher, loader, data.x_train, cache_dir=Path(cfg.out_dir) / "cache",
-                          amp_dtype=amp_dtype)  # fmt: skip
-        teacher = None
+        seen, teacher = SeenLogits(teacher, loader, data.x_train, **where), None
     step_model = torch.compile(model) if cfg.compile else model  # fixed batch shapes: compiled once
     return TrainStep(loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=teacher, cache=cache,
                      seen=seen, amp_dtype=amp_dtype, graph=graph)  # fmt: skip
@@ -294,12 +242,9 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None = No
     c = num_classes or logits.shape[1]
     pred = logits.argmax(1)
     confusion = torch.bincount(y * c + pred, minlength=c * c).view(c, c).cpu().numpy()
-    return {
-        "acc": float((pred == y).float().mean()),
-        "loss": float(F.cross_entropy(logits, y)),
-        "per_class_acc": confusion.diagonal() / np.maximum(confusion.sum(1), 1),
-        "confusion": confusion,
-    }
+    return {"acc": float((pred == y).float().mean()), "loss": float(F.cross_entropy(logits, y)),
+            "per_class_acc": confusion.diagonal() / np.maximum(confusion.sum(1), 1),
+            "confusion": confusion}  # fmt: skip
 
 
 def norm_stats(cfg: Config, data: Data) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -315,12 +260,8 @@ def make_loaders(cfg: Config, data: Data, device: torch.device):
     train = DeviceLoader(
         data.x_train, data.y_train, cfg.batch_size, train=True, seed=data_seed(cfg), **common
     )
-    evals = {
-        split: DeviceLoader(x, y, 1000, train=False, **common)
-        for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test))
-        if len(y)
-    }
-    return train, evals
+    splits = (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test))
+    return train, {split: DeviceLoader(x, y, 1000, train=False, **common) for split, x, y in splits if len(y)}
 
 
 def use_graph(cfg: Config, device: torch.device) -> bool:
@@ -334,11 +275,8 @@ def use_graph(cfg: Config, device: torch.device) -> bool:
         warnings.warn("graph=True cannot read the 'seen' teacher cache; training eagerly", stacklevel=3)
         return False
     if amp_dtype(device, cfg.amp) == torch.float16:
-        warnings.warn(
-            "graph=True: this GPU trains in fp16 with loss scaling (bf16 needs compute capability 8.0), "
-            "which a CUDA graph cannot capture; training eagerly",
-            stacklevel=3,
-        )
+        warnings.warn("graph=True: this GPU trains in fp16 with loss scaling (bf16 needs compute capability "
+                      "8.0), which a CUDA graph cannot capture; training eagerly", stacklevel=3)  # fmt: skip
         return False
     return True
 
@@ -349,25 +287,18 @@ def use_channels_last(cfg: Config, device: torch.device) -> bool:
 
 
 def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
-    """The frozen teacher: eval mode (BN uses running stats; batch stats if cfg.teacher_batch_stats),
-    no gradients."""
+    """The frozen teacher: eval mode (BN batch stats if cfg.teacher_batch_stats), no gradients."""
     state = load_checkpoint(cfg.teacher)
     if not state.get("complete", True):
-        warnings.warn(
-            f"teacher checkpoint {cfg.teacher} is unfinished (epoch {state['epoch']} of "
-            f"{state['config']['epochs']}); distilling from it anyway",
-            stacklevel=3,
-        )
+        warnings.warn(f"teacher checkpoint {cfg.teacher} is unfinished (epoch {state['epoch']} of "
+                      f"{state['config']['epochs']}); distilling from it anyway", stacklevel=3)  # fmt: skip
     teacher = load_model(cfg.teacher, device, num_classes=data.num_classes, dataset=data.name, state=state)
-    # Teacher and student see the same normalised batch: a teacher trained on other statistics would
-    # be shown images it never learned from, and quietly teach worse.
+    # Teacher and student see one normalised batch: a teacher of other statistics would quietly teach worse.
     mean, std = norm_stats(cfg, data)
     if not _same_stats(state, mean, std):
-        raise DKDError(
-            f"teacher {cfg.teacher} was trained with normalisation mean {state.get('mean')}, std "
-            f"{state.get('std')}, this run uses mean {list(mean)}, std {list(std)}: set mean= and std= "
-            "to the teacher's, or train the teacher with this run's"
-        )
+        raise DKDError(f"teacher {cfg.teacher} was trained with normalisation mean {state.get('mean')}, std "
+                       f"{state.get('std')}, this run uses mean {list(mean)}, std {list(std)}: set mean= and "
+                       "std= to the teacher's, or train the teacher with this run's")  # fmt: skip
     if use_channels_last(cfg, device):
         teacher = teacher.to(memory_format=torch.channels_last)
     teacher = teacher.requires_grad_(False).eval()
@@ -375,12 +306,10 @@ def load_teacher(cfg: Config, data: Data, device: torch.device) -> nn.Module:
 
 
 def batch_stats_bn(model: nn.Module) -> nn.Module:
-    """`model` with every BatchNorm normalising by the batch's own statistics, as in training mode, but
-    without updating its running statistics (`cfg.teacher_batch_stats`: the reference's trainer called
-    .train() on the module holding its teacher). In place; returns `model`."""
+    """`model`, in place, with every BatchNorm normalising by the batch's statistics without updating its
+    running ones (`cfg.teacher_batch_stats`: the reference's trainer called .train() on its teacher)."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            # training mode without tracking: batch statistics, and the running ones left untouched
             m.train()
             m.track_running_stats = False
     return model
@@ -399,11 +328,10 @@ def load_init(cfg: Config, data: Data) -> dict | None:
         return None
     state = load_checkpoint(cfg.init)
     if state["model_name"] != cfg.model or state["num_classes"] != data.num_classes:
-        raise DKDError(
-            f"init checkpoint {cfg.init} holds a {state['model_name']} with {state['num_classes']} classes, "
-            f"but this run trains a {cfg.model} with {data.num_classes}: start from a checkpoint of the "
-            "same architecture (or set init=None)"
-        )
+        raise DKDError(f"init checkpoint {cfg.init} holds a {state['model_name']} with "
+                       f"{state['num_classes']} classes, but this run trains a {cfg.model} with "
+                       f"{data.num_classes}: start from a checkpoint of the same architecture (or set "
+                       "init=None)")  # fmt: skip
     if state["dataset"] != data.name:
         raise DKDError(f"init checkpoint {cfg.init} was trained on {state['dataset']}, not {data.name}")
     if not state.get("complete", True):
@@ -430,11 +358,8 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
         raise DKDError(f"the data given are {data.name!r} but the config says dataset={cfg.dataset!r}")
     wanted = {"val_size": cfg.val_size, "train_size": cfg.train_size, "test_size": cfg.test_size}
     if data.split is not None:  # loaded by `load_data`: the sizes it was asked for
-        diff = [
-            f"{k}: {data.split.get(k)!r} there, {v!r} here"
-            for k, v in wanted.items()
-            if data.split.get(k) != v
-        ]
+        diff = [f"{k}: {data.split.get(k)!r} there, {v!r} here" for k, v in wanted.items()
+                if data.split.get(k) != v]  # fmt: skip
     else:  # built by hand: its counts
         counts = {"val_size": len(data.y_val), "train_size": len(data.y_train), "test_size": len(data.y_test)}
         diff = [f"{k}: {counts[k]} images there, {v!r} here" for k, v in wanted.items()
@@ -448,32 +373,20 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
 def fit(
     config: Config, *, data: Data | None = None, fresh: bool = False, progress: bool = True, save: bool = True
 ) -> Run:
-    """Train (or resume, or load if finished) the run that `config` describes: `fit_many([config])[0]`.
-
-    data: already loaded `Data` (else loaded from the config). fresh: ignore an existing checkpoint and
-    start over. progress: tqdm bars. save: write the checkpoint after every epoch and a results record
-    at the end (into config.out_dir).
-    """
+    """Train (or resume, or load if finished) the run `config` describes: `fit_many([config])[0]`.
+    data: already loaded `Data` (else loaded from the config). fresh: ignore an existing checkpoint.
+    progress: tqdm bars. save: a checkpoint every epoch and a results record at the end (in out_dir)."""
     return fit_many([config], data=data, fresh=fresh, progress=progress, save=save)[0]
 
 
 def fit_many(
-    configs: list[Config],
-    *,
-    data: Data | None = None,
-    fresh: bool = False,
-    progress: bool = True,
+    configs: list[Config], *, data: Data | None = None, fresh: bool = False, progress: bool = True,
     save: bool = True,
-) -> list[Run]:
-    """Train K ≥ 1 students in one loop (arguments as `fit`); returns one `Run` each, in order.
-
-    K = 1 trains the plain model. K > 1 students share data, schedule and teacher (`check_group`) and
-    may differ in their loss and initialisation seed: they become one grouped network
-    (`dkdlib.packed`), every batch and its teacher logits are shared, and each student's loss is its
-    own, so each follows the path it would follow alone (up to float rounding). Every student gets its
-    own checkpoint and record, exactly as alone. Train-or-load: finished students are loaded and left
-    out; the others resume from their checkpoints if they all stopped at the same epoch.
-    """
+) -> list[Run]:  # fmt: skip
+    """Train K ≥ 1 students in one loop (arguments as `fit`); one `Run` each, in order.
+    K > 1 students share data, schedule and teacher (`check_group`) and may differ in loss and seed: one
+    grouped network (`dkdlib.packed`), each student's own loss, so each follows its solo path (up to
+    rounding) and gets its own checkpoint and record. Finished students are loaded, the others resumed."""
     check_group(configs, files=False)  # a finished run loads without its teacher's file
     device = pick_device(configs[0].device)
     data = data_for(configs[0], data)
@@ -482,9 +395,8 @@ def fit_many(
     runs, states = _load_existing(configs, data, device, fresh=fresh or not save)
     todo = [i for i in range(len(configs)) if i not in runs]
     if todo:
-        loop = _prepare(
-            [configs[i] for i in todo], [states.get(i) for i in todo], data, device, save, progress
-        )
+        group, saved = [configs[i] for i in todo], [states.get(i) for i in todo]
+        loop = _prepare(group, saved, data, device, save, progress)
         t_start = time.perf_counter()
         _train(loop)
         runs.update(zip(todo, _finish(loop, wall=time.perf_counter() - t_start), strict=True))
@@ -543,7 +455,8 @@ def _prepare(
         opt_states = [s["optimizer"] for s in saved]
         load_optimizer_state(optimizer, pack_optimizer_states(opt_states) if k > 1 else opt_states[0], graph)
         scheduler.load_state_dict(saved[0]["scheduler"])
-        load_scaler_state(scaler, saved[0]["scaler"])
+        if scaler.is_enabled() and saved[0]["scaler"]:  # empty from a run without loss scaling: start afresh
+            scaler.load_state_dict(saved[0]["scaler"])
         histories = [s["history"] for s in saved]
         print(f"resuming {_names(group)} from epoch {start_epoch - 1}")
     step = make_step(cfg0, student_losses(group), model, train_loader, optimizer, scaler, data=data,
@@ -600,7 +513,8 @@ def _epoch(loop: _Loop, epoch: int) -> list[dict]:
             row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
     for history, row in zip(loop.histories, rows, strict=True):
         history.append(row)
-    end_epoch(loop.scheduler, rows[0]["train_loss"])  # plateau: K = 1 only (check_group)
+    if isinstance(loop.scheduler, PlateauSchedule):  # K = 1 only (check_group)
+        loop.scheduler.end_epoch(rows[0]["train_loss"])
     best = [j for j, c in enumerate(loop.group) if loop.save and is_best(loop.histories[j], c.best_by)]
     if best:
         model_states, _ = _student_states(loop.model, None, k)
@@ -636,13 +550,12 @@ def _finish(loop: _Loop, wall: float) -> list[Run]:
     if k > 1:
         extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in loop.group],
                                  "group_wall_time_s": round(wall, 2)}  # fmt: skip
-    trained = (
-        [_with_normalization(loop.model, cfg0, data)]
-        if k == 1
-        else [
+    loop.model.normalization = norm_stats(cfg0, data)  # the (mean, std) it trained with, as in `_solo`
+    trained = [loop.model]
+    if k > 1:
+        trained = [
             _solo(c, sd, data, loop.device) for c, sd in zip(loop.group, unpack(loop.model, k), strict=True)
         ]
-    )
     runs = []
     for j, cfg in enumerate(loop.group):
         record = None
@@ -660,8 +573,8 @@ def train_epoch(
     step: TrainStep, scheduler, epoch: int, distill_weights: list[float], progress: bool = False,
     last: bool = False,
 ):  # fmt: skip
-    """One pass over the epoch's batches; each student's mean loss and accuracy (one host sync at the
-    end, and one every 50 steps to stop on a NaN loss). `last`: the run's final epoch."""
+    """One pass over the epoch's batches; each student's mean loss and accuracy (a host sync every 50
+    steps to stop on a NaN loss). `last`: the run's final epoch."""
     from tqdm.auto import tqdm
 
     step.model.train()
@@ -669,8 +582,8 @@ def train_epoch(
     steps = len(step.loader)
     for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
         step()
-        if not (last and s + 1 == steps):  # sets the next step's lr; after the run's last step there is
-            scheduler.step()  # none, and OneCycleLR would extrapolate a negative lr into the checkpoint
+        if not (last and s + 1 == steps):  # after the run's last step OneCycleLR would go negative
+            scheduler.step()
         if (s + 1) % 50 == 0 or s + 1 == steps:
             step.check_finite(epoch, steps)
     step.end_epoch()
@@ -681,8 +594,8 @@ def _build_model(
     group: list[Config], saved: list[dict | None], inits: list[dict | None], data: Data, device: torch.device,
     start_epoch: int,
 ) -> nn.Module:  # fmt: skip
-    """The students' network: each initialised from its own seed (or its `init` checkpoint) exactly as
-    it would be alone, K > 1 of them packed into one grouped network; a resumed run's saved weights."""
+    """The students' network: each initialised as alone (its seed, or its `init`), K > 1 packed into one;
+    a resumed run's saved weights."""
     solos = []
     for cfg, init in zip(group, inits, strict=True):
         torch.manual_seed(cfg.seed)  # the loader has its own seeded generator
@@ -713,15 +626,10 @@ def _names(group: list[Config]) -> str:
 
 
 def _solo(cfg: Config, state: dict, data: Data, device: torch.device) -> nn.Module:
-    """A student's own network, holding `state`."""
+    """A student's own network, holding `state` and, as `load_model`'s do, the (mean, std) it trained with
+    as `model.normalization` (so whatever evaluates it later normalises as training did)."""
     model = create_model(cfg.model, data.num_classes).to(device)
     model.load_state_dict(state)
-    return _with_normalization(model, cfg, data)
-
-
-def _with_normalization(model: nn.Module, cfg: Config, data: Data) -> nn.Module:
-    """`model`, carrying the (mean, std) it trained with as `model.normalization` (as `load_model`'s
-    do), so whatever evaluates it later normalises as training did."""
     model.normalization = norm_stats(cfg, data)
     return model
 
@@ -733,7 +641,7 @@ def _load_existing(configs: list[Config], data: Data, device: torch.device, fres
     for i, cfg in enumerate(configs):
         path = cfg.checkpoint_path
         if not fresh:
-            weights.materialise(cfg)  # the repository's committed weights of this run, if any
+            materialise(cfg)  # the repository's committed weights of this run, if any
         if fresh or not path.exists():
             continue
         state = load_checkpoint(path)
@@ -752,16 +660,13 @@ def _resume_epoch(group: list[Config], saved: list[dict | None]) -> int:
     done = {s["epoch"] if s else 0 for s in saved}
     if len(done) > 1:
         at = {c.run_name(): s["epoch"] if s else 0 for c, s in zip(group, saved, strict=True)}
-        raise DKDError(
-            f"the unfinished students' checkpoints stopped at different epochs ({at}); "
-            "resume them one by one with fit(), or pass fresh=True"
-        )
+        raise DKDError(f"the unfinished students' checkpoints stopped at different epochs ({at}); "
+                       "resume them one by one with fit(), or pass fresh=True")  # fmt: skip
     return done.pop()
 
 
 def init_metrics(cfg: Config, init: dict | None) -> dict[str, Any]:
-    """What a run that started from `cfg.init` adds to its metrics: the epochs behind its start, the
-    epochs in all, and the epoch of the init run its weights come from."""
+    """What a run started from `cfg.init` adds to its metrics: epochs before, in all, and init's epoch."""
     if init is None:
         return {}
     before = init_epochs(init)
@@ -769,16 +674,14 @@ def init_metrics(cfg: Config, init: dict | None) -> dict[str, Any]:
 
 
 def is_best(history: list[dict[str, float]], best_by: str | None) -> bool:
-    """Whether the newest epoch is the best so far by `best_by` (val_loss: lowest; val_acc: highest;
-    an earlier epoch wins a tie, as in `summarize`). False when best_by is None."""
+    """Whether the newest epoch is the best so far by `best_by` (an earlier epoch wins a tie, as in
+    `summarize`); False when best_by is None."""
     if best_by is None:
         return False
     *earlier, last = history
-    if not earlier:
-        return True
     if best_by == "val_loss":
-        return last["val_loss"] < min(h["val_loss"] for h in earlier)
-    return last["val_acc"] > max(h["val_acc"] for h in earlier)
+        return all(last["val_loss"] < h["val_loss"] for h in earlier)
+    return all(last["val_acc"] > h["val_acc"] for h in earlier)
 
 
 def save_best(cfg: Config, data: Data, model_state: dict, history: list) -> None:
@@ -790,8 +693,7 @@ def save_best(cfg: Config, data: Data, model_state: dict, history: list) -> None
 
 
 def finish_best(cfg: Config, history: list, metrics: dict) -> None:
-    """Mark the best-epoch checkpoint of a finished run complete, with the run's history and metrics
-    (so a teacher or init taken from it reads as finished)."""
+    """Mark a finished run's best-epoch checkpoint complete, with its history and metrics."""
     if cfg.best_by is None:
         return
     best = load_checkpoint(cfg.best_path)
@@ -826,37 +728,9 @@ def record_dict(
     }  # fmt: skip
 
 
-def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Last-epoch accuracies, and the test accuracy at the epochs with the best validation accuracy and
-    the lowest validation loss."""
-    last = history[-1]
-    metrics: dict[str, Any] = {
-        "epochs_run": len(history),
-        "test_acc": last.get("test_acc"),
-        "val_acc": last.get("val_acc"),
-        "train_acc": last.get("train_acc"),
-        "train_seconds": round(sum(h["seconds"] for h in history), 2),
-        "images_per_s": round(float(np.median([h["images_per_s"] for h in history])), 1),
-    }
-    if "val_acc" in last:
-        best = max(history, key=lambda h: h["val_acc"])  # the first epoch wins a tie
-        metrics.update(
-            best_epoch=best["epoch"], best_val_acc=best["val_acc"], test_acc_at_best_val=best.get("test_acc")
-        )
-    if "val_loss" in last:  # the reference's selection: the checkpoint with the lowest validation loss
-        best = min(history, key=lambda h: h["val_loss"])
-        metrics.update(
-            best_val_loss_epoch=best["epoch"], best_val_loss=best["val_loss"],
-            test_acc_at_best_val_loss=best.get("test_acc"),
-        )  # fmt: skip
-    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
-
-
 def _check_same_run(state: dict, cfg: Config, path: Path) -> None:
     saved, now = identity(state["config"]), cfg.identity()
     diff = [f"{k}: {saved.get(k)!r} there, {now.get(k)!r} here" for k in now if saved.get(k) != now.get(k)]
     if diff:
-        raise DKDError(
-            f"checkpoint {path} belongs to a different run ({'; '.join(diff)}); give this run "
-            "another name, or pass fresh=True (CLI --fresh) to overwrite it"
-        )
+        raise DKDError(f"checkpoint {path} belongs to a different run ({'; '.join(diff)}); give this run "
+                       "another name, or pass fresh=True (CLI --fresh) to overwrite it")  # fmt: skip

@@ -11,7 +11,7 @@ loads it as finished. DKDLIB_WEIGHTS=0 turns this off (everything trains here); 
 looks in DIR instead. `weights.json` beside the files lists each run, its accuracy and checksum.
 
 A `pip install` (Colab) has no data/weights/: `fetch` downloads the files listed in the repository's
-`weights.json`, one small file per run, from `raw_url()` (built from `notebook.REPOSITORY` and `BRANCH`;
+`weights.json`, one small file per run, from `raw_url()` (built from `REPOSITORY` and `BRANCH`;
 DKDLIB_WEIGHTS_URL overrides it, e.g. with a `file://` folder), checks each one's sha256 against the
 manifest and keeps only those that match. Offline it fetches nothing and the chapters train their runs.
 """
@@ -22,77 +22,40 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write, load_checkpoint, model_only
-from .config import OFF, Config, repo_root
+from .checkpoint import (
+    MANIFEST,
+    atomic_write,
+    committed,
+    file_sha256,
+    load_checkpoint,
+    materialise,
+    model_only,
+    weights_dir,
+)
+from .config import OFF, Config
 from .errors import DKDError
 
 __all__ = [
-    "weights_dir", "committed", "materialise", "export", "add", "fetch", "raw_url", "MANIFEST",
+    "weights_dir", "committed", "materialise", "export", "add", "fetch", "raw_url", "MANIFEST", "OFF",
+    "REPOSITORY", "BRANCH",
     "MAX_FILE_BYTES",
     "MAX_TOTAL_BYTES",
 ]  # fmt: skip
 
-MANIFEST = "weights.json"
+# Where the package lives on GitHub (owner/name), and the branch whose notebooks the badges open
+# (`notebook` re-exports both for the chapters' badges and install line).
+REPOSITORY = "dkdlib/dkdlib"
+BRANCH = "main"
 # Every GPU window carries the tracked files, 64 MiB in all with half of CIFAR-10's sheets: the folder
 # stays small (a ResNet18 teacher in fp16 is about 22.4 MB, a ResNet8 student 0.18 MB).
 MAX_FILE_BYTES = 25 * 10**6
 MAX_TOTAL_BYTES = 30 * 10**6
-
-
-def weights_dir() -> Path | None:
-    """Where committed weights are looked for: DKDLIB_WEIGHTS (a folder; 0 = nowhere), else the
-    repository's data/weights/ next to the package (a clone; a `pip install` has none)."""
-    env = os.environ.get("DKDLIB_WEIGHTS", "").strip()
-    if env.lower() in OFF:
-        return None
-    if env:
-        return Path(env)
-    root = repo_root()
-    folder = root / "data" / "weights" if root else None
-    return folder if folder is not None and folder.is_dir() else None
-
-
-def committed(cfg: Config) -> Path | None:
-    """The committed weights of `cfg`'s run, or None."""
-    folder = weights_dir()
-    path = folder / f"{cfg.run_name()}.pt" if folder is not None else None
-    return path if path is not None and path.is_file() else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def materialise(cfg: Config) -> Path | None:
-    """Copy the committed weights of `cfg`'s run to `cfg.checkpoint_path` when that does not exist yet;
-    the new checkpoint's path, or None (no committed weights, or a checkpoint already there)."""
-    if cfg.checkpoint_path.exists():
-        return None
-    source = committed(cfg)
-    if source is None:
-        return None
-    manifest = source.parent / MANIFEST
-    entry = json.loads(manifest.read_text()).get(source.stem) if manifest.is_file() else None
-    if entry is not None and _sha256(source) != entry["sha256"]:
-        raise DKDError(
-            f"committed weights {source} do not match their checksum in {manifest} (a partial checkout, or a "
-            "Git LFS pointer?): check out the file again, or set DKDLIB_WEIGHTS=0 to train the run here"
-        )
-    atomic_write(cfg.checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
-    where = f", trained on {entry['hardware']}" if entry and entry.get("hardware") else ""
-    print(f"using the committed weights {source}{where} (DKDLIB_WEIGHTS=0 trains the run here instead)")
-    return cfg.checkpoint_path
 
 
 def _newest_records(configs: Mapping[str, Config]) -> dict[str, dict]:
@@ -184,12 +147,10 @@ def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
 
 def raw_url() -> str:
     """Where `fetch` reads the committed weights: DKDLIB_WEIGHTS_URL, else the repository's data/weights/
-    as raw files (`notebook.REPOSITORY` at `notebook.BRANCH`)."""
+    as raw files (`REPOSITORY` at `BRANCH`)."""
     env = os.environ.get("DKDLIB_WEIGHTS_URL", "").strip()
     if env:
         return env.rstrip("/")
-    from .notebook import BRANCH, REPOSITORY
-
     return f"https://raw.githubusercontent.com/{REPOSITORY}/{BRANCH}/data/weights"
 
 
@@ -217,7 +178,7 @@ def fetch(dest: str | os.PathLike, url: str | None = None, timeout: float = 30.0
     fetched, kept, bad = 0, 0, []
     for name, entry in manifest.items():
         target = dest / f"{name}.pt"
-        if target.is_file() and _sha256(target) == entry.get("sha256"):
+        if target.is_file() and file_sha256(target) == entry.get("sha256"):
             kept += 1
             continue
         try:
