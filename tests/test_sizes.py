@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dkdlib"
-CORE_LINES, PACKAGE_LINES, FUNCTION_LINES = 2700, 4500, 60
+CORE_LINES, FUNCTION_LINES = 2700, 60
+# Issue #20 asks for the whole package in 4,500 lines; it is 5,184 after the first cut (the core 2,695, the
+# chapters' modules 2,179, weights and losses 312). Until the rest is cut, it must not grow past this:
+PACKAGE_LINES = 5200
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -59,18 +62,11 @@ def test_the_core_fits_in_an_evening():
     assert total <= CORE_LINES, f"the core is {total} lines (limit {CORE_LINES}): {sizes}"
 
 
-# The tutorial modules (plots, reports, notebook, cli, ...) are being cut down in their own part of issue
-# #20; until then these two may fail on them (the core's limits above and the circles below may not).
-_TUTORIAL_PART = pytest.mark.xfail(strict=False, reason="issue #20's tutorial part: plots, reports, notebook")
-
-
-@_TUTORIAL_PART
 def test_the_whole_package_stays_small():
     total = sum(_lines(p.stem) for p in PACKAGE.glob("*.py"))
     assert total <= PACKAGE_LINES, f"dkdlib/ is {total} lines (limit {PACKAGE_LINES})"
 
 
-@_TUTORIAL_PART
 def test_no_function_is_long():
     long = [
         f"{name}.py:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
