@@ -67,7 +67,6 @@ GRAPH_RTOL = 1e-4
 CACHE_RTOL = 5e-3  # cached logits vs a live forward, of the largest logit: fp16 storage rounds by ~5e-4
 FIRST_RTOL = 1e-3  # cache or packed vs its reference run, epoch 1's train loss (before chaos amplifies)
 DRIFT_RTOL = 0.15  # ... any later epoch: rounding gaps grow chaotically (measured on CPU: up to 3.6e-2)
-ACC_GAP = 0.05  # test accuracy, cache or packed vs its reference run
 SMOKE_GAP = 0.10  # test accuracy, autocast / compiled smoke runs vs the fp32 eager run
 WARMUP_STEPS = 3  # TrainStep's eager steps before it captures the graph
 
@@ -84,14 +83,21 @@ class Sizes:
     teacher: str  # the teacher's architecture
     learn: float  # every run must reach this test accuracy (synthetic images) ...
     learn_cifar: float  # ... or this on CIFAR-10 (--data)
+    acc_gap: float  # test accuracy, cache or packed vs its reference run
     probe: int = 512  # (image, view) pairs of the cache compared with the live teacher
 
 
 # Measured on a CPU (ResNet8 teacher), test accuracy of the teacher, reference DKD and series DKD:
 # GPU sizes, synthetic 0.990, 0.965, 0.984; CIFAR-10 0.468, 0.412, 0.425 (reference KD 0.416, CE 0.394).
 # QUICK, synthetic 0.920, 0.515, 0.735; CIFAR-10 0.260, 0.240, 0.195 (128 images: a weak check).
-GPU = Sizes(train=2048, test=1000, batch=128, epochs=12, teacher="resnet18", learn=0.7, learn_cifar=0.3)
-QUICK = Sizes(train=128, test=200, batch=16, epochs=10, teacher="resnet8", learn=0.4, learn_cifar=0.15)
+# QUICK's 200 test images: 5 points is 10 images, and two runs that part chaotically over 80 steps differ
+# by more (measured at one thread: packed series DKD 0.745 vs 0.800 alone): its gap is 0.1.
+GPU = Sizes(
+    train=2048, test=1000, batch=128, epochs=12, teacher="resnet18", learn=0.7, learn_cifar=0.3, acc_gap=0.05
+)
+QUICK = Sizes(
+    train=128, test=200, batch=16, epochs=10, teacher="resnet8", learn=0.4, learn_cifar=0.15, acc_gap=0.1
+)
 
 
 @dataclass
@@ -164,13 +170,13 @@ def gaps(a: list[float], b: list[float]) -> list[float]:
     return [abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b, strict=True)]
 
 
-def follows(
-    s: Session, path: str, what: str, t: Trained, ref: Trained, first: float, rtol: float, acc_gap: float
-) -> bool:
+def follows(s: Session, path: str, what: str, t: Trained, ref: Trained, first: float, rtol: float) -> bool:
     """`t` trained like `ref`: the same lr and distillation weight every epoch and at the end, train
-    loss within `first` (relative) in epoch 1 and `rtol` in every epoch, test accuracy within acc_gap."""
+    loss within `first` (relative) in epoch 1 and `rtol` in every epoch, test accuracy within
+    `s.sizes.acc_gap`."""
     g = gaps(ref.losses(), t.losses())
     same = t.schedule() == ref.schedule() and t.final_lr == ref.final_lr
+    acc_gap = s.sizes.acc_gap
     ok = g[0] <= first and max(g) <= rtol and same and abs(t.acc - ref.acc) <= acc_gap
     exact = ", bitwise identical" if max(g) == 0 else ""
     return check(s, path, what, ok,
@@ -281,7 +287,7 @@ def check_graph(s: Session) -> None:
         what = f"{recipe} DKD, fp32, graphed"
         learns(s, "graph", what, graphed.acc)
         replayed(s, "graph", what, graphed)
-        follows(s, "graph", f"{what} follows eager", graphed, eager, GRAPH_RTOL, DRIFT_RTOL, ACC_GAP)
+        follows(s, "graph", f"{what} follows eager", graphed, eager, GRAPH_RTOL, DRIFT_RTOL)
     if amp_dtype(s.device) == torch.bfloat16:  # fp16 autocast needs loss scaling: no graphs there
         t = train(s, "reference", "dkd", graph=True, amp=True)
         learns(s, "graph", "reference DKD, bf16 autocast, graphed", t.acc)
@@ -314,7 +320,7 @@ def check_cache(s: Session) -> None:
     learns(s, "cache", what, cached.acc)
     if graph:
         replayed(s, "cache", what, cached)
-    follows(s, "cache", f"{what} follows the live teacher", cached, live, FIRST_RTOL, DRIFT_RTOL, ACC_GAP)
+    follows(s, "cache", f"{what} follows the live teacher", cached, live, FIRST_RTOL, DRIFT_RTOL)
 
 
 PACKED = ["dkd", "kd", "ce"]  # every branch of the packed loss: DKD terms, KD, CE without distillation
@@ -329,7 +335,7 @@ def check_packed(s: Session) -> None:
             what = f"{recipe} {method.upper()}, packed x{len(PACKED)}"
             learns(s, "packed", what, t.acc)
             alone = train(s, recipe, method, graph=graph, cache_teacher=cache)
-            follows(s, "packed", f"{what} vs alone", t, alone, FIRST_RTOL, DRIFT_RTOL, ACC_GAP)
+            follows(s, "packed", f"{what} vs alone", t, alone, FIRST_RTOL, DRIFT_RTOL)
         if graph:
             replayed(s, "packed", f"{recipe} packed", together[0])
 

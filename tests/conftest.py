@@ -1,6 +1,12 @@
+import os
+
 import pytest
+import torch
 
 from dkdlib import load_data
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker (conftest.py at the root says why)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -86,5 +86,7 @@ def test_a_logit_standardised_student_learns_alone_and_packed(tmp_path, tiny_dat
     alone = fit(students[0], data=tiny_data, progress=False, save=False)
     assert alone.metrics["test_acc"] > 0.3  # 10 classes: chance is 0.1
     together = fit_many(students, data=tiny_data, progress=False, save=False)
+    # Grouped and separate convolutions sum in other orders; two epochs amplify it (measured at one thread:
+    # 2.2e-3 relative in epoch 2; at two threads under 1e-3).
     for a, b in zip(alone.history, together[0].history, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3, abs=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=5e-3, abs=1e-4)
