@@ -141,5 +141,5 @@ def materialise(cfg: Config) -> Path | None:
                        "to train the run here")  # fmt: skip
     atomic_write(cfg.checkpoint_path, lambda tmp: shutil.copyfile(source, tmp))
     where = f", trained on {entry['hardware']}" if entry and entry.get("hardware") else ""
-    print(f"using the committed weights {source}{where} (DKDLIB_WEIGHTS=0 trains the run here instead)")
+    print(f"using the committed weights {source.name}{where} (DKDLIB_WEIGHTS=0 trains the run here instead)")
     return cfg.checkpoint_path

@@ -22,9 +22,9 @@ DRIVE_FOLDER = "/content/drive/MyDrive/dkdlib"
 LOCAL_FOLDER = "/content/dkdlib-local"
 
 BANNERS = {
-    "fast": "FAST MODE (DKDLIB_FAST=1): synthetic images (not CIFAR-10), tiny runs. "
+    "fast": "FAST MODE (DKDLIB_MODE=fast): synthetic images (not CIFAR-10), tiny runs. "
     "The numbers below are smoke-test outputs, not results.",
-    "reduced": "REDUCED MODE (DKDLIB_REDUCED=1): real CIFAR-10, but a 5k-image subset, a ResNet20 "
+    "reduced": "REDUCED MODE (DKDLIB_MODE=reduced): real CIFAR-10, but a 5k-image subset, a ResNet20 "
     "teacher and 4 epochs — far below full-schedule accuracy.",
     "cpu": "CPU SCALE (DKDLIB_MODE=cpu): full CIFAR-10 (45k train / 5k val / 10k test), a ResNet20 teacher "
     "(25 epochs) and ResNet8 students (20 epochs): schedules sized for a 2-core CPU.",
@@ -200,7 +200,7 @@ def _describe(info: dict, fetched: str | None) -> None:
     else:
         hint = "In Colab: Runtime → Change runtime type → GPU, then run again." if in_colab() else ""
         if not in_colab() and info["mode"] == "full":
-            hint = "Full mode is slow on a CPU; set DKDLIB_FAST=1 for a quick smoke run."
+            hint = "Full mode is slow on a CPU; DKDLIB_MODE=cpu or fast suits one."
         print(f"device: {info['device']} — no GPU. {hint}".rstrip())
     print(f"torch {torch.__version__}; outputs in {info['out_dir']}")
     if fetched:
@@ -208,7 +208,8 @@ def _describe(info: dict, fetched: str | None) -> None:
     folder = weights_dir()
     committed = sorted(folder.glob("*.pt")) if folder is not None else []
     if committed:
-        print(f"{len(committed)} finished runs committed in {folder}: the chapters load those instead of "
+        where = os.path.relpath(folder)  # relative: a committed output names no folder of this machine
+        print(f"{len(committed)} finished runs committed in {where}: the chapters load those instead of "
               "training them (DKDLIB_WEIGHTS=0 trains everything here)")  # fmt: skip
     if in_colab():
         print("Google Drive keeps the checkpoints and records, so later chapters find them; CIFAR-10 stays "

@@ -67,7 +67,9 @@ def test_a_fresh_folder_loads_the_committed_runs_and_trains_nothing(exported, mo
     configs = series_configs(fast="fast")
     teacher = fit(configs["teacher"], progress=False)
     student = fit(configs["dkd"], progress=False)  # its teacher= is the fresh folder's copy
-    assert "using the committed weights" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"using the committed weights {configs['teacher'].run_name()}.pt" in said
+    assert str(base / "w") not in said  # the file, not a folder of this machine
     assert (
         Path(configs["dkd"].teacher).is_file() and teacher.checkpoint.parent == base / "fresh" / "checkpoints"
     )
@@ -113,7 +115,8 @@ def test_setup_says_when_the_chapters_will_load_committed_runs(exported, monkeyp
     monkeypatch.setenv("DKDLIB_OUT", str(tmp_path))
     monkeypatch.setenv("DKDLIB_WEIGHTS", str(base / "w"))
     setup()
-    assert f"2 finished runs committed in {base / 'w'}" in capsys.readouterr().out
+    # relative to the working directory: a committed output names no folder of the machine that ran it
+    assert f"2 finished runs committed in {os.path.relpath(base / 'w')}:" in capsys.readouterr().out
     monkeypatch.setenv("DKDLIB_WEIGHTS", "0")
     setup()
     assert "committed in" not in capsys.readouterr().out
