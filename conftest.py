@@ -4,7 +4,7 @@ this environment): fast mode, and a throw-away output folder so no test writes i
 import os
 import tempfile
 
-os.environ.setdefault("DKDLIB_FAST", "1")
+os.environ.setdefault("DKDLIB_MODE", "fast")
 os.environ.setdefault("DKDLIB_OUT", tempfile.mkdtemp(prefix="dkdlib-test-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: workers run side by side

@@ -107,7 +107,7 @@ def choose_scale(scale: str | None) -> str:
     if scale is not None:
         if scale not in MODES:
             raise ValueError(f"scale must be one of {', '.join(MODES)}; got {scale!r}")
-        if not os.environ.get("DKDLIB_MODE", "").strip() and mode() == "full":
+        if not os.environ.get("DKDLIB_MODE", "").strip():
             os.environ["DKDLIB_MODE"] = scale
     return mode()
 

@@ -1,8 +1,8 @@
 """Serves the chapters: their experiments and the reference table's, as plain `Config`s.
 
 The reference table's rows come in two readings (`READINGS`): as its text describes them, and as its
-code ran them (`_as_run`). The series' recipes come in four scales (`MODES`), chosen by `DKDLIB_MODE`
-(or the older DKDLIB_FAST / DKDLIB_REDUCED flags), so a notebook needs no edits:
+code ran them (`_as_run`). The series' recipes come in four scales (`MODES`), chosen by one variable,
+`DKDLIB_MODE`, so a notebook needs no edits:
 - full (default): real CIFAR-10, the chapters' schedules; minutes on a GPU.
 - cpu: full CIFAR-10 with schedules sized for a 2-core CPU (ResNet20 teacher 25 epochs, students 20).
 - reduced: a 5k-image CIFAR-10 subset, ResNet20 teacher, 4 epochs: the pipeline on real images.
@@ -15,25 +15,21 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from .config import Config, env_flag
+from .config import Config
 
 MODES = ("fast", "reduced", "cpu", "full")
 
 
 def mode() -> str:
-    """The series' scale: DKDLIB_MODE if set, else "fast" if DKDLIB_FAST is set, else "reduced" if
-    DKDLIB_REDUCED is set, else "full"."""
-    chosen = os.environ.get("DKDLIB_MODE", "").strip().lower()
-    if chosen:
-        return _mode(chosen)
-    return "fast" if env_flag("DKDLIB_FAST") else "reduced" if env_flag("DKDLIB_REDUCED") else "full"
+    """The series' scale: DKDLIB_MODE if set, else "full"."""
+    return _mode(os.environ.get("DKDLIB_MODE", "").strip().lower() or "full")
 
 
 def _mode(fast: bool | str | None) -> str:
     """None: the environment's mode (`mode`); True/False: fast/full; or a mode's name ("cpu")."""
     if isinstance(fast, str):
         if fast not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {fast!r}")
+            raise ValueError(f"mode (DKDLIB_MODE) must be one of {', '.join(MODES)}; got {fast!r}")
         return fast
     return mode() if fast is None else ("fast" if fast else "full")
 

@@ -314,7 +314,7 @@ def call_b(budget: float) -> None:
     start = time.perf_counter()
     out, tmp = out_dir(), tmp_dir()
     set_commit(ROOT / ".gpu2")
-    for var in ("DKDLIB_DATA", "DKDLIB_FAST", "DKDLIB_REDUCED"):  # full-mode recipes, data passed in
+    for var in ("DKDLIB_DATA", "DKDLIB_MODE"):  # full-mode recipes, data passed in
         os.environ.pop(var, None)
     os.environ["DKDLIB_OUT"] = str(tmp / "run")
     verdicts = read_verdicts(tmp / "verdicts.json")

@@ -45,7 +45,7 @@ def find_chapters(folder: Path, wanted: list[str] | None) -> list[Path]:
 
 def series_environment(mode: str, out: Path, data: Path | None, notebooks: Path) -> dict[str, str]:
     """The environment every chapter's kernel gets (the current one, with the series' variables)."""
-    skip = ("DKDLIB_MODE", "DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_OUT")
+    skip = ("DKDLIB_MODE", "DKDLIB_OUT")
     env = {k: v for k, v in os.environ.items() if k not in skip}
     env.update(MODES[mode])
     # Relative to the notebooks' folder (the kernels' working directory), so the outputs that print

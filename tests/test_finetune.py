@@ -60,8 +60,7 @@ def test_fit_finetunes_from_the_planted_weights(monkeypatch, tmp_path, tiny_data
 def test_full_mode_on_a_cpu_skips_the_finetune_unless_its_run_is_at_hand(monkeypatch, tmp_path):
     """Hours of ResNet18 training on a CPU are never started by opening chapter 1 in full mode; a
     finished finetune (an output folder's checkpoint, or committed weights) is still shown."""
-    monkeypatch.delenv("DKDLIB_FAST", raising=False)
-    monkeypatch.delenv("DKDLIB_REDUCED", raising=False)
+    monkeypatch.delenv("DKDLIB_MODE", raising=False)
     monkeypatch.setenv("DKDLIB_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("DKDLIB_WEIGHTS", "0")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

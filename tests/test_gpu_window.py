@@ -48,7 +48,7 @@ def _scratch_tree(dest: Path) -> Path:
 
 def _run(cmd: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    full.pop("DKDLIB_FAST", None)  # the session's fast mode would leak into the window's recipes
+    full.pop("DKDLIB_MODE", None)  # the tests' fast mode would leak into the window's recipes
     full["PYTHONPATH"] = str(cwd)
     return subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=400)
 
@@ -211,7 +211,7 @@ def test_b_trains_with_the_speed_paths_that_call_a_passed(tmp_path):
 def test_a_later_window_leaves_out_the_runs_whose_records_are_committed(tmp_path, monkeypatch):
     """Window 2 goes on where window 1 stopped: the series' finished students are left out, their
     teacher is trained again only while a student still needs it (weights do not travel)."""
-    for var in ("DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_OUT"):
+    for var in ("DKDLIB_MODE", "DKDLIB_OUT"):
         monkeypatch.delenv(var, raising=False)
     window = _module("gpu_window")
     full = window.build_queue(results=None)
@@ -237,7 +237,7 @@ def test_the_window_queue_is_trainable_offline_on_half_the_data(tmp_path, monkey
     teacher and init points at a run queued before it."""
     import numpy as np
 
-    for var in ("DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_OUT", "GPU_WINDOW_DRY"):
+    for var in ("DKDLIB_MODE", "DKDLIB_OUT", "GPU_WINDOW_DRY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("GPU_WINDOW_TMP", str(tmp_path / "tmp"))
     window = _module("gpu_window")

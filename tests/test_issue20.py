@@ -264,18 +264,15 @@ def test_one_copy_of_each_helper(monkeypatch):
     from dkdlib.errors import DKDError
 
     for value, on in (("off", False), ("0", False), ("no", False), ("on", True), ("yes", True)):
-        monkeypatch.setenv("DKDLIB_FAST", value)
-        monkeypatch.delenv("DKDLIB_MODE", raising=False)
-        assert (recipes.mode() == "fast") is on, value
         monkeypatch.setenv("DKDLIB_DRIVE", value)
         monkeypatch.setattr(notebook, "in_colab", lambda: True)
         assert notebook.use_drive() is on, value
         monkeypatch.setenv("DKDLIB_WEIGHTS", value)
         if not on:
             assert weights.weights_dir() is None, value
-    monkeypatch.setenv("DKDLIB_FAST", "maybe")
-    with pytest.raises(DKDError, match="DKDLIB_FAST='maybe'"):
-        recipes.mode()
+    monkeypatch.setenv("DKDLIB_DRIVE", "maybe")
+    with pytest.raises(DKDError, match="DKDLIB_DRIVE='maybe'"):
+        notebook.use_drive()
     package = Path(recipes.__file__).parent
     source = "\n".join(p.read_text() for p in sorted(package.glob("*.py")))
     assert len(re.findall(r"\.strip\(\)\.lower\(\) (?:not )?in \(", source)) == 0

@@ -68,14 +68,18 @@ def test_series_defaults_to_the_series_teacher_and_follows_the_mode():
 def test_a_mode_can_be_named_without_the_environment(monkeypatch):
     from dkdlib.recipes import student_config
 
-    monkeypatch.delenv("DKDLIB_FAST", raising=False)
-    monkeypatch.setenv("DKDLIB_REDUCED", "1")
+    monkeypatch.setenv("DKDLIB_MODE", "reduced")
     from_env = student_config("dkd", "t.pt")
-    monkeypatch.delenv("DKDLIB_REDUCED")
+    monkeypatch.delenv("DKDLIB_MODE")
     assert student_config("dkd", "t.pt", fast="reduced") == from_env
     assert from_env.train_size == 5000 and from_env.epochs == 4
     with pytest.raises(ValueError, match="mode"):
         student_config(fast="tiny")
+    monkeypatch.setenv("DKDLIB_MODE", "tiny")  # one variable chooses the scale; a typo is one clear error
+    with pytest.raises(ValueError, match="DKDLIB_MODE"):
+        recipes.mode()
+    monkeypatch.setenv("DKDLIB_MODE", "")
+    assert recipes.mode() == "full"
 
 
 def test_campaign_queue_in_order_of_value():

@@ -174,7 +174,7 @@ def test_setup_fetches_the_weights_a_pip_install_lacks(exported, monkeypatch, ca
     remote = _served(exported, tmp_path)
     monkeypatch.setattr(os, "environ", dict(os.environ))  # setup() sets variables: keep them in this test
     monkeypatch.setattr(weights, "weights_dir", lambda: None)
-    for name in ("DKDLIB_FAST", "DKDLIB_REDUCED", "DKDLIB_WEIGHTS"):
+    for name in ("DKDLIB_WEIGHTS",):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DKDLIB_MODE", "cpu")
     monkeypatch.setenv("DKDLIB_OUT", str(tmp_path / "out"))
@@ -193,12 +193,10 @@ def test_setup_scale_applies_only_when_the_environment_names_no_mode(monkeypatch
     from dkdlib.notebook import choose_scale
 
     monkeypatch.setattr(os, "environ", dict(os.environ))
-    for name in ("DKDLIB_MODE", "DKDLIB_FAST", "DKDLIB_REDUCED"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DKDLIB_MODE", raising=False)
     assert choose_scale(None) == "full"
     assert choose_scale("cpu") == "cpu"  # the notebook's choice
-    monkeypatch.delenv("DKDLIB_MODE")
-    monkeypatch.setenv("DKDLIB_FAST", "1")  # the tests' fast mode wins over the notebook's choice
+    monkeypatch.setenv("DKDLIB_MODE", "fast")  # the tests' fast mode wins over the notebook's choice
     assert choose_scale("cpu") == "fast"
     monkeypatch.setenv("DKDLIB_MODE", "reduced")  # so does run_series.py's
     assert choose_scale("full") == "reduced"
