@@ -4,9 +4,10 @@ from dkdlib import Config, fit
 teacher = fit(Config(model="resnet18", epochs=15))
 student = fit(Config(model="resnet8", method="dkd", teacher=str(teacher.checkpoint)))
 
-Two groups of modules. The core trains (`train` and what it imports: config, data, models, losses,
-methods, step, packed, cache, checkpoint, results, weights, errors). What serves the chapters says so
-in its docstring: recipes, reports, plots, decomposition, verdicts, sweep, notebook, and the `cli`.
+Two groups of modules. The core trains (`train` and what it imports: config, data, models, methods,
+step, packed, cache, checkpoint, results, errors). Around it: `losses` (KD and DKD for one student, the
+registry's own terms) and `weights` (the committed runs); what serves the chapters says so in its
+docstring: recipes, reports, plots, decomposition, verdicts, sweep, notebook, and the `cli`.
 """
 
 __version__ = "0.1.0"
