@@ -24,8 +24,6 @@ LOCAL_FOLDER = "/content/dkdlib-local"
 BANNERS = {
     "fast": "FAST MODE (DKDLIB_MODE=fast): synthetic images (not CIFAR-10), tiny runs. "
     "The numbers below are smoke-test outputs, not results.",
-    "reduced": "REDUCED MODE (DKDLIB_MODE=reduced): real CIFAR-10, but a 5k-image subset, a ResNet20 "
-    "teacher and 4 epochs — far below full-schedule accuracy.",
     "cpu": "CPU SCALE (DKDLIB_MODE=cpu): full CIFAR-10 (45k train / 5k val / 10k test), a ResNet20 teacher "
     "(25 epochs) and ResNet8 students (20 epochs): schedules sized for a 2-core CPU.",
     "full": "FULL MODE: CIFAR-10 and the chapters' full schedules.",
@@ -150,7 +148,7 @@ def setup(drive: bool | None = None, quiet: bool = False, scale: str | None = No
     """Pick the scale and the output folder, show figures inline, set the plot style and print mode,
     device, versions; returns {mode, device, out_dir}.
 
-    scale: "cpu", "full", "reduced" or "fast", unless the environment chooses (`choose_scale`).
+    scale: "cpu", "full" or "fast", unless the environment chooses (`choose_scale`).
     drive: on Colab, keep checkpoints and records in Google Drive (MyDrive/dkdlib), so every chapter (each
     its own Colab VM) finds the earlier ones' runs; default yes unless DKDLIB_DRIVE=0. CIFAR-10 and
     fetched weights stay on the machine's disk.

@@ -1,11 +1,10 @@
 """Serves the chapters: their experiments and the reference table's, as plain `Config`s.
 
 The reference table's rows come in two readings (`READINGS`): as its text describes them, and as its
-code ran them (`_as_run`). The series' recipes come in four scales (`MODES`), chosen by one variable,
+code ran them (`_as_run`). The series' recipes come in three scales (`MODES`), chosen by one variable,
 `DKDLIB_MODE`, so a notebook needs no edits:
 - full (default): real CIFAR-10, the chapters' schedules; minutes on a GPU.
 - cpu: full CIFAR-10 with schedules sized for a 2-core CPU (ResNet20 teacher 25 epochs, students 20).
-- reduced: a 5k-image CIFAR-10 subset, ResNet20 teacher, 4 epochs: the pipeline on real images.
 - fast: SYNTHETIC images (not CIFAR), 1k images, two epochs: for CI (nbval); same code path.
 Full mode reads CIFAR-10 from the .npz named by `DKDLIB_DATA` when set, else downloads it.
 """
@@ -17,7 +16,7 @@ from dataclasses import replace
 
 from .config import Config
 
-MODES = ("fast", "reduced", "cpu", "full")
+MODES = ("fast", "cpu", "full")
 
 
 def mode() -> str:
@@ -43,9 +42,6 @@ def base(fast: bool | str | None = None, **overrides) -> Config:
     if m == "fast":
         cfg = Config(dataset="synthetic", val_size=500, train_size=1000, test_size=500, epochs=2,
                      batch_size=32, warmup=2, out_dir=out_dir)  # fmt: skip
-    elif m == "reduced":
-        cfg = Config(dataset="cifar10", data=npz, val_size=1000, train_size=5000, test_size=2000,
-                     epochs=4, batch_size=64, warmup=2, out_dir=out_dir)  # fmt: skip
     elif m == "cpu":  # full CIFAR-10; 20 student epochs; DKD's warm-up is the official 20/240 of the run
         cfg = Config(dataset="cifar10", data=npz, epochs=20, batch_size=128, warmup=2, out_dir=out_dir)
     else:
@@ -56,7 +52,7 @@ def base(fast: bool | str | None = None, **overrides) -> Config:
 def teacher_config(fast: bool | str | None = None, **overrides) -> Config:
     """The teacher, SGD + one-cycle from scratch: full scale, the CIFAR-stem ResNet18 (batch 256, 15
     epochs); CPU scale, a ResNet20 (batch 128, 25 epochs: a ResNet18 trains at ~30 images/s on 2 CPU
-    cores; benchmarks/README.md has the candidates); fast and reduced, a ResNet20 at their sizes.
+    cores; benchmarks/README.md has the candidates); fast, a ResNet20 at its size.
     """
     if _mode(fast) == "full":
         cfg = base(fast, model="resnet18", method="ce", batch_size=256, lr=0.1, epochs=15)
@@ -79,7 +75,7 @@ def student_config(
     method: str = "ce", teacher: str | None = None, fast: bool | str | None = None, **overrides
 ) -> Config:
     """A ResNet8 student: SGD + one-cycle, batch 128, the same schedule for every method: 30 epochs at
-    the full scale, 20 at the CPU scale (fast and reduced: their sizes).
+    the full scale, 20 at the CPU scale (fast: its size).
 
     method: a `methods.METHODS` name. KD uses the official weights (CE 0.1, KD 0.9, no warm-up); DKD
     uses α=1, β=8, T=4 and a 20-epoch warm-up at the full scale, 2 epochs at the others (the official
@@ -97,7 +93,7 @@ def student_config(
     return replace(cfg, **overrides)
 
 
-# Chapter 6's sweeps: their sizes in full mode, and a small version for the fast and reduced modes.
+# Chapter 6's sweeps: their sizes at the full and CPU scales, and a small version for fast mode.
 ABLATION_SIZES = {
     # DKD's warm-up in full mode: none, the official 20-of-240 scaled to 30 epochs (2.5, rounded up), and
     # the official 20 that full mode keeps (chapter 5: full weight only in the last third of the run)
@@ -116,7 +112,7 @@ ALPHAS, BETAS = (1.0, 0.5, 0.25), (2.0, 4.0, 8.0)  # the reference's TCKD-only a
 def ablation_specs(mode_name: str | None = None) -> dict[str, dict]:
     """Chapter 6's student sweeps, {sweep: {label: (method, overrides of student_config)}}.
 
-    mode_name: "full", "cpu", "reduced" or "fast" (None: `mode()`); the latter two get the small sizes.
+    mode_name: "full", "cpu" or "fast" (None: `mode()`); fast gets the small sizes.
     """
     m = mode_name or mode()
     size = ABLATION_SIZES[m if m in ("full", "cpu") else "small"]

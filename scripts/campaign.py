@@ -126,7 +126,7 @@ def stop(signum, frame):  # the deadline's alarm and `kill` stop like Ctrl-C: at
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", default="cpu", help="the series' scale: cpu, full, reduced or fast")
+    p.add_argument("--mode", default="cpu", help="the series' scale: cpu, full or fast")
     p.add_argument(
         "--hours", type=float, default=None, help="stop after this long (default: the whole queue)"
     )

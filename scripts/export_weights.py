@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="source", type=Path, default=ROOT / "data",
                    help="the output folder whose checkpoints/ hold the runs (default: data)")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "data" / "weights", help="where the weights go")
-    p.add_argument("--mode", default="full", choices=("full", "reduced", "fast"), help="the series' mode")
+    p.add_argument("--mode", default="full", choices=("full", "cpu", "fast"), help="the series' mode")
     args = p.parse_args(argv)
     os.environ["DKDLIB_OUT"] = str(args.source)  # where series_configs puts (and so finds) the runs
 

@@ -2,7 +2,6 @@
 chapter's outputs into its notebook.
 
     python scripts/run_series.py --mode cpu --data cifar10.npz          # full CIFAR-10, CPU schedules
-    python scripts/run_series.py --mode reduced --data cifar10.npz      # a real CIFAR-10 subset on a CPU
     python scripts/run_series.py --mode full --data cifar10.npz         # a GPU: the real schedules
     python scripts/run_series.py --mode fast --chapters 00 01           # a smoke run of two chapters
 
@@ -27,7 +26,7 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = {m: {"DKDLIB_MODE": m} for m in ("fast", "reduced", "cpu", "full")}
+MODES = {m: {"DKDLIB_MODE": m} for m in ("fast", "cpu", "full")}
 # Cell metadata that only records an execution (nbclient's and Jupyter's timestamps): never written.
 EXECUTION_METADATA = ("execution", "ExecuteTime")
 

@@ -50,7 +50,7 @@ def test_every_mode_sets_only_its_variable(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("run_series", ROOT / "scripts" / "run_series.py")
     run_series = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_series)
-    monkeypatch.setenv("DKDLIB_MODE", "reduced")  # a stale variable of the shell must not pick the mode
+    monkeypatch.setenv("DKDLIB_MODE", "full")  # a stale variable of the shell must not pick the mode
     from dkdlib.recipes import MODES
 
     for mode in MODES:

@@ -68,11 +68,11 @@ def test_series_defaults_to_the_series_teacher_and_follows_the_mode():
 def test_a_mode_can_be_named_without_the_environment(monkeypatch):
     from dkdlib.recipes import student_config
 
-    monkeypatch.setenv("DKDLIB_MODE", "reduced")
+    monkeypatch.setenv("DKDLIB_MODE", "cpu")
     from_env = student_config("dkd", "t.pt")
     monkeypatch.delenv("DKDLIB_MODE")
-    assert student_config("dkd", "t.pt", fast="reduced") == from_env
-    assert from_env.train_size == 5000 and from_env.epochs == 4
+    assert student_config("dkd", "t.pt", fast="cpu") == from_env
+    assert from_env.train_size is None and from_env.epochs == 20 and from_env.cache_teacher == "seen"
     with pytest.raises(ValueError, match="mode"):
         student_config(fast="tiny")
     monkeypatch.setenv("DKDLIB_MODE", "tiny")  # one variable chooses the scale; a typo is one clear error
