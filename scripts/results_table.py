@@ -97,8 +97,9 @@ def render_cpu(results_dir: Path) -> str:
     lines.append("")
     if both:
         gaps = [100 * (by_seed["dkd"][s] - by_seed["ce"][s]) for s in both]
+        spread = f" ± {np.std(gaps, ddof=1):.2f}, the standard deviation over seeds" if len(gaps) > 1 else ""
         lines.append(f"DKD − CE, seed by seed: {', '.join(f'{g:+.2f}' for g in gaps)} points "
-                     f"(mean {np.mean(gaps):+.2f}).")  # fmt: skip
+                     f"(mean {np.mean(gaps):+.2f}{spread}).")  # fmt: skip
     records = [r for rs in runs.values() for r in rs]
     seconds = [[h["seconds"] for h in r["history"]] for r in records]  # each epoch's training, as recorded
     recorded = sum(map(sum, seconds)) / 3600

@@ -96,5 +96,8 @@ def test_cpu_table_from_records(tmp_path):
     text = results_table.render_cpu(tmp_path)
     assert "| student alone, CE | 83.50 (83.00–84.00) | 0, 1 | 80.49 |" in text
     assert "| classic KD | not yet | — | — |" in text
-    assert "DKD − CE, seed by seed: +2.00, +1.50 points (mean +1.75)" in text
+    assert (
+        "DKD − CE, seed by seed: +2.00, +1.50 points (mean +1.75 ± 0.35, the standard deviation over seeds)"
+        in text
+    )
     assert "5 runs on test cpu: 1.4 h of training as recorded, 0.2 h at a quiet machine's pace" in text
