@@ -166,7 +166,8 @@ def load_npz(path: str | os.PathLike, name: str = "cifar10") -> Data:
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
             raise DKDError(f"{path}: y_{split} labels must lie in [0, {len(classes)}); got "
                            f"{y.min()}..{y.max()}")  # fmt: skip
-    mean, std = STATS.get(name, _stats(arrays["x_train"]))
+    # A known dataset keeps its published statistics; only another one pays for computing its own.
+    mean, std = STATS[name] if name in STATS else _stats(arrays["x_train"])
     return Data(name, classes, arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
                 arrays["y_test"].astype(np.int64), mean=mean, std=std, source=f"npz {path.name}")  # fmt: skip
 
