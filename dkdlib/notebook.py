@@ -198,7 +198,7 @@ def _describe(info: dict, fetched: str | None) -> None:
     else:
         hint = "In Colab: Runtime → Change runtime type → GPU, then run again." if in_colab() else ""
         if not in_colab() and info["mode"] == "full":
-            hint = "Full mode is slow on a CPU; DKDLIB_MODE=cpu or fast suits one."
+            hint = "Full mode is meant for a GPU; on a CPU use DKDLIB_MODE=cpu (or fast: a smoke run)."
         print(f"device: {info['device']} — no GPU. {hint}".rstrip())
     print(f"torch {torch.__version__}; outputs in {info['out_dir']}")
     if fetched:
