@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from dkdlib.recipes import MODES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="source", type=Path, default=ROOT / "data",
                    help="the output folder whose checkpoints/ hold the runs (default: data)")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "data" / "weights", help="where the weights go")
-    p.add_argument("--mode", default="full", choices=("full", "cpu", "fast"), help="the series' mode")
+    p.add_argument("--mode", default="full", choices=MODES, help="the series' mode")
     args = p.parse_args(argv)
     os.environ["DKDLIB_OUT"] = str(args.source)  # where series_configs puts (and so finds) the runs
 

@@ -26,7 +26,9 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = {m: {"DKDLIB_MODE": m} for m in ("fast", "cpu", "full")}
+sys.path.insert(0, str(ROOT))
+from dkdlib.recipes import MODES  # noqa: E402  (the scales, named in one place)
+
 # Cell metadata that only records an execution (nbclient's and Jupyter's timestamps): never written.
 EXECUTION_METADATA = ("execution", "ExecuteTime")
 
@@ -46,7 +48,7 @@ def series_environment(mode: str, out: Path, data: Path | None, notebooks: Path)
     """The environment every chapter's kernel gets (the current one, with the series' variables)."""
     skip = ("DKDLIB_MODE", "DKDLIB_OUT")
     env = {k: v for k, v in os.environ.items() if k not in skip}
-    env.update(MODES[mode])
+    env["DKDLIB_MODE"] = mode
     # Relative to the notebooks' folder (the kernels' working directory), so the outputs that print
     # it name no folder of this machine.
     env["DKDLIB_OUT"] = os.path.relpath(out.resolve(), notebooks.resolve())
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=list(MODES), required=True)
+    parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--out", type=Path, help="the series' output folder (default: data/series-MODE)")
     parser.add_argument("--data", type=Path, help="CIFAR-10 as a decoded .npz (default: $DKDLIB_DATA)")
     parser.add_argument("--chapters", nargs="+", help="chapter numbers to run, e.g. 00 01 (default: all)")
