@@ -21,14 +21,17 @@ MODES = ("fast", "cpu", "full")
 
 def mode() -> str:
     """The series' scale: DKDLIB_MODE if set, else "full"."""
-    return _mode(os.environ.get("DKDLIB_MODE", "").strip().lower() or "full")
+    name = os.environ.get("DKDLIB_MODE", "").strip().lower() or "full"
+    if name not in MODES:
+        raise ValueError(f"DKDLIB_MODE must be one of {', '.join(MODES)}; got {name!r}")
+    return name
 
 
 def _mode(fast: bool | str | None) -> str:
     """None: the environment's mode (`mode`); True/False: fast/full; or a mode's name ("cpu")."""
     if isinstance(fast, str):
         if fast not in MODES:
-            raise ValueError(f"mode (DKDLIB_MODE) must be one of {', '.join(MODES)}; got {fast!r}")
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {fast!r}")
         return fast
     return mode() if fast is None else ("fast" if fast else "full")
 
