@@ -106,8 +106,14 @@ def grad_check(logits_s: Tensor, logits_t: Tensor, y: Tensor, temperature: float
     )
 
 
-def official_dkd_loss(logits_student: Tensor, logits_teacher: Tensor, target: Tensor, alpha: float,
-                      beta: float, temperature: float) -> Tensor:  # fmt: skip
+def official_dkd_loss(
+    logits_student: Tensor,
+    logits_teacher: Tensor,
+    target: Tensor,
+    alpha: float,
+    beta: float,
+    temperature: float,
+) -> Tensor:
     """The official (mdistiller) DKD loss, transcribed for comparison only: it takes log of probabilities."""
     gt_mask = F.one_hot(target, logits_student.shape[1]).bool()
     other_mask = ~gt_mask
