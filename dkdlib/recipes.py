@@ -21,18 +21,20 @@ MODES = ("fast", "cpu", "full")
 
 def mode() -> str:
     """The series' scale: DKDLIB_MODE if set, else "full"."""
-    name = os.environ.get("DKDLIB_MODE", "").strip().lower() or "full"
+    return _known(os.environ.get("DKDLIB_MODE", "").strip().lower() or "full", "DKDLIB_MODE")
+
+
+def _known(name: str, source: str) -> str:
+    """`name` if it is one of MODES; else one error naming where it came from (the variable or "mode")."""
     if name not in MODES:
-        raise ValueError(f"DKDLIB_MODE must be one of {', '.join(MODES)}; got {name!r}")
+        raise ValueError(f"{source} must be one of {', '.join(MODES)}; got {name!r}")
     return name
 
 
 def _mode(fast: bool | str | None) -> str:
     """None: the environment's mode (`mode`); True/False: fast/full; or a mode's name ("cpu")."""
     if isinstance(fast, str):
-        if fast not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {fast!r}")
-        return fast
+        return _known(fast, "mode")
     return mode() if fast is None else ("fast" if fast else "full")
 
 
