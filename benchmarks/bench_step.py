@@ -13,8 +13,6 @@ batch size, in one process:
   dkdlib graphed            (CUDA) the whole step captured once as a CUDA graph, replayed per batch
   ... + logit cache         the teacher's logits looked up from the exact 162-view cache (dkdlib.cache)
                             instead of a teacher forward; the cache's build time is reported apart
-  ..., K students           K ResNet8 students packed into one grouped network (dkdlib.packed, as
-                            fit_many trains them), sharing each batch and the cached teacher logits
 
 Warm-up steps (worker start-up, cuDNN's first calls, compilation) are not timed; CUDA is synchronised
 before every timer read. Prints a table (images/s, ratio to the 2-worker loop) and writes a JSON record.
@@ -22,8 +20,7 @@ before every timer read. Prints a table (images/s, ratio to the 2-worker loop) a
     python benchmarks/bench_step.py --data /tmp/cifar10.npz              # CPU here: small default steps
     python benchmarks/bench_step.py --device cuda --data cifar10.npz     # GPU: 300 timed steps each
 
-On a CPU there are no CUDA graphs, so "fastest" is the eager step, and packing K students into grouped
-convolutions is slower than K separate steps (it is a GPU technique: it removes launch overhead).
+On a CPU there are no CUDA graphs, so "fastest" is the eager step.
 """
 
 from __future__ import annotations
@@ -52,9 +49,8 @@ sys.path.insert(0, str(ROOT))  # `python benchmarks/bench_step.py` works without
 from dkdlib.cache import compute_teacher_logits  # noqa: E402
 from dkdlib.checkpoint import atomic_write  # noqa: E402
 from dkdlib.data import N_VIEWS, DeviceLoader, load_data  # noqa: E402
-from dkdlib.methods import student_losses  # noqa: E402
+from dkdlib.methods import student_loss  # noqa: E402
 from dkdlib.models import create_model  # noqa: E402
-from dkdlib.packed import pack  # noqa: E402
 from dkdlib.step import TrainStep  # noqa: E402
 from dkdlib.train import (  # noqa: E402
     Config,
@@ -70,7 +66,7 @@ BATCH, ALPHA, BETA, TEMPERATURE = 128, 1.0, 8.0, 4.0
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 TEACHER, STUDENT = "resnet18", "resnet8"
 # CE + DKD for one student, as dkdlib's loop computes it (the method registry's loss).
-dkd_step_loss = student_losses([Config(method="dkd", alpha=ALPHA, beta=BETA, temperature=TEMPERATURE)])
+dkd_step_loss = student_loss(Config(method="dkd", alpha=ALPHA, beta=BETA, temperature=TEMPERATURE))
 
 
 def sync(device: torch.device) -> None:
@@ -146,9 +142,9 @@ def bench_conventional(data, device: torch.device, workers: int, steps: int, unt
         logits = student(x)
         with torch.no_grad():
             logits_teacher = teacher(x)
-        # The same loss maths as dkdlib's loop (its public student_losses), without the public dkd_loss's
+        # The same loss maths as dkdlib's loop (its public student_loss), without the public dkd_loss's
         # label check (a host sync).
-        loss = dkd_step_loss(logits[None], logits_teacher, y, torch.ones(1, device=device))[0]
+        loss = dkd_step_loss(logits, logits_teacher, y, torch.ones((), device=device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -191,23 +187,17 @@ _CACHES: dict = {}  # teacher-logit caches built by earlier variants of this run
 
 def bench_dkdlib(
     data, device: torch.device, steps: int, untimed: int, *, compile: bool = False, graph: bool = False,
-    cache: bool = False, k: int = 1, packed: bool = False, cache_images: int | None = None,
+    cache: bool = False, cache_images: int | None = None,
 ) -> dict:  # fmt: skip
-    """dkdlib's TrainStep — the step fit() and fit_many() run — with the chosen speed features.
-
-    packed: the k students as one grouped network (as fit_many trains them; k=1 times packing itself).
-    """
+    """dkdlib's TrainStep — the step fit() runs — with the chosen speed features."""
     cfg = Config(
         model=STUDENT, method="dkd", teacher="(a random ResNet18, built below)", batch_size=BATCH,
         alpha=ALPHA, beta=BETA, temperature=TEMPERATURE, warmup=0, epochs=1, lr=LR, momentum=MOMENTUM,
         weight_decay=WEIGHT_DECAY, device=str(device), compile=compile, graph=graph,
     )  # fmt: skip
     channels_last = use_channels_last(cfg, device)  # NHWC convolutions (tensor cores on GPU)
-    students = []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        students.append(create_model(cfg.model, data.num_classes))
-    model = (pack(students) if packed else students[0]).to(device)  # K students: one grouped network
+    torch.manual_seed(0)
+    model = create_model(cfg.model, data.num_classes).to(device)
     torch.manual_seed(0)
     teacher = create_model(TEACHER, data.num_classes).to(device)  # as fit()'s load_teacher, minus the file
     if channels_last:
@@ -251,9 +241,8 @@ def bench_dkdlib(
             _CACHES[key] = _CACHES[key][0], time.perf_counter() - t0
         logits_cache, cache_s = _CACHES[key]
         logits_cache = logits_cache[torch.as_tensor(idx % unique, device=device)]
-    loss_fn = student_losses([cfg] * k)  # K copies of one student: the same loss each
     step = TrainStep(
-        loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=None if cache else teacher,
+        student_loss(cfg), step_model, loader, optimizer, scaler, teacher=None if cache else teacher,
         cache=logits_cache, amp_dtype=amp, graph=graphed,
     )  # fmt: skip
     step.start_epoch(1, 1.0)
@@ -270,18 +259,15 @@ def bench_dkdlib(
     if graphed and replays["n"] == 0:  # a capture that fell back to eager: not this variant's speed
         why = step.graph_error or "no capture"
         raise RuntimeError(f"graph=True but no CUDA graph was replayed in {untimed + steps} steps ({why})")
-    stats = step.epoch_stats()
     result = {
         "startup_s": startup,
         "seconds": seconds,
-        "last_loss": float(np.mean([s["train_loss"] for s in stats])),  # the epoch's mean loss
+        "last_loss": float(step.epoch_stats()["train_loss"]),  # the epoch's mean loss
         "amp_dtype": str(amp).replace("torch.", "") if amp else "float32",
         "channels_last": channels_last,
         "fused_sgd": device.type == "cuda",
         "cuda_graph": graphed,
         "graph_replays": replays["n"],
-        "students": k,
-        "packed": packed,
     }
     if cache_s is not None:
         result.update(
@@ -337,7 +323,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         help="distinct images in the logit cache (default: all on GPU, 128 on CPU)",
     )
-    p.add_argument("--students", type=int, nargs="*", default=[8], help="K students in one loop (default: 8)")
     p.add_argument("--out", help="JSON file (default: benchmarks/results/step-<device>-<UTC time>.json)")
     args = p.parse_args(argv)
     for key in ("steps", "untimed"):
@@ -346,8 +331,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{key} must be >= 1; got {value}")
     if any(w < 0 for w in args.workers):
         p.error("--workers must be >= 0")
-    if any(k < 1 for k in args.students):
-        p.error("--students must be >= 1")
     return args
 
 
@@ -378,7 +361,7 @@ def main(argv=None) -> dict:
     config = dict(
         teacher=TEACHER, student=STUDENT, batch_size=BATCH, alpha=ALPHA, beta=BETA, temperature=TEMPERATURE,
         lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, steps=steps, untimed_steps=untimed,
-        workers=args.workers, compile=args.compile, students=args.students, data=data.source,
+        workers=args.workers, compile=args.compile, data=data.source,
         synthetic=data.name == "synthetic", train_images=len(data.y_train),
     )  # fmt: skip
     versions = {"torch": torch.__version__, "torchvision": _version("torchvision"),
@@ -394,11 +377,8 @@ def main(argv=None) -> dict:
         timed_ok = [v for v in variants if "failed" not in v]
         base = next((v for v in timed_ok if v["variant"] == "conventional, 2 workers"), None)
         base = base or (timed_ok[0] if timed_ok else None)
-        one = next((v for v in timed_ok if v["variant"] == f"{fastest} + logit cache"), None)
         for v in timed_ok:
             v["ratio"] = v["images_per_s"] / base["images_per_s"]
-            if one and v.get("packed"):
-                v["wall_vs_one_student"] = v["ms_per_step"] / one["ms_per_step"]
         return {
             "benchmark": "dkd training step",
             "date": now.isoformat(timespec="seconds"),
@@ -454,9 +434,6 @@ def main(argv=None) -> dict:
         run(fastest, bench_dkdlib, data, device, steps, untimed, graph=True)
     cached = dict(graph=graph, cache=True, cache_images=cache_images)
     run(f"{fastest} + logit cache", bench_dkdlib, data, device, steps, untimed, **cached)
-    for k in args.students:
-        variant = f"{fastest} + logit cache, {k} student{'s' if k > 1 else ''} packed"
-        run(variant, bench_dkdlib, data, device, steps, untimed, k=k, packed=True, **cached)
     final = report(complete=True)
     write(final)
 
@@ -469,16 +446,13 @@ def main(argv=None) -> dict:
             continue
         figures = f"{v['images_per_s']:>9.1f}  {v['ms_per_step']:>8.1f}  {v['ratio']:>{len(col)}.2f}"
         print(f"{v['variant']:<{width}}  {figures}  {v['startup_s']:>9.1f}")
-    print("images/s: batches × 128 per second (with K students, each image trains all K)")
+    print("images/s: batches × 128 per second")
     built = next((v for v in variants if "cache_build_s" in v), None)  # built once, shared by the rest
     if built:
         print(
             f"teacher-logit cache of {built['cache_images']} images × {N_VIEWS} views built in "
             f"{built['cache_build_s']:.1f} s ({built['cache_views_per_s']:.0f} views/s), not timed"
         )
-    for v in variants:
-        if "wall_vs_one_student" in v:
-            print(f"{v['students']} packed take {v['wall_vs_one_student']:.2f}x the wall time of one alone")
     load = final["load_average_1min"]["after"]
     print(f"wall time {final['wall_time_s']:.0f} s; load average (1 min) {load_before} before, {load} after")
     print(f"wrote {out}" + (f"; FAILED: {', '.join(final['failed'])}" if final["failed"] else ""))

@@ -2,12 +2,11 @@
 
     python benchmarks/compare_runs.py RESULTS_A RESULTS_B [--out FILE.json]
 
-For checking that a speed path trains the same maths: e.g. the students of `reproduce --packed`
-(fit_many, one grouped network) against the same rows trained one by one with `fit`, or graphed
-against eager runs. Runs with the same name have the same identity (config, seed, teacher file), so
-any gap comes from how they were computed. Prints, per pair: the test accuracy at the last epoch and
-at the best validation epoch on both sides, and the largest relative gap between their per-epoch
-training losses; plus each side's wall time.
+For checking that a speed path trains the same maths: e.g. graphed against eager runs, or runs that read
+the teacher-logit cache against runs with the live teacher. Runs with the same name have the same
+identity (config, seed, teacher file), so any gap comes from how they were computed. Prints, per pair:
+the test accuracy at the last epoch and at the best validation epoch on both sides, and the largest
+relative gap between their per-epoch training losses; plus each side's wall time.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict]:
             "best_val_test_acc_b": mb.get("test_acc_at_best_val"),
             "max_rel_train_loss_gap": gap,
             "wall_time_s_a": ra.get("wall_time_s"), "wall_time_s_b": rb.get("wall_time_s"),
-            "trained_with_b": rb.get("trained_with"),
         })  # fmt: skip
     return rows
 

@@ -33,7 +33,7 @@ from bench_step import PILDataset, device_name, git_commit  # noqa: E402
 from dkdlib import dkd_loss  # noqa: E402
 from dkdlib.cache import SeenLogits  # noqa: E402
 from dkdlib.data import DeviceLoader, load_data  # noqa: E402
-from dkdlib.methods import student_losses  # noqa: E402
+from dkdlib.methods import student_loss  # noqa: E402
 from dkdlib.models import create_model  # noqa: E402
 from dkdlib.step import TrainStep  # noqa: E402
 from dkdlib.train import Config, make_optimizer  # noqa: E402
@@ -100,7 +100,7 @@ def dkdlib_step(data, model_name: str, teacher_name: str | None, batch: int, ste
         if seen == "read" and not cache.path(1).is_file():  # store the epoch first, untimed
             dkdlib_step(data, model_name, teacher_name, batch, steps, seen="fill")
     optimizer = make_optimizer(cfg, model)
-    step = TrainStep(student_losses([cfg]), torch.compile(model) if compile else model, loader, optimizer,
+    step = TrainStep(student_loss(cfg), torch.compile(model) if compile else model, loader, optimizer,
                      teacher=None if cache else teacher, seen=cache)  # fmt: skip
     step.start_epoch(1, 1.0)
     t0 = 0.0

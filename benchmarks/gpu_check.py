@@ -3,12 +3,12 @@
     python benchmarks/gpu_check.py --verdicts verdicts.json    # on the GPU; exit code 1 if a check failed
     python benchmarks/gpu_check.py --cpu --quick               # the same checks, tiny, on the CPU
 
-It runs, in miniature, what `python -m dkdlib reproduce --graph --cache-teacher --packed` and the series'
-notebooks run: a teacher trained here, DKD / KD / CE students with a live teacher or its logit cache,
-alone or packed, in the reference's recipe (Adam 1e-3, constant schedule) and the series' (SGD +
-one-cycle). Every run must first LEARN (test accuracy >= a threshold well above chance, printed), since two
-broken runs at chance level would pass any comparison; then each path is compared with the one below
-it. The paths, in this order, each checked with the paths above it that passed, as the window runs them:
+It runs, in miniature, what `python -m dkdlib reproduce --graph --cache-teacher` and the series'
+notebooks run: a teacher trained here, DKD students with a live teacher or its logit cache, in the
+reference's recipe (Adam 1e-3, constant schedule) and the series' (SGD + one-cycle). Every run must
+first LEARN (test accuracy >= a threshold well above chance, printed), since two broken runs at chance
+level would pass any comparison; then each path is compared with the one below it. The paths, in this
+order, each checked with the paths above it that passed, as the window runs them:
 
   eager    the base: the teacher and the eager students learn
   graph    CUDA-graph capture (CUDA only): fp32 graphed runs follow the eager ones (epoch 1's train loss
@@ -16,17 +16,16 @@ it. The paths, in this order, each checked with the paths above it that passed, 
            for every step after warm-up); a graphed run with autocast learns
   cache    the teacher-logit cache equals the live teacher on random views, and a student trained from it
            follows one trained from the live teacher
-  packed   students trained together (fit_many) follow each one trained alone (fit), in both recipes
   compile  torch.compile with autocast on top of the paths that passed: a smoke run that learns
 
 A check that raises is a failed check (traceback in its detail), never a crash: the later checks run.
 A failed path is reported false and the checks below it go on without it. The verdicts file
-{"device", "paths": {graph, cache, packed, compile}, "checks": [{name, path, ok, detail}], "seconds"}
+{"device", "paths": {graph, cache, compile}, "checks": [{name, path, ok, detail}], "seconds"}
 is rewritten atomically after every check, so a run cut short leaves the verdicts so far (a path not
 yet decided is false). --cpu: no CUDA graphs there; the graph path is reported false with a check entry
 saying it is not available (not a failure). --quick: tiny sizes (CPU dry run: ~1 min of CPU). For the
-tests, GPU_CHECK_BREAK=cache,packed breaks those paths on purpose (cache: every image's logits paired
-with the neighbouring view; packed: packing raises), to show that the checks catch it.
+tests, GPU_CHECK_BREAK=cache breaks that path on purpose (every image's logits paired with the
+neighbouring view), to show that the checks catch it.
 """
 
 from __future__ import annotations
@@ -52,20 +51,20 @@ sys.path.insert(0, str(ROOT))  # runs from a checkout: nothing is installed on t
 
 from bench_step import count_replays  # noqa: E402  (benchmarks/, the script's own folder)
 
-import dkdlib.train  # noqa: E402  (GPU_CHECK_BREAK replaces two of its functions)
+import dkdlib.train  # noqa: E402  (GPU_CHECK_BREAK replaces one of its functions)
 from dkdlib import Config, Data, amp_dtype, fit, load_data  # noqa: E402
 from dkdlib.checkpoint import atomic_write, load_checkpoint  # noqa: E402
 from dkdlib.data import N_VIEWS, DeviceLoader  # noqa: E402
 from dkdlib.recipes import reference_configs, student_config, teacher_config  # noqa: E402
-from dkdlib.train import Run, fit_many, load_teacher, use_channels_last  # noqa: E402
+from dkdlib.train import Run, load_teacher, use_channels_last  # noqa: E402
 
-PATHS = ("graph", "cache", "packed", "compile")  # the speed paths, each on top of the ones before it
+PATHS = ("graph", "cache", "compile")  # the speed paths, each on top of the ones before it
 # Limits. fp32 runs use true fp32 (no TF32), so rounding cannot hide a difference or fake one.
 # Graphed vs eager, epoch 1's train loss: the same kernels in the same order, but the optimizer reads
 # its lr (and Adam its step) from device tensors, which may round differently; later epochs: DRIFT_RTOL.
 GRAPH_RTOL = 1e-4
 CACHE_RTOL = 5e-3  # cached logits vs a live forward, of the largest logit: fp16 storage rounds by ~5e-4
-FIRST_RTOL = 1e-3  # cache or packed vs its reference run, epoch 1's train loss (before chaos amplifies)
+FIRST_RTOL = 1e-3  # the cache vs its reference run, epoch 1's train loss (before chaos amplifies)
 DRIFT_RTOL = 0.15  # ... any later epoch: rounding gaps grow chaotically (measured on CPU: up to 3.6e-2)
 SMOKE_GAP = 0.10  # test accuracy, autocast / compiled smoke runs vs the fp32 eager run
 WARMUP_STEPS = 3  # TrainStep's eager steps before it captures the graph
@@ -74,7 +73,8 @@ WARMUP_STEPS = 3  # TrainStep's eager steps before it captures the graph
 @dataclass(frozen=True)
 class Sizes:
     """How much each run trains. The GPU sizes aim at about a minute on an H100/H200 (estimated from
-    step speeds, not yet measured); QUICK takes about a minute of CPU time (measured: 58 s)."""
+    step speeds, not yet measured); QUICK took 58 s of CPU time when it also checked packed students
+    (a path since removed), so at most about a minute now."""
 
     train: int  # training images (no validation split)
     test: int  # test images
@@ -83,7 +83,7 @@ class Sizes:
     teacher: str  # the teacher's architecture
     learn: float  # every run must reach this test accuracy (synthetic images) ...
     learn_cifar: float  # ... or this on CIFAR-10 (--data)
-    acc_gap: float  # test accuracy, cache or packed vs its reference run
+    acc_gap: float  # test accuracy, the cache vs its reference run
     probe: int = 512  # (image, view) pairs of the cache compared with the live teacher
 
 
@@ -91,7 +91,8 @@ class Sizes:
 # GPU sizes, synthetic 0.990, 0.965, 0.984; CIFAR-10 0.468, 0.412, 0.425 (reference KD 0.416, CE 0.394).
 # QUICK, synthetic 0.920, 0.515, 0.735; CIFAR-10 0.260, 0.240, 0.195 (128 images: a weak check).
 # QUICK's 200 test images: 5 points is 10 images, and two runs that part chaotically over 80 steps differ
-# by more (measured at one thread: packed series DKD 0.745 vs 0.800 alone): its gap is 0.1.
+# by more (measured at one thread: series DKD 0.745 vs 0.800, trained as part of a packed group, since
+# removed, and alone): its gap is 0.1.
 GPU = Sizes(
     train=2048, test=1000, batch=128, epochs=12, teacher="resnet18", learn=0.7, learn_cifar=0.3, acc_gap=0.05
 )
@@ -208,7 +209,7 @@ def watch(device: torch.device):
             seen["warned"] = list(dict.fromkeys(str(w.message)[:200] for w in caught))
 
 
-def config(s: Session, recipe: str, method: str, packed: bool = False, **flags) -> Config:
+def config(s: Session, recipe: str, method: str, **flags) -> Config:
     """A student of `recipe` ("reference" or "series"), scaled to the check's sizes, with speed flags."""
     z = s.sizes
     common = dict(dataset=s.data.name, data=s.npz, val_size=0, train_size=z.train,
@@ -219,7 +220,7 @@ def config(s: Session, recipe: str, method: str, packed: bool = False, **flags) 
     else:  # the series' students: SGD + one-cycle (its 20-epoch DKD warm-up scaled to these epochs)
         cfg = student_config(method, s.teacher, fast=False, epochs=z.epochs, **common)
         cfg = replace(cfg, warmup=min(cfg.setting("warmup"), 2))
-    label = "-".join([recipe, method, *sorted(k for k, v in {**flags, "packed": packed}.items() if v)])
+    label = "-".join([recipe, method, *sorted(k for k, v in flags.items() if v)])
     return replace(cfg, name=f"gc-{label}", **flags)
 
 
@@ -238,15 +239,6 @@ def train(s: Session, recipe: str, method: str, **flags) -> Trained:
             run = fit(config(s, recipe, method, **flags), data=s.data, progress=False)
         s.runs[key] = trained(run, seen)
     return s.runs[key]
-
-
-def train_packed(s: Session, recipe: str, methods: list[str], **flags) -> list[Trained]:
-    """Students trained together with `fit_many` (one grouped network); flags as for `train`."""
-    flags = {"graph": False, "cache_teacher": False, "amp": False, "compile": False, **flags}
-    configs = [config(s, recipe, m, packed=True, **flags) for m in methods]
-    with watch(s.device) as seen:
-        runs = fit_many(configs, data=s.data, progress=False)
-    return [trained(r, seen) for r in runs]
 
 
 FALLBACK = re.compile(r"CUDA-graph capture failed|graph=True")  # dkdlib's warnings that it went eager
@@ -323,41 +315,19 @@ def check_cache(s: Session) -> None:
     follows(s, "cache", f"{what} follows the live teacher", cached, live, FIRST_RTOL, DRIFT_RTOL)
 
 
-PACKED = ["dkd", "kd", "ce"]  # every branch of the packed loss: DKD terms, KD, CE without distillation
-
-
-def check_packed(s: Session) -> None:
-    """Students trained together end where each ends alone (same flags), in both recipes."""
-    graph, cache = s.passed["graph"], s.passed["cache"]
-    for recipe in ("reference", "series"):
-        together = train_packed(s, recipe, PACKED, graph=graph, cache_teacher=cache)
-        for method, t in zip(PACKED, together, strict=True):
-            what = f"{recipe} {method.upper()}, packed x{len(PACKED)}"
-            learns(s, "packed", what, t.acc)
-            alone = train(s, recipe, method, graph=graph, cache_teacher=cache)
-            follows(s, "packed", f"{what} vs alone", t, alone, FIRST_RTOL, DRIFT_RTOL)
-        if graph:
-            replayed(s, "packed", f"{recipe} packed", together[0])
-
-
 def check_compile(s: Session) -> None:
     """torch.compile with autocast on top of the paths that passed (what reproduce --compile would run)."""
     graph = s.passed["graph"] and amp_dtype(s.device) != torch.float16
     flags = dict(graph=graph, cache_teacher=s.passed["cache"], amp=True, compile=True)
-    on = ", ".join(k for k, v in flags.items() if v) + (", packed" if s.passed["packed"] else "")
-    if s.passed["packed"]:
-        runs = dict(zip(PACKED, train_packed(s, "reference", PACKED, **flags), strict=True))
-    else:
-        runs = {"dkd": train(s, "reference", "dkd", **flags)}
-    for method, t in runs.items():
-        learns(s, "compile", f"reference {method.upper()} ({on})", t.acc)
+    on = ", ".join(k for k, v in flags.items() if v)
+    t = train(s, "reference", "dkd", **flags)
+    learns(s, "compile", f"reference DKD ({on})", t.acc)
     if graph:
-        replayed(s, "compile", f"reference ({on})", runs["dkd"])
-    near(s, "compile", f"reference DKD ({on}) vs fp32 eager", runs["dkd"], train(s, "reference", "dkd"))
+        replayed(s, "compile", f"reference DKD ({on})", t)
+    near(s, "compile", f"reference DKD ({on}) vs fp32 eager", t, train(s, "reference", "dkd"))
 
 
-CHECKS = [("eager", check_eager), ("graph", check_graph), ("cache", check_cache),
-          ("packed", check_packed), ("compile", check_compile)]  # fmt: skip
+CHECKS = [("eager", check_eager), ("graph", check_graph), ("cache", check_cache), ("compile", check_compile)]
 
 
 # --- setup ------------------------------------------------------------------------------------------
@@ -371,16 +341,10 @@ def device_name(device: torch.device) -> str:
 
 
 def break_paths(names: frozenset[str]) -> None:
-    """Break dkdlib's cache or packed path on purpose (GPU_CHECK_BREAK), to show the checks catch it."""
+    """Break dkdlib's cache path on purpose (GPU_CHECK_BREAK), to show the checks catch it."""
     if "cache" in names:  # pair each image's logits with its neighbouring view: the classic cache bug
         build = dkdlib.train.teacher_logit_cache
         dkdlib.train.teacher_logit_cache = lambda *a, **k: build(*a, **k).roll(1, dims=1)
-    if "packed" in names:
-
-        def pack(models):
-            raise RuntimeError("packing broken on purpose (GPU_CHECK_BREAK=packed)")
-
-        dkdlib.train.pack = pack
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -412,8 +376,8 @@ def run_checks(s: Session) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     broken = frozenset(filter(None, os.environ.get("GPU_CHECK_BREAK", "").split(",")))
-    if broken - {"cache", "packed"}:
-        print(f"GPU_CHECK_BREAK: only cache and packed can be broken; got {sorted(broken)}")
+    if broken - {"cache"}:
+        print(f"GPU_CHECK_BREAK: only the cache can be broken; got {sorted(broken)}")
         return 2
     if not args.cpu and not torch.cuda.is_available():
         print("no CUDA device: these checks are for the GPU (--cpu runs them on the CPU)")

@@ -5,9 +5,9 @@ teacher = fit(Config(model="resnet18", epochs=15))
 student = fit(Config(model="resnet8", method="dkd", teacher=str(teacher.checkpoint)))
 
 Two groups of modules. The core trains (`train` and what it imports: config, data, models, methods,
-step, packed, cache, checkpoint, results, errors). Around it: `losses` (KD and DKD for one student, the
+step, cache, checkpoint, results, errors). Around it: `losses` (KD and DKD for one student, the
 registry's own terms) and `weights` (the committed runs); what serves the chapters says so in its
-docstring: recipes, reports, plots, decomposition, verdicts, sweep, notebook, and the `cli`.
+docstring: recipes, reports, plots, decomposition, verdicts, notebook, and the `cli`.
 """
 
 __version__ = "0.1.0"

@@ -112,7 +112,6 @@ def _add_reproduce(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the students")
     p.add_argument("--graph", action="store_true", help="capture each training step as a CUDA graph (GPU)")
     p.add_argument("--cache-teacher", action="store_true", help="the teacher's logits once, on all 162 views")
-    p.add_argument("--packed", action="store_true", help="train rows that share a schedule together (GPU)")
     p.add_argument("--out-dir", default="data")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
 
@@ -278,7 +277,6 @@ def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
     student before the rows that start from it."""
     from .methods import distills
     from .recipes import reference_configs, teacher_file, with_pretrained_fallback
-    from .sweep import fit_all
     from .train import fit
 
     over = {"device": args.device, "out_dir": args.out_dir, "compile": args.compile, "graph": args.graph,
@@ -313,5 +311,5 @@ def _reproduce_reading(args, reading: str, rows: list[str]) -> None:
         names = [n for n in rows if n != "teacher"]
         if "student" not in names and any(students[n].init for n in names):
             names.insert(0, "student")  # the rows that start from the CE student need it first
-        for run in fit_all([students[n] for n in names], packed=args.packed, progress=args.progress):
-            _print_run(run)
+        for name in names:
+            _print_run(fit(students[name], progress=args.progress))

@@ -1,8 +1,8 @@
 """`Config`: everything that defines a run, one plain field each, its facts in its metadata: help (the
 CLI's: every field is a flag), identity (whether it changes what is learned, and so the run's name: "yes",
 "no", or "unless_default", so runs named before the field existed keep their names; a `file` counts by
-its file name), shared (whether the students of one packed loop must agree on it), and what `validate`
-checks: choices, bound (">0", ">=0", "(0,1)"), unit, length (int, None and tuples: from the type hints)."""
+its file name), and what `validate` checks: choices, bound (">0", ">=0", "(0,1)"), unit, length (int,
+None and tuples: from the type hints)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from .errors import DKDError
 from .methods import METHODS, distills
 from .models import MODELS
 
-__all__ = ["Config", "identity", "data_seed", "check_group", "FIELDS", "SHARED", "OPTIMIZERS", "SCHEDULES",
-           "env_flag", "repo_root"]  # fmt: skip
+__all__ = ["Config", "identity", "data_seed", "FIELDS", "OPTIMIZERS", "SCHEDULES", "env_flag", "repo_root"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
@@ -29,10 +28,10 @@ BEST_BY = ("val_loss", "val_acc")
 CACHES = ("off", "views", "seen")
 
 
-def _field(default, help: str, *, identity: str = "yes", shared: bool = False, file: bool = False,
+def _field(default, help: str, *, identity: str = "yes", file: bool = False,
            choices: tuple = (), bound: str = "", unit: str = "", length: int = 0):  # fmt: skip
     """A Config field with its facts: see the module docstring; `validate` and the CLI read the checks."""
-    meta = {"help": help, "identity": identity, "shared": shared, "file": file, "default": default,
+    meta = {"help": help, "identity": identity, "file": file, "default": default,
             "choices": tuple(choices), "bound": bound, "unit": unit, "length": length}  # fmt: skip
     return dataclasses.field(default=default, metadata=meta)
 
@@ -47,51 +46,51 @@ class Config:
     """Everything that defines a run. Plain values, so it prints, saves and hashes cleanly."""
 
     # what to train
-    model: str = _field("resnet8", "architecture", shared=True, choices=sorted(MODELS))
+    model: str = _field("resnet8", "architecture", choices=sorted(MODELS))
     method: str = _field("ce", "loss: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()),
                          choices=METHODS)  # fmt: skip
     teacher: str | None = _field(None, "teacher checkpoint (.pt written by `train`), for every method but ce",
-                                 shared=True, file=True)  # fmt: skip
+                                 file=True)  # fmt: skip
     init: str | None = _field(None, "a checkpoint whose weights the model starts from (same architecture)",
                               identity="unless_default", file=True)  # fmt: skip
     pretrained: bool = _field(False,
-        "ImageNet weights: resnet18_imagenet, or resnet18 in all but conv1 and fc", shared=True)  # fmt: skip
+        "ImageNet weights: resnet18_imagenet, or resnet18 in all but conv1 and fc")  # fmt: skip
     dataset: str = _field("cifar10", "cifar10 | cifar100 (downloaded into OUT_DIR) | synthetic (NOT CIFAR)",
-                          shared=True, choices=DATASETS)  # fmt: skip
+                          choices=DATASETS)  # fmt: skip
     # Where the images are read from, not which: the dataset and the sizes say that, so a run trained on
     # a downloaded CIFAR-10 and one on an .npz copy (offline, on a GPU machine) are the same run.
     data: str | None = _field(None,
         "an .npz with x_train, y_train, x_test, y_test (uint8 N×32×32×3) instead of downloading",
-        identity="no", shared=True)  # fmt: skip
-    val_size: int = _field(5000, "training images held out as a fixed validation split", shared=True)
-    train_size: int | None = _field(None, "use only this many (class-balanced) training images", shared=True)
-    test_size: int | None = _field(None, "use only this many test images", shared=True)
+        identity="no")  # fmt: skip
+    val_size: int = _field(5000, "training images held out as a fixed validation split")
+    train_size: int | None = _field(None, "use only this many (class-balanced) training images")
+    test_size: int | None = _field(None, "use only this many test images")
     mean: tuple[float, ...] | None = _field(None,
-        "normalisation mean, three numbers (default: the dataset's)", identity="unless_default", shared=True,
+        "normalisation mean, three numbers (default: the dataset's)", identity="unless_default",
         length=3)  # fmt: skip
     std: tuple[float, ...] | None = _field(None,
         "normalisation std, three numbers (default: the dataset's; CIFAR-10 0.2470 0.2435 0.2616)",
-        identity="unless_default", shared=True, length=3, bound=">0")  # fmt: skip
+        identity="unless_default", length=3, bound=">0")  # fmt: skip
     # schedule
-    epochs: int = _field(30, "training epochs", shared=True, bound=">0")
-    batch_size: int = _field(128, "batch size", shared=True, bound=">0")
+    epochs: int = _field(30, "training epochs", bound=">0")
+    batch_size: int = _field(128, "batch size", bound=">0")
     optimizer: str = _field("sgd", "sgd (momentum, nesterov) | adam (AdamW when weight_decay > 0)",
-                            shared=True, choices=OPTIMIZERS)  # fmt: skip
-    lr: float = _field(0.05, "peak learning rate", shared=True, bound=">0")
-    momentum: float = _field(0.9, "SGD momentum", shared=True, bound=">=0")
-    weight_decay: float = _field(5e-4, "weight decay (not on BN weights and biases)", shared=True,
+                            choices=OPTIMIZERS)  # fmt: skip
+    lr: float = _field(0.05, "peak learning rate", bound=">0")
+    momentum: float = _field(0.9, "SGD momentum", bound=">=0")
+    weight_decay: float = _field(5e-4, "weight decay (not on BN weights and biases)",
                                  bound=">=0")  # fmt: skip
     schedule: str = _field("onecycle",
         "constant | step | cosine | onecycle (per step) | plateau (per epoch, on the training loss)",
-        shared=True, choices=SCHEDULES)  # fmt: skip
+        choices=SCHEDULES)  # fmt: skip
     milestones: tuple[float, ...] = _field((0.625, 0.75, 0.875),
-        "step schedule: fractions of the run where lr is multiplied by gamma", shared=True)  # fmt: skip
-    gamma: float = _field(0.1, "step schedule: lr factor at each milestone", shared=True)
+        "step schedule: fractions of the run where lr is multiplied by gamma")  # fmt: skip
+    gamma: float = _field(0.1, "step schedule: lr factor at each milestone")
     plateau_factor: float = _field(0.1,
         "plateau: multiply the lr by this when the training loss stops falling", identity="unless_default",
-        shared=True, bound="(0,1)")  # fmt: skip
+        bound="(0,1)")  # fmt: skip
     plateau_patience: int = _field(10, "plateau: epochs without improvement before the lr drops",
-                                   identity="unless_default", shared=True, bound=">=0",
+                                   identity="unless_default", bound=">=0",
                                    unit="number of epochs")  # fmt: skip
     # The method's settings: None takes the method's default (`methods.METHODS[method].settings`).
     temperature: float | None = _field(None, "softmax temperature T of the distillation term (DKD, KD: 4)",
@@ -110,7 +109,7 @@ class Config:
     teacher_batch_stats: bool = _field(False,
         "the teacher's BatchNorm normalises each batch by its own statistics while students train (as the "
         "reference's trainer did); its running statistics and weights stay as they were",
-        identity="unless_default", shared=True)  # fmt: skip
+        identity="unless_default")  # fmt: skip
     intra: float | None = _field(None, "DIST: weight of the intra-class relation (default 1)",
                                  identity="unless_default", bound=">=0")  # fmt: skip
     # machinery
@@ -118,25 +117,24 @@ class Config:
     data_seed: int | None = _field(None, "seed of the shuffling and augmentation (default: seed)",
                                    identity="unless_default")  # fmt: skip
     device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps (CUDA without CUDA falls back to the CPU)",
-                         identity="no", shared=True)  # fmt: skip
-    amp: bool = _field(True, "bf16/fp16 autocast on CUDA", shared=True)
-    channels_last: bool = _field(True, "NHWC memory layout", identity="no", shared=True)
-    compile: bool = _field(False, "torch.compile the student (worth it for long GPU runs)", identity="no",
-                           shared=True)  # fmt: skip
+                         identity="no")  # fmt: skip
+    amp: bool = _field(True, "bf16/fp16 autocast on CUDA")
+    channels_last: bool = _field(True, "NHWC memory layout", identity="no")
+    compile: bool = _field(False, "torch.compile the student (worth it for long GPU runs)", identity="no")
     graph: bool = _field(False, "capture the whole training step as one CUDA graph (CUDA; bf16 or fp32)",
-                         identity="no", shared=True)  # fmt: skip
+                         identity="no")  # fmt: skip
     cache_teacher: str = _field("off",
         "the teacher's logits, computed once instead of by every student: off | views (all 162 crop×flip "
         "views of every image, built ahead: a GPU's minute) | seen (the view each epoch draws, stored by "
         "the first student of a data seed and read by the others: the CPU's choice)", identity="no",
-        shared=True, choices=CACHES)  # fmt: skip
+        choices=CACHES)  # fmt: skip
     best_by: str | None = _field(None, "also keep the best epoch's weights as NAME-best.pt",
                                  identity="unless_default", choices=BEST_BY)  # fmt: skip
     name: str | None = _field(None, "run name (checkpoint file name); default derived from the config",
                               identity="no")  # fmt: skip
     tag: str = _field("", "free label stored with the results (e.g. ref:as_run:dkd_100)", identity="no")
     note: str = _field("", "free text kept in the run's record (e.g. a fallback taken)", identity="no")
-    out_dir: str = _field("data", "where checkpoints/, results/ and downloads go", identity="no", shared=True)
+    out_dir: str = _field("data", "where checkpoints/, results/ and downloads go", identity="no")
 
     def __post_init__(self) -> None:
         if isinstance(self.cache_teacher, bool):  # configs and records from before "seen" existed
@@ -238,9 +236,6 @@ def _check(name: str, value: Any) -> str | None:
     return None
 
 
-SHARED = tuple(name for name, meta in FIELDS.items() if meta["shared"])  # what a packed loop shares
-
-
 # What a method setting left at None stands for where the method lacks it: the Config defaults from before
 # methods had their own, so every run keeps its name (a CE run its "T = 4"); DIST's newer intra: None.
 NAMED_AS = {"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "ce_weight": 1.0, "kd_weight": 1.0,
@@ -300,36 +295,3 @@ def repo_root(*places: str | os.PathLike) -> Path | None:
 def data_seed(cfg: Config) -> int:
     """The seed of a run's shuffling and augmentation: `data_seed` if set, else `seed`."""
     return cfg.seed if cfg.data_seed is None else cfg.data_seed
-
-
-def check_group(configs: list[Config], files: bool = True) -> None:
-    """Raise `DKDError` unless `configs` can train in one loop: each valid, all sharing data, schedule,
-    data seed and teacher, no run twice (files: `Config.check_files` too)."""
-    if not configs:
-        raise DKDError("fit_many needs at least one config")
-    first = configs[0]
-    for i, cfg in enumerate(configs):
-        cfg.validate(files)
-        if cfg.schedule == "plateau" and len(configs) > 1:
-            raise DKDError(f"configs[{i}] ({cfg.run_name()}) has schedule='plateau', which "
-                           "lowers the learning rate when the run's own training loss stalls: "
-                           "students trained together would each need their own rate. Train "
-                           "plateau runs one by one with fit() (fit_all does this by itself)")  # fmt: skip
-        diff = [f"{k}: {getattr(first, k)!r} vs {getattr(cfg, k)!r}" for k in SHARED
-                if getattr(first, k) != getattr(cfg, k)]  # fmt: skip
-        if not distills(cfg.method) or not distills(first.method):  # a CE student needs no teacher
-            diff = [d for d in diff if not d.startswith("teacher:")]
-        if diff:
-            raise DKDError(f"configs[{i}] cannot train together with configs[0]: they must share data, "
-                           f"schedule and teacher ({'; '.join(diff)})")  # fmt: skip
-        if data_seed(cfg) != data_seed(first):
-            raise DKDError(f"configs[{i}] shuffles with seed {data_seed(cfg)}, configs[0] with "
-                           f"{data_seed(first)}: students trained together see the same "
-                           "batches. Set the same data_seed on all of them (it becomes part "
-                           "of each run's identity), or train them one by one with fit()")  # fmt: skip
-    names = [c.run_name() for c in configs]
-    if len(set(names)) != len(names):
-        raise DKDError(f"two configs describe the same run ({names}); a sweep needs distinct runs")
-    teachers = {c.teacher for c in configs if distills(c.method)}
-    if len(teachers) > 1:
-        raise DKDError(f"students trained together must share one teacher; got {sorted(teachers)}")

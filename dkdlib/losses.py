@@ -95,9 +95,9 @@ def _kd_loss(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
 
 
 def _single(method: str, zs: Tensor, zt: Tensor, target: Tensor, **settings: float) -> Tensor:
-    """`methods.METHODS[method]`'s distillation term for one student (K = 1), the teacher detached."""
-    hp = {k: torch.tensor([[float(v)]], device=zs.device) for k, v in settings.items()}
-    return METHODS[method].distill(zs.float()[None], zt.detach().float(), target, hp)[0]
+    """`methods.METHODS[method]`'s distillation term, the teacher detached."""
+    hp = {name: float(value) for name, value in settings.items()}
+    return METHODS[method].distill(zs.float(), zt.detach().float(), target, hp)
 
 
 def _check_temperature(temperature: float) -> None:

@@ -1,9 +1,8 @@
 r"""The training methods, one entry each: what a student learns from, and its loss.
 
 Every method trains on  ce_weight · CE(labels) + w · distill,  w the epoch's warm-up weight (0 for CE)
-and `distill` the entry's term, computed for K students at once (K×N×C logits against one teacher's
-N×C): the same code trains one student (`fit`) and a packed sweep (`fit_many`). Adding a method means
-adding one entry to `METHODS`; `Config` validation and the CLI's `--method` help read it. KD's
+and `distill` the entry's term. Adding a method means adding one entry to `METHODS`: `Config`
+validation, the CLI's `--method` help and the tables' labels read it. KD's
 decoupling, KL(p^T ‖ p^S) = TCKD + (1 − p_t^T) · NCKD, is derived in `dkdlib.losses`."""
 
 from __future__ import annotations
@@ -16,18 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Method", "METHODS", "distills", "student_losses"]
+__all__ = ["Method", "METHODS", "distills", "student_loss"]
 
-# One distillation term for k students: (student logits k×N×C, teacher logits N×C, labels N,
-# hyperparameters {name: k×1 tensor}) → the k students' terms (k,). Inputs are float32.
-DistillFn = Callable[[Tensor, Tensor, Tensor, dict[str, Tensor]], Tensor]
-# What TrainStep calls: (student logits K×N×C, teacher logits N×C or None, labels N, warm-up weights K)
-# → the K students' losses (K,).
+# One distillation term: (student logits N×C, teacher logits N×C, labels N, the method's settings
+# {name: value}) → the batch's term. Inputs are float32.
+DistillFn = Callable[[Tensor, Tensor, Tensor, dict[str, float]], Tensor]
+# What TrainStep calls: (student logits N×C, teacher logits N×C or None, labels N, warm-up weight) → loss.
 LossFn = Callable[[Tensor, Tensor | None, Tensor, Tensor], Tensor]
 
 
 class Student(Protocol):
-    """What `student_losses` reads of a `Config` (typed here so that methods.py need not import config.py)."""
+    """What `student_loss` reads of a `Config` (typed here so that methods.py need not import config.py)."""
 
     method: str
 
@@ -72,37 +70,25 @@ def _dkd_terms(zs: Tensor, zt: Tensor, target: Tensor, temperature: float):
     return tckd, nckd, log_b_t[:, 0].exp()
 
 
-def _flat(zs: Tensor, zt: Tensor, y: Tensor, t: Tensor):
-    """The k students' logits and the teacher's, each divided by its student's temperature, as
-    (k·N)×C rows, with the labels repeated to match: the 2-D form the per-sample terms take."""
-    k, n, c = zs.shape
-    zs = (zs / t.view(k, 1, 1)).reshape(k * n, c)
-    zt = (zt[None] / t.view(k, 1, 1)).expand(k, n, c).reshape(k * n, c)
-    return zs, zt, y.repeat(k)
-
-
-def _kd(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, Tensor]) -> Tensor:
-    k, n, _ = zs.shape
+def _kd(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, float]) -> Tensor:
     t = hp["temperature"]
-    zs, zt, _ = _flat(zs, zt, y, t)
-    log_ps, log_pt = F.log_softmax(zs, dim=1), F.log_softmax(zt, dim=1)
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1).view(k, n)  # KL(p^T ‖ p^S) per sample
-    return hp["kd_weight"].view(k) * t.view(k) ** 2 * kl.mean(1)
+    log_ps, log_pt = F.log_softmax(zs / t, dim=1), F.log_softmax(zt / t, dim=1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # KL(p^T ‖ p^S) per sample
+    return hp["kd_weight"] * t**2 * kl.mean()
 
 
-def _dkd(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, Tensor]) -> Tensor:
-    k, n, _ = zs.shape
+def _dkd(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, float]) -> Tensor:
     t = hp["temperature"]
-    tckd, nckd, _ = (v.view(k, n) for v in _dkd_terms(*_flat(zs, zt, y, t), 1.0))
-    return t.view(k) ** 2 * (hp["alpha"].view(k) * tckd.mean(1) + hp["beta"].view(k) * nckd.mean(1))
+    tckd, nckd, _ = _dkd_terms(zs, zt, y, t)
+    return t**2 * (hp["alpha"] * tckd.mean() + hp["beta"] * nckd.mean())
 
 
 def _tckd(zs, zt, y, hp):
-    return _dkd(zs, zt, y, {**hp, "beta": torch.zeros_like(hp["alpha"])})
+    return _dkd(zs, zt, y, {**hp, "beta": 0.0})
 
 
 def _nckd(zs, zt, y, hp):
-    return _dkd(zs, zt, y, {**hp, "alpha": torch.zeros_like(hp["beta"])})
+    return _dkd(zs, zt, y, {**hp, "alpha": 0.0})
 
 
 def _pearson_gap(a: Tensor, b: Tensor) -> Tensor:
@@ -111,16 +97,15 @@ def _pearson_gap(a: Tensor, b: Tensor) -> Tensor:
     return 1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + 1e-8)
 
 
-def _dist(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, Tensor]) -> Tensor:
+def _dist(zs: Tensor, zt: Tensor, y: Tensor, hp: dict[str, float]) -> Tensor:
     """DIST (Huang et al., NeurIPS 2022): T² · (β · inter + γ · intra) on p = softmax(z / T), where inter
     is 1 − the Pearson correlation over the classes of each sample (batch mean), intra over the batch of
     each class (class mean); as the official code, which defaults to β = γ = T = 1."""
-    k = zs.shape[0]
-    t = hp["temperature"].view(k, 1, 1)
-    ps, pt = (zs / t).softmax(-1), (zt[None] / t).softmax(-1).expand_as(zs)  # K×N×C
-    inter = _pearson_gap(ps, pt).mean(1)
-    intra = _pearson_gap(ps.transpose(1, 2), pt.transpose(1, 2)).mean(1)
-    return t.view(k) ** 2 * (hp["beta"].view(k) * inter + hp["intra"].view(k) * intra)
+    t = hp["temperature"]
+    ps, pt = (zs / t).softmax(-1), (zt / t).softmax(-1)  # N×C
+    inter = _pearson_gap(ps, pt).mean()
+    intra = _pearson_gap(ps.T, pt.T).mean()
+    return t**2 * (hp["beta"] * inter + hp["intra"] * intra)
 
 
 def standardize(z: Tensor) -> Tensor:
@@ -167,43 +152,18 @@ def distills(method: str) -> bool:
     return METHODS[method].distill is not None
 
 
-def student_losses(configs: list[Student]) -> LossFn:
-    """The training losses of K students (the configs, in order) in one computation; students of one
-    method together, their settings k×1 tensors made once on the device (a CUDA graph must not copy)."""
-    groups: dict[str, list[int]] = {}
-    for i, cfg in enumerate(configs):
-        groups.setdefault(cfg.method, []).append(i)
-    consts: dict = {}
-
-    def make_consts(device: torch.device) -> None:
-        def column(values):
-            return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
-
-        consts["ce_weight"] = column([c.setting("ce_weight") for c in configs]).view(-1)
-        consts["terms"] = []  # (term, its students (None: all K, in order), their hyperparameters)
-        for method, members in groups.items():
-            if distills(method):
-                names = [n for n in METHODS[method].settings if n in HYPERPARAMETERS]
-                hp = {name: column([configs[i].setting(name) for i in members]) for name in names}
-                every = members == list(range(len(configs)))  # one method for all (K = 1 always)
-                index = None if every else torch.tensor(members, device=device)
-                consts["terms"].append((METHODS[method].distill, index, hp))
+def student_loss(cfg: Student) -> LossFn:
+    """The training loss of the run `cfg` describes, its method's settings read once."""
+    term = METHODS[cfg.method].distill
+    ce_weight = float(cfg.setting("ce_weight"))
+    hp = {name: float(cfg.setting(name)) for name in METHODS[cfg.method].settings if name in HYPERPARAMETERS}
 
     def loss_fn(logits: Tensor, logits_teacher: Tensor | None, y: Tensor, weight: Tensor) -> Tensor:
-        k, n, c = logits.shape
-        if not consts:
-            make_consts(logits.device)
         logits = logits.float()
-        ce = F.cross_entropy(logits.reshape(k * n, c), y.repeat(k), reduction="none").view(k, n).mean(1)
-        if logits_teacher is None:
-            return consts["ce_weight"] * ce
-        zt = logits_teacher.float()
-        distill = torch.zeros(k, device=logits.device)
-        for term, index, hp in consts["terms"]:
-            if index is None:
-                distill = distill + term(logits, zt, y, hp)
-            else:
-                distill = distill.index_add(0, index, term(logits.index_select(0, index), zt, y, hp))
-        return consts["ce_weight"] * ce + weight * distill
+        # The mean of the per-sample losses: the sum in this order is what the records trained with.
+        ce = F.cross_entropy(logits, y, reduction="none").mean()
+        if logits_teacher is None or term is None:
+            return ce_weight * ce
+        return ce_weight * ce + weight * term(logits, logits_teacher.float(), y, hp)
 
     return loss_fn

@@ -1,10 +1,9 @@
-"""The training step: one optimisation step for K ≥ 1 students, ready to be captured as a CUDA graph
-(`fit_many` runs it; the benchmarks time it)."""
+"""The training step: one optimisation step, ready to be captured as a CUDA graph (`fit` runs it; the
+benchmarks time it)."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 
 import torch
@@ -22,13 +21,13 @@ class NonFiniteLoss(DKDError, FloatingPointError):
 
 
 class TrainStep:
-    """One optimisation step on batch number `counter` of the epoch's plan, for K ≥ 1 students. All it reads
+    """One optimisation step on batch number `counter` of the epoch's plan. All it reads
     (plan, counter, weights, accumulators, logit cache) stays in place, so on CUDA the whole step is
     captured once as a CUDA graph and replayed: one launch, no host sync. Elsewhere it runs eagerly."""
 
     def __init__(
         self, loss_fn: LossFn, model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None = None, *, k: int = 1, teacher: nn.Module | None = None,
+        scaler: torch.amp.GradScaler | None = None, *, teacher: nn.Module | None = None,
         cache: torch.Tensor | None = None, seen=None, amp_dtype: torch.dtype | None = None,
         graph: bool = False, steps_before_capture: int = 3,
     ):  # fmt: skip
@@ -40,7 +39,7 @@ class TrainStep:
         if graph and dev.type != "cuda":
             raise DKDError("graph=True captures a CUDA graph and needs a CUDA device")
         self.loss_fn, self.model, self.loader, self.optimizer = loss_fn, model, loader, optimizer
-        self.scaler, self.k, self.teacher, self.cache, self.amp_dtype = scaler, k, teacher, cache, amp_dtype
+        self.scaler, self.teacher, self.cache, self.amp_dtype = scaler, teacher, cache, amp_dtype
         self.seen = seen  # a `SeenLogits`: the teacher's logits of this data seed, stored or computed
         self.graph, self.steps_before_capture = graph, steps_before_capture
         self.cuda_index = dev.index if dev.type == "cuda" else None  # the device a graph is captured on
@@ -48,20 +47,20 @@ class TrainStep:
         self.plan_idx = torch.zeros(steps, batch, dtype=torch.long, device=dev)
         self.plan_view = torch.zeros(steps, batch, dtype=torch.long, device=dev)
         self.counter = torch.zeros((), dtype=torch.long, device=dev)  # batch number within the epoch
-        self.weight = torch.zeros(k, device=dev)  # this epoch's distillation weights
-        self.loss_sum = torch.zeros(k, device=dev)
-        self.correct = torch.zeros(k, dtype=torch.long, device=dev)
+        self.weight = torch.zeros((), device=dev)  # this epoch's distillation weight
+        self.loss_sum = torch.zeros((), device=dev)
+        self.correct = torch.zeros((), dtype=torch.long, device=dev)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a bad loss
         self._cuda_graph: torch.cuda.CUDAGraph | None = None
         self._eager_steps = 0
         self.graph_error: str | None = None  # why capture failed, if it did (the step then runs eagerly)
 
-    def start_epoch(self, epoch: int, weights: list[float] | float) -> None:
-        """Load epoch `epoch`'s plan and distillation weights into the step's buffers (in place)."""
+    def start_epoch(self, epoch: int, weight: float) -> None:
+        """Load epoch `epoch`'s plan and distillation weight into the step's buffers (in place)."""
         idx, view = self.loader.epoch_batches(epoch)
         self.plan_idx.copy_(idx)
         self.plan_view.copy_(view)
-        self.weight.copy_(torch.as_tensor(weights, dtype=torch.float32).expand(self.k))
+        self.weight.fill_(weight)
         for t in (self.counter, self.loss_sum, self.correct):
             t.zero_()
         self.first_bad.fill_(-1)
@@ -92,21 +91,20 @@ class TrainStep:
                     logits_teacher = self.teacher(x)
             else:
                 logits_teacher = None
-            logits = logits.view(x.shape[0], self.k, -1).transpose(0, 1)  # K×N×C (K=1: one student)
-            losses_k = self.loss_fn(logits, logits_teacher, y, self.weight)
+            loss = self.loss_fn(logits, logits_teacher, y, self.weight)
         if zero_grad:
             self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None and self.scaler.is_enabled():
-            self.scaler.scale(losses_k.sum()).backward()
+            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:  # the students' parameters are disjoint: the sum's gradient is each one's own
-            losses_k.sum().backward()
+        else:
+            loss.backward()
             self.optimizer.step()
-        losses_k = losses_k.detach()
-        self.loss_sum += losses_k
-        self.correct += (logits.detach().argmax(-1) == y).sum(-1)
-        bad = (self.first_bad < 0) & ~torch.isfinite(losses_k).all()
+        loss = loss.detach()
+        self.loss_sum += loss
+        self.correct += (logits.detach().argmax(-1) == y).sum()
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss)
         self.first_bad.copy_(torch.where(bad, self.counter, self.first_bad))
         self.counter += 1
 
@@ -161,16 +159,12 @@ class TrainStep:
         """Raise `NonFiniteLoss` if a step of this epoch had a NaN/inf loss (one host sync)."""
         first_bad = int(self.first_bad)
         if first_bad >= 0:
-            sums = self.loss_sum.tolist()
-            bad = [i for i, v in enumerate(sums) if not math.isfinite(v)]
-            what = f"{sums[0]}" if self.k == 1 else f"{[sums[i] for i in bad]} (students {bad})"
-            raise NonFiniteLoss(f"the training loss became {what} at epoch {epoch}, step {first_bad + 1} of "
-                                f"{steps}; the checkpoint of the last good epoch is kept. Lower the learning "
-                                "rate, or check the data and loss weights")  # fmt: skip
+            raise NonFiniteLoss(f"the training loss became {float(self.loss_sum)} at epoch {epoch}, step "
+                                f"{first_bad + 1} of {steps}; the checkpoint of the last good epoch is kept. "
+                                "Lower the learning rate, or check the data and loss weights")  # fmt: skip
 
-    def epoch_stats(self) -> list[dict[str, float]]:
-        """Each student's mean training loss and accuracy over the steps so far (one host sync)."""
+    def epoch_stats(self) -> dict[str, float]:
+        """The mean training loss and accuracy over the epoch's steps so far (one host sync)."""
         steps = max(int(self.counter), 1)
-        seen = steps * self.loader.batch_size
-        sums = zip(self.loss_sum.tolist(), self.correct.tolist(), strict=True)
-        return [{"train_loss": loss / steps, "train_acc": correct / seen} for loss, correct in sums]
+        return {"train_loss": float(self.loss_sum) / steps,
+                "train_acc": int(self.correct) / (steps * self.loader.batch_size)}  # fmt: skip

@@ -1,5 +1,4 @@
-"""Training: one loop, `fit_many`, for a teacher, a student of any method (`dkdlib.methods`), or K
-students packed into one network (`dkdlib.packed`); `fit(cfg)` is `fit_many([cfg])[0]`.
+"""Training: one loop, `fit(cfg)`, for a teacher or a student of any method (`dkdlib.methods`).
 
 Train-or-load: a run whose checkpoint (or committed weights) exists is resumed, or loaded if finished.
 On CUDA: data augmented on the device, bf16, channels_last, fused optimizer, no host syncs in an epoch;
@@ -20,24 +19,16 @@ from torch import nn
 
 from .cache import SeenLogits, teacher_logit_cache
 from .checkpoint import load_checkpoint, load_model, materialise, save_checkpoint
-from .config import Config, check_group, data_seed, identity
+from .config import Config, data_seed, identity
 from .data import Data, DeviceLoader, load_data
 from .errors import DKDError
-from .methods import LossFn, distills, student_losses
+from .methods import LossFn, distills, student_loss
 from .models import create_model
-from .packed import (
-    pack,
-    pack_optimizer_states,
-    pack_state_dicts,
-    split_logits,
-    unpack,
-    unpack_optimizer_state,
-)
 from .results import environment, portable, summarize, write_record
 from .step import TrainStep
 
 __all__ = [
-    "Config", "Run", "fit", "fit_many", "train_epoch", "evaluate", "evaluate_students", "predict",
+    "Config", "Run", "fit", "train_epoch", "evaluate", "predict",
     "pick_device", "amp_dtype", "make_optimizer", "make_scheduler", "make_loaders", "make_step", "use_graph",
     "use_channels_last", "load_teacher", "load_optimizer_state", "distill_weight",
 ]  # fmt: skip
@@ -197,7 +188,7 @@ def distill_weight(cfg: Config, epoch: int) -> float:
 
 def make_step(
     cfg: Config, loss_fn: LossFn, model: nn.Module, loader: DeviceLoader, optimizer, scaler, *, data: Data,
-    teacher: nn.Module | None, amp_dtype: torch.dtype | None, graph: bool, k: int = 1, progress: bool = False,
+    teacher: nn.Module | None, amp_dtype: torch.dtype | None, graph: bool, progress: bool = False,
 ) -> TrainStep:  # fmt: skip
     """The run's `TrainStep`: the model compiled if cfg.compile, the teacher replaced by a logit cache
     if cfg.cache_teacher says so (`dkdlib.cache`; kept in <out_dir>/cache/)."""
@@ -208,7 +199,7 @@ def make_step(
     elif teacher is not None and cfg.cache_teacher == "seen":
         seen, teacher = SeenLogits(teacher, loader, data.x_train, **where), None
     step_model = torch.compile(model) if cfg.compile else model  # fixed batch shapes: compiled once
-    return TrainStep(loss_fn, step_model, loader, optimizer, scaler, k=k, teacher=teacher, cache=cache,
+    return TrainStep(loss_fn, step_model, loader, optimizer, scaler, teacher=teacher, cache=cache,
                      seen=seen, amp_dtype=amp_dtype, graph=graph)  # fmt: skip
 
 
@@ -230,12 +221,6 @@ def predict(model: nn.Module, loader: DeviceLoader, amp_dtype: torch.dtype | Non
 def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int | None = None, amp_dtype=None) -> dict:
     """Accuracy, mean CE loss, per-class accuracy and the confusion matrix (rows: true, cols: predicted)."""
     return _metrics(*predict(model, loader, amp_dtype), num_classes)
-
-
-def evaluate_students(model: nn.Module, loader: DeviceLoader, k: int, amp_dtype=None) -> list[dict]:
-    """`evaluate` for each of the K students of a packed model (one forward pass for all)."""
-    logits, y = predict(model, loader, amp_dtype)
-    return [_metrics(z, y) for z in (split_logits(logits, k) if k > 1 else [logits])]
 
 
 def _metrics(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> dict:
@@ -373,212 +358,164 @@ def data_for(cfg: Config, data: Data | None = None) -> Data:
 def fit(
     config: Config, *, data: Data | None = None, fresh: bool = False, progress: bool = True, save: bool = True
 ) -> Run:
-    """Train (or resume, or load if finished) the run `config` describes: `fit_many([config])[0]`.
+    """Train (or resume, or load if finished) the run `config` describes.
     data: already loaded `Data` (else loaded from the config). fresh: ignore an existing checkpoint.
     progress: tqdm bars. save: a checkpoint every epoch and a results record at the end (in out_dir)."""
-    return fit_many([config], data=data, fresh=fresh, progress=progress, save=save)[0]
-
-
-def fit_many(
-    configs: list[Config], *, data: Data | None = None, fresh: bool = False, progress: bool = True,
-    save: bool = True,
-) -> list[Run]:  # fmt: skip
-    """Train K ≥ 1 students in one loop (arguments as `fit`); one `Run` each, in order.
-    K > 1 students share data, schedule and teacher (`check_group`) and may differ in loss and seed: one
-    grouped network (`dkdlib.packed`), each student's own loss, so each follows its solo path (up to
-    rounding) and gets its own checkpoint and record. Finished students are loaded, the others resumed."""
-    check_group(configs, files=False)  # a finished run loads without its teacher's file
-    device = pick_device(configs[0].device)
-    data = data_for(configs[0], data)
+    config.validate(files=False)  # a finished run loads without its teacher's file
+    device = pick_device(config.device)
+    data = data_for(config, data)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
-    runs, states = _load_existing(configs, data, device, fresh=fresh or not save)
-    todo = [i for i in range(len(configs)) if i not in runs]
-    if todo:
-        group, saved = [configs[i] for i in todo], [states.get(i) for i in todo]
-        loop = _prepare(group, saved, data, device, save, progress)
-        t_start = time.perf_counter()
-        _train(loop)
-        runs.update(zip(todo, _finish(loop, wall=time.perf_counter() - t_start), strict=True))
-    return [runs[i] for i in range(len(configs))]
+    finished, saved = _load_existing(config, data, device, fresh=fresh or not save)
+    if finished is not None:
+        return finished
+    loop = _prepare(config, saved, data, device, save, progress)
+    t_start = time.perf_counter()
+    _train(loop)
+    return _finish(loop, wall=time.perf_counter() - t_start)
 
 
 @dataclass
 class _Loop:
-    """One training loop of K ≥ 1 students, as `_prepare` builds it: what its parts share."""
+    """One run's training loop, as `_prepare` builds it: what its parts share."""
 
-    group: list[Config]  # the students (they share data, schedule and teacher: `group[0]` says which)
+    cfg: Config
     data: Data
     device: torch.device
-    inits: list[dict | None]  # each student's init checkpoint
-    model: nn.Module  # the students' network (K > 1: packed into one)
+    init: dict | None  # the init checkpoint
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
     step: TrainStep
     eval_loaders: dict[str, DeviceLoader]
     amp: torch.dtype | None  # the autocast dtype, None for fp32
-    histories: list[list[dict]]
+    history: list[dict]
     start_epoch: int
     save: bool
     progress: bool
-    last_saved: int = 0  # the newest epoch whose checkpoints are on disk
-    results: dict[str, list[dict]] = field(default_factory=dict)  # the newest evaluation, per split
-
-    @property
-    def k(self) -> int:
-        return len(self.group)
+    last_saved: int = 0  # the newest epoch whose checkpoint is on disk
+    results: dict[str, dict] = field(default_factory=dict)  # the newest evaluation, per split
 
 
 def _prepare(
-    group: list[Config], saved: list[dict | None], data: Data, device: torch.device, save: bool,
-    progress: bool,
-) -> _Loop:  # fmt: skip
-    """Models, teacher, loaders, optimizer, schedule, scaler and step of the students still to train;
-    resumed from their checkpoints where they stopped."""
-    for cfg in group:
-        cfg.check_files()
-    cfg0, k = group[0], len(group)
-    start_epoch = _resume_epoch(group, saved) + 1
-    inits = [load_init(cfg, data) for cfg in group]
-    model = _build_model(group, saved, inits, data, device, start_epoch)
-    teacher_cfg = next((c for c in group if distills(c.method)), None)
-    teacher = load_teacher(teacher_cfg, data, device) if teacher_cfg else None
-    train_loader, eval_loaders = make_loaders(cfg0, data, device)
-    graph = use_graph(cfg0, device)
-    optimizer = make_optimizer(cfg0, model, graph)
-    scheduler = make_scheduler(cfg0, optimizer, len(train_loader))
-    amp = amp_dtype(device, cfg0.amp)  # autocast dtype, None for fp32
+    cfg: Config, saved: dict | None, data: Data, device: torch.device, save: bool, progress: bool
+) -> _Loop:
+    """Model, teacher, loaders, optimizer, schedule, scaler and step of a run still to train; resumed
+    from its checkpoint where it stopped."""
+    cfg.check_files()
+    start_epoch = (saved["epoch"] if saved else 0) + 1
+    init = load_init(cfg, data)
+    model = _build_model(cfg, saved, init, data, device, start_epoch)
+    teacher = load_teacher(cfg, data, device) if distills(cfg.method) else None
+    train_loader, eval_loaders = make_loaders(cfg, data, device)
+    graph = use_graph(cfg, device)
+    optimizer = make_optimizer(cfg, model, graph)
+    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
+    amp = amp_dtype(device, cfg.amp)  # autocast dtype, None for fp32
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    histories: list[list[dict]] = [[] for _ in group]
-    if start_epoch > 1:  # resume where the last checkpoints left off
-        opt_states = [s["optimizer"] for s in saved]
-        load_optimizer_state(optimizer, pack_optimizer_states(opt_states) if k > 1 else opt_states[0], graph)
-        scheduler.load_state_dict(saved[0]["scheduler"])
-        if scaler.is_enabled() and saved[0]["scaler"]:  # empty from a run without loss scaling: start afresh
-            scaler.load_state_dict(saved[0]["scaler"])
-        histories = [s["history"] for s in saved]
-        print(f"resuming {_names(group)} from epoch {start_epoch - 1}")
-    step = make_step(cfg0, student_losses(group), model, train_loader, optimizer, scaler, data=data,
-                     teacher=teacher, amp_dtype=amp, graph=graph, k=k, progress=progress)  # fmt: skip
-    return _Loop(group, data, device, inits, model, optimizer, scheduler, scaler, step, eval_loaders, amp,
-                 histories, start_epoch, save, progress, last_saved=start_epoch - 1)  # fmt: skip
+    history: list[dict] = []
+    if start_epoch > 1:  # resume where the last checkpoint left off
+        load_optimizer_state(optimizer, saved["optimizer"], graph)
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler.is_enabled() and saved["scaler"]:  # empty from a run without loss scaling: start afresh
+            scaler.load_state_dict(saved["scaler"])
+        history = saved["history"]
+        print(f"resuming {cfg.run_name()} from epoch {start_epoch - 1}")
+    step = make_step(cfg, student_loss(cfg), model, train_loader, optimizer, scaler, data=data,
+                     teacher=teacher, amp_dtype=amp, graph=graph, progress=progress)  # fmt: skip
+    return _Loop(cfg, data, device, init, model, optimizer, scheduler, scaler, step, eval_loaders, amp,
+                 history, start_epoch, save, progress, last_saved=start_epoch - 1)  # fmt: skip
 
 
 def _train(loop: _Loop) -> None:
     """The epochs left, each saved but the last (`_finish` saves it); on Ctrl-C, say what is kept."""
     from tqdm.auto import tqdm
 
-    cfg0 = loop.group[0]
-    bar = tqdm(range(loop.start_epoch, cfg0.epochs + 1), desc=_names(loop.group), disable=not loop.progress,
-               initial=loop.start_epoch - 1, total=cfg0.epochs)  # fmt: skip
+    cfg = loop.cfg
+    bar = tqdm(range(loop.start_epoch, cfg.epochs + 1), desc=cfg.run_name(), disable=not loop.progress,
+               initial=loop.start_epoch - 1, total=cfg.epochs)  # fmt: skip
     epoch = loop.start_epoch - 1
     try:
         for epoch in bar:
-            rows = _epoch(loop, epoch)
-            bar.set_postfix({key: " ".join(f"{r[key]:.3f}" for r in rows) for key in
-                             ("train_loss", "val_acc", "test_acc") if key in rows[0]})  # fmt: skip
-            if epoch < cfg0.epochs:
+            row = _epoch(loop, epoch)
+            bar.set_postfix(
+                {key: f"{row[key]:.3f}" for key in ("train_loss", "val_acc", "test_acc") if key in row}
+            )
+            if epoch < cfg.epochs:
                 _save(loop, epoch, complete=False)
     except KeyboardInterrupt:
-        where = (
-            cfg0.checkpoint_path if loop.k == 1 else f"the {loop.k} students' checkpoints in {cfg0.out_dir}"
-        )
         if loop.save and loop.last_saved > 0:
             print(f"\ninterrupted during epoch {epoch}. The checkpoint of epoch {loop.last_saved} is intact: "
-                  f"{where}\nRun the same command (or fit(config)) again to resume from it.")  # fmt: skip
+                  f"{cfg.checkpoint_path}\nRun the same command (or fit(config)) again to resume from "
+                  "it.")  # fmt: skip
         else:
             print(f"\ninterrupted during epoch {epoch}, before any checkpoint was written.")
         raise
 
 
-def _epoch(loop: _Loop, epoch: int) -> list[dict]:
-    """Train one epoch, evaluate, and add each student's row to its history (and keep its best epoch)."""
-    cfg0, k = loop.group[0], loop.k
+def _epoch(loop: _Loop, epoch: int) -> dict:
+    """Train one epoch, evaluate, and add the epoch's row to the history (and keep the best epoch)."""
+    cfg = loop.cfg
     t0 = time.perf_counter()
     lr = float(loop.optimizer.param_groups[0]["lr"])  # a device tensor in graph mode
-    distill_weights = [distill_weight(cfg, epoch) for cfg in loop.group]
-    stats = train_epoch(loop.step, loop.scheduler, epoch, distill_weights, loop.progress,
-                        last=epoch == cfg0.epochs)  # fmt: skip
+    weight = distill_weight(cfg, epoch)
+    stats = train_epoch(loop.step, loop.scheduler, epoch, weight, loop.progress, last=epoch == cfg.epochs)
     if loop.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    images_per_s = len(loop.step.loader) * cfg0.batch_size / seconds
-    rows = [{"epoch": epoch, "lr": lr, **stats[j], "seconds": seconds, "images_per_s": images_per_s,
-             "distill_weight": distill_weights[j], **({"students": k} if k > 1 else {})}
-            for j in range(k)]  # fmt: skip
+    images_per_s = len(loop.step.loader) * cfg.batch_size / seconds
+    row = {"epoch": epoch, "lr": lr, **stats, "seconds": seconds, "images_per_s": images_per_s,
+           "distill_weight": weight}  # fmt: skip
     for split, loader in loop.eval_loaders.items():
-        loop.results[split] = evaluate_students(loop.model, loader, k, loop.amp)
-        for row, result in zip(rows, loop.results[split], strict=True):
-            row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
-    for history, row in zip(loop.histories, rows, strict=True):
-        history.append(row)
-    if isinstance(loop.scheduler, PlateauSchedule):  # K = 1 only (check_group)
-        loop.scheduler.end_epoch(rows[0]["train_loss"])
-    best = [j for j, c in enumerate(loop.group) if loop.save and is_best(loop.histories[j], c.best_by)]
-    if best:
-        model_states, _ = _student_states(loop.model, None, k)
-        for j in best:
-            save_best(loop.group[j], loop.data, model_states[j], loop.histories[j])
-    return rows
+        result = loop.results[split] = evaluate(loop.model, loader, amp_dtype=loop.amp)
+        row[f"{split}_acc"], row[f"{split}_loss"] = result["acc"], result["loss"]
+    loop.history.append(row)
+    if isinstance(loop.scheduler, PlateauSchedule):
+        loop.scheduler.end_epoch(row["train_loss"])
+    if loop.save and is_best(loop.history, cfg.best_by):
+        save_best(cfg, loop.data, loop.model.state_dict(), loop.history)
+    return row
 
 
-def _save(loop: _Loop, epoch: int, complete: bool, metrics: list[dict] | None = None) -> None:
-    """Each student's checkpoint of `epoch` (nothing when the loop does not save)."""
+def _save(loop: _Loop, epoch: int, complete: bool, metrics: dict | None = None) -> None:
+    """The run's checkpoint of `epoch` (nothing when the loop does not save)."""
     if not loop.save:
         return
-    model_states, opt_states = _student_states(loop.model, loop.optimizer, loop.k)
-    for j, cfg in enumerate(loop.group):
-        save_checkpoint(cfg.checkpoint_path, checkpoint_dict(
-            cfg, loop.data, epoch, complete, model_states[j], opt_states[j], loop.scheduler.state_dict(),
-            loop.scaler.state_dict(), loop.histories[j], metrics[j] if metrics else None,
-        ))  # fmt: skip
+    save_checkpoint(loop.cfg.checkpoint_path, checkpoint_dict(
+        loop.cfg, loop.data, epoch, complete, loop.model.state_dict(), loop.optimizer.state_dict(),
+        loop.scheduler.state_dict(), loop.scaler.state_dict(), loop.history, metrics,
+    ))  # fmt: skip
     loop.last_saved = epoch
 
 
-def _finish(loop: _Loop, wall: float) -> list[Run]:
-    """The students' metrics, final checkpoints and records (each with its share of the wall time)."""
-    cfg0, k, data = loop.group[0], loop.k, loop.data
-    metrics = [summarize(h) | init_metrics(c, init)
-               for h, c, init in zip(loop.histories, loop.group, loop.inits, strict=True)]  # fmt: skip
+def _finish(loop: _Loop, wall: float) -> Run:
+    """The run's metrics, final checkpoint and record."""
+    cfg, data = loop.cfg, loop.data
+    metrics = summarize(loop.history) | init_metrics(cfg, loop.init)
     if "test" in loop.results:  # the last epoch's evaluation: the weights have not changed since
-        for m, result in zip(metrics, loop.results["test"], strict=True):
-            m["per_class_acc"] = result["per_class_acc"].round(4).tolist()
-            m["confusion"] = result["confusion"].tolist()
-    _save(loop, cfg0.epochs, complete=True, metrics=metrics)
+        metrics["per_class_acc"] = loop.results["test"]["per_class_acc"].round(4).tolist()
+        metrics["confusion"] = loop.results["test"]["confusion"].tolist()
+    _save(loop, cfg.epochs, complete=True, metrics=metrics)
     extra = {"graph_error": loop.step.graph_error} if loop.step.graph_error else {}  # fell back to eager
-    if k > 1:
-        extra["trained_with"] = {"fit_many": k, "group": [c.run_name() for c in loop.group],
-                                 "group_wall_time_s": round(wall, 2)}  # fmt: skip
-    loop.model.normalization = norm_stats(cfg0, data)  # the (mean, std) it trained with, as in `_solo`
-    trained = [loop.model]
-    if k > 1:
-        trained = [
-            _solo(c, sd, data, loop.device) for c, sd in zip(loop.group, unpack(loop.model, k), strict=True)
-        ]
-    runs = []
-    for j, cfg in enumerate(loop.group):
-        record = None
-        if loop.save:
-            finish_best(cfg, loop.histories[j], metrics[j])
-            row = record_dict(cfg, data, metrics[j], loop.histories[j], wall / k, loop.device, **extra)
-            record = write_record(Path(cfg.out_dir) / "results", row)
-        runs.append(
-            Run(cfg, trained[j].eval(), loop.histories[j], metrics[j], cfg.checkpoint_path, record, data)
-        )
-    return runs
+    loop.model.normalization = norm_stats(cfg, data)  # the (mean, std) it trained with, as `load_model`'s
+    record = None
+    if loop.save:
+        finish_best(cfg, loop.history, metrics)
+        row = record_dict(cfg, data, metrics, loop.history, wall, loop.device, **extra)
+        record = write_record(Path(cfg.out_dir) / "results", row)
+    return Run(cfg, loop.model.eval(), loop.history, metrics, cfg.checkpoint_path, record, data)
 
 
 def train_epoch(
-    step: TrainStep, scheduler, epoch: int, distill_weights: list[float], progress: bool = False,
-    last: bool = False,
-):  # fmt: skip
-    """One pass over the epoch's batches; each student's mean loss and accuracy (a host sync every 50
-    steps to stop on a NaN loss). `last`: the run's final epoch."""
+    step: TrainStep, scheduler, epoch: int, distill_weight: float, progress: bool = False, last: bool = False
+) -> dict[str, float]:
+    """One pass over the epoch's batches; the mean loss and accuracy (a host sync every 50 steps to stop
+    on a NaN loss). `last`: the run's final epoch."""
     from tqdm.auto import tqdm
 
     step.model.train()
-    step.start_epoch(epoch, distill_weights)
+    step.start_epoch(epoch, distill_weight)
     steps = len(step.loader)
     for s in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not progress):
         step()
@@ -591,78 +528,38 @@ def train_epoch(
 
 
 def _build_model(
-    group: list[Config], saved: list[dict | None], inits: list[dict | None], data: Data, device: torch.device,
-    start_epoch: int,
-) -> nn.Module:  # fmt: skip
-    """The students' network: each initialised as alone (its seed, or its `init`), K > 1 packed into one;
-    a resumed run's saved weights."""
-    solos = []
-    for cfg, init in zip(group, inits, strict=True):
-        torch.manual_seed(cfg.seed)  # the loader has its own seeded generator
-        from_scratch = start_epoch == 1  # a resumed run loads its own weights: no ImageNet download
-        solos.append(create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and from_scratch))
-        if init is not None and from_scratch:
-            solos[-1].load_state_dict(init["model"])
-    k = len(solos)
-    model = (pack(solos) if k > 1 else solos[0]).to(device)
+    cfg: Config, saved: dict | None, init: dict | None, data: Data, device: torch.device, start_epoch: int
+) -> nn.Module:
+    """The run's network: from its seed (or its `init`), or a resumed run's saved weights."""
+    torch.manual_seed(cfg.seed)  # the loader has its own seeded generator
+    from_scratch = start_epoch == 1  # a resumed run loads its own weights: no ImageNet download
+    model = create_model(cfg.model, data.num_classes, pretrained=cfg.pretrained and from_scratch)
+    if init is not None and from_scratch:
+        model.load_state_dict(init["model"])
+    model = model.to(device)
     if not from_scratch:
-        states = [s["model"] for s in saved]
-        model.load_state_dict(pack_state_dicts(states, model) if k > 1 else states[0])
-    if use_channels_last(group[0], device):
+        model.load_state_dict(saved["model"])
+    if use_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def _student_states(model: nn.Module, optimizer, k: int) -> tuple[list[dict], list[dict]]:
-    """Each student's model (and optimizer, if given) state, as it would save them alone."""
-    opt = optimizer.state_dict() if optimizer is not None else {}
-    if k == 1:
-        return [model.state_dict()], [opt]
-    return unpack(model, k), unpack_optimizer_state(opt, k) if optimizer is not None else [{}] * k
-
-
-def _names(group: list[Config]) -> str:
-    return group[0].run_name() if len(group) == 1 else f"{len(group)} students"
-
-
-def _solo(cfg: Config, state: dict, data: Data, device: torch.device) -> nn.Module:
-    """A student's own network, holding `state` and, as `load_model`'s do, the (mean, std) it trained with
-    as `model.normalization` (so whatever evaluates it later normalises as training did)."""
+def _load_existing(cfg: Config, data: Data, device: torch.device, fresh: bool):
+    """Train-or-load: (the finished `Run`, None), (None, the unfinished checkpoint) or (None, None)."""
+    path = cfg.checkpoint_path
+    if not fresh:
+        materialise(cfg)  # the repository's committed weights of this run, if any
+    if fresh or not path.exists():
+        return None, None
+    state = load_checkpoint(path)
+    _check_same_run(state, cfg, path)
+    if not state.get("complete"):
+        return None, state
+    print(f"loaded finished run {cfg.run_name()} from {path}")
     model = create_model(cfg.model, data.num_classes).to(device)
-    model.load_state_dict(state)
-    model.normalization = norm_stats(cfg, data)
-    return model
-
-
-def _load_existing(configs: list[Config], data: Data, device: torch.device, fresh: bool):
-    """Train-or-load: ({index: Run} of the finished runs, {index: checkpoint} of the unfinished ones)."""
-    runs: dict[int, Run] = {}
-    states: dict[int, dict] = {}
-    for i, cfg in enumerate(configs):
-        path = cfg.checkpoint_path
-        if not fresh:
-            materialise(cfg)  # the repository's committed weights of this run, if any
-        if fresh or not path.exists():
-            continue
-        state = load_checkpoint(path)
-        _check_same_run(state, cfg, path)
-        if state.get("complete"):
-            print(f"loaded finished run {cfg.run_name()} from {path}")
-            model = _solo(cfg, state["model"], data, device)
-            runs[i] = Run(cfg, model.eval(), state["history"], state["metrics"], path, None, data)
-        else:
-            states[i] = state
-    return runs, states
-
-
-def _resume_epoch(group: list[Config], saved: list[dict | None]) -> int:
-    """The epoch the unfinished students' checkpoints reached (0: none); they must agree."""
-    done = {s["epoch"] if s else 0 for s in saved}
-    if len(done) > 1:
-        at = {c.run_name(): s["epoch"] if s else 0 for c, s in zip(group, saved, strict=True)}
-        raise DKDError(f"the unfinished students' checkpoints stopped at different epochs ({at}); "
-                       "resume them one by one with fit(), or pass fresh=True")  # fmt: skip
-    return done.pop()
+    model.load_state_dict(state["model"])
+    model.normalization = norm_stats(cfg, data)  # as `load_model`'s: evaluate it as it trained
+    return Run(cfg, model.eval(), state["history"], state["metrics"], path, None, data), None
 
 
 def init_metrics(cfg: Config, init: dict | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ Environment:
   GPU_WINDOW_TMP       what A leaves for B (default /tmp/gpu_window)
   GPU_WINDOW_BUDGET    B's seconds (default 520); GPU_WINDOW_BUDGET_A: A's (default 230)
   GPU_WINDOW_DRY=1     a rehearsal on a CPU: tiny sizes, the same code and packaging
-  GPU_WINDOW_PATHS     B: the speed paths it may use among those that passed (e.g. "graph cache packed")
+  GPU_WINDOW_PATHS     B: the speed paths it may use among those that passed (e.g. "graph cache")
   GPU_WINDOW_FAIL=1    queue a run that raises, to show that it stops nothing
 """
 
@@ -41,8 +41,7 @@ import gpu_bundle  # noqa: E402
 
 SHEETS_A = [f"train_{k:02d}.webp" for k in range(6)]  # .gpu1/
 SHEETS_B = [f"train_{k:02d}.webp" for k in range(6, 10)] + ["test_00.webp", "test_01.webp"]  # .gpu2/
-PATHS = ("graph", "cache", "packed", "compile")  # gpu_check.py's verdict names
-MAX_PACKED = 8  # students per packed group: the K the benchmark measures; a group finishes as one
+PATHS = ("graph", "cache", "compile")  # gpu_check.py's verdict names
 # Dry mode: every run shrunk to this (epochs: one per 50, so runs stay distinct), ResNet18 teachers to
 # ResNet20, each stage cut to its first few runs: seconds per run on a CPU.
 DRY_SIZES = dict(train_size=128, val_size=64, test_size=128, batch_size=64)
@@ -130,7 +129,7 @@ def call_a(budget: float) -> None:
         log("no readable verdicts: B will train eagerly")
 
     bench = [sys.executable, "benchmarks/bench_step.py", "--device", "cpu" if cpu else "cuda",
-             "--workers", "2", "--students", "1", "4", "8", "--out", str(out / "bench.json")]  # fmt: skip
+             "--workers", "2", "--out", str(out / "bench.json")]  # fmt: skip
     if dry():  # seconds on a CPU: one step each, and a one-image logit cache (its build is 162 forwards)
         bench += ["--steps", "1", "--untimed", "1", "--cache-images", "1"]
     else:  # the cache of 2000 images builds in seconds; all 6000 synthetic ones would take ~4x longer
@@ -343,58 +342,48 @@ def call_b(budget: float) -> None:
         return
     queue = adapt(build_queue(), paths=paths, data_npz=npz, half=half)
     log(f"queue: {len(queue)} runs; budget {budget:.0f} s, {time.perf_counter() - start:.0f} s spent")
-    train_queue(queue, out, manifest, npz, packed=paths["packed"], deadline=start + budget)
+    train_queue(queue, out, manifest, npz, deadline=start + budget)
     done = sum(r["status"] == "done" for r in manifest["runs"])
     log(f"call B done in {time.perf_counter() - start:.0f} s: {done} runs packaged of {len(queue)} queued")
     for problem in gpu_bundle.check_limits(out):
         log("OVER THE DEVICE'S LIMITS:", problem)
 
 
-def train_queue(queue: list, out: Path, manifest: dict, npz: Path | None, *, packed: bool, deadline: float):
-    """Train the queue group by group until the deadline; package each run as it finishes.
+def train_queue(queue: list, out: Path, manifest: dict, npz: Path | None, *, deadline: float):
+    """Train the queue run by run until the deadline; package each run as it finishes.
 
-    A group whose time can be estimated (from the pace of an earlier group of the same model and
-    size) and would not finish is skipped, and the next ones are tried; otherwise the command's
-    timeout cuts the run in progress, and only that run is lost.
+    A run whose time can be estimated (from the pace of an earlier run of the same model) and would
+    not finish is skipped, and the next ones are tried; otherwise the command's timeout cuts the run in
+    progress, and only that run is lost.
     """
-    from dkdlib.sweep import schedule_groups
-
-    pace: dict[tuple, float] = {}  # (model, students) → seconds per training image-epoch, eval included
+    pace: dict[str, float] = {}  # model → seconds per training image-epoch, eval included
     where = {cfg.run_name(): (stage, label) for stage, label, cfg in queue}
     datasets: dict[tuple, object] = {}
-    for stage in dict.fromkeys(s for s, _, _ in queue):
-        configs = [cfg for s, _, cfg in queue if s == stage]
-        groups = schedule_groups(configs) if packed else [[c] for c in configs]
-        groups = [g[i : i + MAX_PACKED] for g in groups for i in range(0, len(g), MAX_PACKED)]
-        for group in groups:
-            cfg0 = group[0]
-            key = (cfg0.dataset, cfg0.val_size, cfg0.train_size, cfg0.test_size)
-            if key not in datasets:
-                datasets[key] = load(cfg0, npz)
-            data = datasets[key]
-            images = cfg0.epochs * len(data.y_train) if data is not None else 0
-            estimate, left = pace.get((cfg0.model, len(group)), 0.0) * images, deadline - time.perf_counter()
-            if estimate > left:
-                reason = f"estimated {estimate:.0f} s, {left:.0f} s left"
-                for cfg in group:
-                    gpu_bundle.add_run(
-                        out, manifest, {**entry_base(cfg, where), "status": "skipped", "reason": reason}
-                    )
-                log(f"skipped {[c.run_name() for c in group]}: {reason}")
-                continue
-            t0 = time.perf_counter()
-            results = train_group(group, data, where)
-            seconds = time.perf_counter() - t0
-            if all(run is not None for run, _ in results) and images:
-                pace[(cfg0.model, len(group))] = seconds / images
-            for cfg, (run, error) in zip(group, results, strict=True):
-                package(out, manifest, cfg, run, error, where, seconds)
-            del results
-            free_memory()
+    for _, _, cfg in queue:
+        key = (cfg.dataset, cfg.val_size, cfg.train_size, cfg.test_size)
+        if key not in datasets:
+            datasets[key] = load(cfg, npz)
+        data = datasets[key]
+        images = cfg.epochs * len(data.y_train) if data is not None else 0
+        estimate, left = pace.get(cfg.model, 0.0) * images, deadline - time.perf_counter()
+        if estimate > left:
+            reason = f"estimated {estimate:.0f} s, {left:.0f} s left"
+            entry = {**entry_base(cfg, where), "status": "skipped", "reason": reason}
+            gpu_bundle.add_run(out, manifest, entry)
+            log(f"skipped {cfg.run_name()}: {reason}")
+            continue
+        t0 = time.perf_counter()
+        run, error = train_one(cfg, data, where)
+        seconds = time.perf_counter() - t0
+        if run is not None and images:
+            pace[cfg.model] = seconds / images
+        package(out, manifest, cfg, run, error, where, seconds)
+        del run
+        free_memory()
 
 
 def free_memory() -> None:
-    """Drop the finished group's models, loaders and captured graphs before the next group."""
+    """Drop the finished run's model, loaders and captured graphs before the next run."""
     import gc
 
     import torch
@@ -416,28 +405,17 @@ def load(cfg, npz: Path | None):
         return None
 
 
-def train_group(group: list, data, where: dict) -> list[tuple]:
-    """(Run, None) for each run of the group, or (None, traceback) where it raised.
-
-    A packed group that raises is retried one by one, so one bad run cannot take its group with it.
-    """
+def train_one(cfg, data, where: dict) -> tuple:
+    """(Run, None), or (None, traceback) where the run raised: one bad run stops nothing."""
     from dkdlib import fit
-    from dkdlib.train import fit_many
 
-    log(f"training {len(group)}: " + ", ".join(f"{where[c.run_name()][1]} ({c.run_name()})" for c in group))
-    if len(group) > 1:
-        try:
-            return [(run, None) for run in fit_many(group, data=data, progress=False)]
-        except Exception:
-            log("the packed group failed; training its runs one by one:\n" + traceback.format_exc())
-    results = []
-    for cfg in group:
-        try:
-            results.append((fit(cfg, data=data, progress=False), None))
-        except Exception:
-            log(f"run {cfg.run_name()} failed:\n" + traceback.format_exc())
-            results.append((None, traceback.format_exc()))
-    return results
+    log(f"training {where[cfg.run_name()][1]} ({cfg.run_name()})")
+    try:
+        return fit(cfg, data=data, progress=False), None
+    except Exception:
+        error = traceback.format_exc()
+        log(f"run {cfg.run_name()} failed:\n" + error)
+        return None, error
 
 
 def entry_base(cfg, where: dict) -> dict:
@@ -449,7 +427,7 @@ def package(out: Path, manifest: dict, cfg, run, error: str | None, where: dict,
     """Add a run to what comes back: its record and its model-only fp16 weights, or its error."""
     from dkdlib.checkpoint import load_checkpoint, model_only
 
-    entry = {**entry_base(cfg, where), "group_seconds": round(seconds, 1)}
+    entry = {**entry_base(cfg, where), "seconds": round(seconds, 1)}
     if run is None:
         gpu_bundle.add_run(out, manifest, {**entry, "status": "failed", "error": error})
         return

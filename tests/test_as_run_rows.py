@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dkdlib.methods import student_losses
+from dkdlib.methods import student_loss
 from dkdlib.recipes import _as_run, reference_configs
 from dkdlib.train import distill_weight
 
@@ -120,7 +120,7 @@ def test_as_run_config_trains_the_reference_loss_of_its_cell(row):
 
     expected = reference.training_loss(zs, zt, y)
     (g_expected,) = torch.autograd.grad(expected, zs)
-    ours = student_losses([cfg])(zs[None], zt, y, torch.tensor([weight]))[0]
+    ours = student_loss(cfg)(zs, zt, y, torch.tensor(weight))
     (g_ours,) = torch.autograd.grad(ours, zs)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_ours, g_expected, rtol=1e-4, atol=1e-7)

@@ -14,7 +14,7 @@ import bench_step  # noqa: E402
 
 @pytest.fixture
 def fake_steps(monkeypatch):
-    """Each variant takes 1 s for its steps, K packed students K x 0.5 s; packing 4 students raises."""
+    """Each dkdlib variant takes 1 s for its steps; the compiled one raises."""
     seen: list[dict] = []
 
     def conventional(data, device, workers, steps, untimed):
@@ -22,11 +22,9 @@ def fake_steps(monkeypatch):
 
     def dkdlib(data, device, steps, untimed, **kw):
         seen.append(kw)
-        if kw.get("k") == 4:
-            raise RuntimeError("grouped convolution failed (fake)")
-        seconds = 0.5 * kw["k"] if kw.get("packed") else 1.0
-        return {"startup_s": 0.1, "seconds": seconds, "last_loss": 2.0, "students": kw.get("k", 1),
-                "packed": kw.get("packed", False)}  # fmt: skip
+        if kw.get("compile"):
+            raise RuntimeError("the compiler failed (fake)")
+        return {"startup_s": 0.1, "seconds": 1.0, "last_loss": 2.0}
 
     monkeypatch.setattr(bench_step, "bench_conventional", conventional)
     monkeypatch.setattr(bench_step, "bench_dkdlib", dkdlib)
@@ -44,7 +42,7 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(tmp_path, fake_s
 
     monkeypatch.setattr(Path, "write_text", spy)
     args = ["--device", "cpu", "--steps", "4", "--untimed", "1", "--workers", "2", "--compile",
-            "--students", "1", "4", "8", "--out", str(out)]  # fmt: skip
+            "--out", str(out)]  # fmt: skip
     report = bench_step.main(args)
     saved = json.loads(out.read_text())
     assert saved == report and saved["complete"]
@@ -54,24 +52,21 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(tmp_path, fake_s
         "dkdlib eager",
         "dkdlib + torch.compile",
         "dkdlib eager + logit cache",  # a CPU has no CUDA graphs: the cache goes on the eager step
-        "dkdlib eager + logit cache, 1 student packed",
-        "dkdlib eager + logit cache, 4 students packed",
-        "dkdlib eager + logit cache, 8 students packed",
     ]
-    assert saved["failed"] == ["dkdlib eager + logit cache, 4 students packed"]
-    failed = saved["variants"][5]
-    assert "grouped convolution failed" in failed["failed"] and "images_per_s" not in failed
+    assert saved["failed"] == ["dkdlib + torch.compile"]
+    failed = saved["variants"][2]
+    assert "the compiler failed" in failed["failed"] and "images_per_s" not in failed
     by_name = {v["variant"]: v for v in saved["variants"]}
     assert saved["baseline"] == "conventional, 2 workers"
     assert by_name["dkdlib eager"]["ratio"] == pytest.approx(4.0)  # 4 s against 1 s for the same steps
-    eight = by_name["dkdlib eager + logit cache, 8 students packed"]
-    assert eight["wall_vs_one_student"] == pytest.approx(4.0)  # 8 x 0.5 s against 1 s alone
+    assert by_name["dkdlib eager + logit cache"]["images_per_s"] == pytest.approx(4 * 128)
     # After each variant the file on disk held every variant so far, marked incomplete until the end.
-    assert [len(w["variants"]) for w in written] == [1, 2, 3, 4, 5, 6, 7, 7]
-    assert [w["complete"] for w in written] == [False] * 7 + [True]
+    assert [len(w["variants"]) for w in written] == [1, 2, 3, 4, 4]
+    assert [w["complete"] for w in written] == [False] * 4 + [True]
     assert [kw.get("compile", False) for kw in fake_steps].count(True) == 1
+    assert [kw.get("cache", False) for kw in fake_steps].count(True) == 1
 
 
-def test_the_packed_variants_need_at_least_one_student():
+def test_steps_must_be_at_least_one():
     with pytest.raises(SystemExit):
-        bench_step.parse_args(["--students", "0"])
+        bench_step.parse_args(["--steps", "0"])

@@ -20,8 +20,10 @@ import pytest
 import torch
 
 GOLDEN = Path(__file__).parent / "golden" / "golden.json"
-# Float results differ slightly between CPUs and torch versions; a change of arithmetic moves them far more.
-RTOL = 2e-3
+# Float results differ slightly between CPUs, torch versions and thread counts (measured, one thread against
+# two: the losses by up to 3e-5, the distance moved by up to 4e-4); a change of arithmetic moves them more
+# (the closest two methods, DKD and NCKD alone: 1e-3 in the first epoch's loss, 8e-3 in the distance).
+RTOL = {"train_loss": 3e-4, "moved": 2e-3}
 
 
 def run_names() -> dict[str, str]:
@@ -38,11 +40,16 @@ def run_names() -> dict[str, str]:
 
 
 def fingerprints(out_dir: str) -> dict[str, dict]:
-    """A tiny teacher and one student per method on synthetic data: per-epoch losses and weight sums."""
-    from dkdlib import Config, fit, load_data
+    """A tiny teacher and one student per method on synthetic data: per-epoch losses and weight sums.
 
-    data = load_data("synthetic", val_size=200, train_size=600, test_size=200)
-    common = dict(dataset="synthetic", val_size=200, train_size=600, test_size=200, batch_size=32,
+    Six steps each (96 images, batch 32, two epochs): enough to pass through every part of a step (data
+    order, augmentation, loss, warm-up, optimizer, schedule), too few for the rounding differences of
+    another CPU or thread count to grow (over 38 steps they reached 0.5 %; a change of arithmetic does not
+    stay that small)."""
+    from dkdlib import Config, create_model, fit, load_data
+
+    data = load_data("synthetic", val_size=200, train_size=96, test_size=200)
+    common = dict(dataset="synthetic", val_size=200, train_size=96, test_size=200, batch_size=32,
                   device="cpu", out_dir=out_dir)  # fmt: skip
     teacher = fit(Config(model="resnet8", epochs=2, lr=0.1, **common), data=data, progress=False)
     out = {}
@@ -50,14 +57,18 @@ def fingerprints(out_dir: str) -> dict[str, dict]:
     for method in ("ce", "kd", "dkd", "tckd", "nckd"):
         cfg = replace(student, method=method, teacher=None if method == "ce" else student.teacher)
         run = fit(cfg, data=data, progress=False)
-        params = torch.cat([p.detach().double().flatten() for p in run.model.parameters()])
+        torch.manual_seed(cfg.seed)  # the weights it started from, as `fit` makes them
+        start = _flat(create_model(cfg.model, data.num_classes))
+        params = _flat(run.model)
         out[method] = {
             "train_loss": [h["train_loss"] for h in run.history],
-            "val_acc": [h["val_acc"] for h in run.history],
-            "param_sum": float(params.sum()),
-            "param_sq": float((params**2).sum()),
+            "moved": float(((params - start) ** 2).sum()),  # how far training took the weights
         }
     return out
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().double().flatten() for p in model.parameters()])
 
 
 def current(out_dir: str) -> dict:
@@ -79,9 +90,7 @@ def test_training_unchanged(tmp_path):
     assert set(now) == set(golden)
     for method, values in golden.items():
         for key, value in values.items():
-            # accuracies on 200 images: allow one image to flip on another CPU
-            tol = dict(abs=0.006) if key == "val_acc" else dict(rel=RTOL, abs=1e-6)
-            assert now[method][key] == pytest.approx(value, **tol), (method, key)
+            assert now[method][key] == pytest.approx(value, rel=RTOL[key]), (method, key)
 
 
 if __name__ == "__main__" and "--update" in sys.argv:

@@ -190,10 +190,10 @@ def test_check_limits_sees_what_the_device_drops(tmp_path):
 
 def test_b_trains_with_the_speed_paths_that_call_a_passed(tmp_path):
     """Call B reads gpu_check's verdicts file (as call A leaves it in /tmp) and trains with the paths
-    that passed: here the logit cache and packed students, on a CPU (dry, synthetic data)."""
+    that passed: here the logit cache, on a CPU (dry, synthetic data)."""
     tree = _scratch_tree(tmp_path / "tree")
     (tmp_path / "tmp").mkdir()
-    verdicts = {"device": "cpu", "paths": {"graph": False, "cache": True, "packed": True, "compile": False},
+    verdicts = {"device": "cpu", "paths": {"graph": False, "cache": True, "compile": False},
                 "checks": [], "seconds": 1.0}  # fmt: skip
     (tmp_path / "tmp" / "verdicts.json").write_text(json.dumps(verdicts))
     b = _run(["bash", "scripts/gpu_window.sh", "B"], tree, OUT=str(tmp_path / "B"), GPU_WINDOW_DRY="1",
@@ -205,7 +205,6 @@ def test_b_trains_with_the_speed_paths_that_call_a_passed(tmp_path):
     done = [r["record"] for r in manifest["runs"] if r["status"] == "done"]
     assert done and all(r["config"]["graph"] is False for r in done)
     assert any(r["config"]["cache_teacher"] for r in done), "no run used the logit cache"
-    assert any("trained_with" in r for r in done), "no students were packed"
 
 
 def test_a_later_window_leaves_out_the_runs_whose_records_are_committed(tmp_path, monkeypatch):
@@ -245,7 +244,7 @@ def test_the_window_queue_is_trainable_offline_on_half_the_data(tmp_path, monkey
     np.savez(npz, y_train=np.zeros(20000, dtype=np.int64))
     queue = window.build_queue(results=None)
     assert any(cfg.pretrained for _, _, cfg in queue)  # the as-run teacher asks for ImageNet weights
-    paths = dict.fromkeys(("graph", "cache", "packed", "compile"), False)
+    paths = dict.fromkeys(("graph", "cache", "compile"), False)
     adapted = window.adapt(queue, paths=paths, data_npz=npz, half=True)
     assert not any(cfg.pretrained for _, _, cfg in adapted)
     asked = {label for _, label, cfg in queue if cfg.pretrained}

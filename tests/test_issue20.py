@@ -84,7 +84,7 @@ def test_graph_steps_run_on_the_loaders_cuda_device(tiny_data, monkeypatch):
 
     from dkdlib import step as step_mod
     from dkdlib.data import DeviceLoader
-    from dkdlib.methods import student_losses
+    from dkdlib.methods import student_loss
     from dkdlib.models import create_model
     from dkdlib.step import TrainStep
 
@@ -102,7 +102,7 @@ def test_graph_steps_run_on_the_loaders_cuda_device(tiny_data, monkeypatch):
     model = create_model("resnet8", 10)
     loader = DeviceLoader(tiny_data.x_train, tiny_data.y_train, 32, mean=tiny_data.mean, std=tiny_data.std)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    step = TrainStep(student_losses([Config()]), model, loader, optimizer, steps_before_capture=1)
+    step = TrainStep(student_loss(Config()), model, loader, optimizer, steps_before_capture=1)
     step.graph, step.cuda_index = True, 1  # as on cuda:1
 
     class Graph:
@@ -139,7 +139,7 @@ def test_comments_say_what_the_code_does():
     assert "RNG" not in checkpoint.__doc__.replace("No RNG\nstate is saved", "")
     assert "RNG" not in checkpoint.model_only.__doc__
     assert "the CLI's choices read this table" not in methods.__doc__
-    assert "fit_many" in train.__doc__ and "KD / DKD / TCKD / NCKD" not in train.__doc__
+    assert "fit(cfg)" in train.__doc__ and "KD / DKD / TCKD / NCKD" not in train.__doc__
     assert "READINGS" in recipes.__doc__
 
 
@@ -219,7 +219,7 @@ def test_each_config_fact_is_stated_once_in_the_field_metadata():
     assert "dist" in helps["method"]
 
 
-def test_public_losses_are_the_registrys_single_student_calls(monkeypatch):
+def test_public_losses_are_the_registrys_own_terms(monkeypatch):
     """Item 4: kd_loss and dkd_loss compute what the method registry's entries compute (one source), and
     the benchmarks import no private dkdlib name."""
     import ast
@@ -243,8 +243,8 @@ def test_public_losses_are_the_registrys_single_student_calls(monkeypatch):
     zs, zt, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
     losses.kd_loss(zs, zt, 2.0)
     losses.dkd_loss(zs, zt, y, 0.5, 4.0, 3.0)
-    assert calls == [((1, 8, 10), {"temperature": 2.0, "kd_weight": 1.0}),
-                     ((1, 8, 10), {"temperature": 3.0, "alpha": 0.5, "beta": 4.0})]  # fmt: skip
+    assert calls == [((8, 10), {"temperature": 2.0, "kd_weight": 1.0}),
+                     ((8, 10), {"temperature": 3.0, "alpha": 0.5, "beta": 4.0})]  # fmt: skip
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "benchmarks").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -281,8 +281,8 @@ def test_one_copy_of_each_helper(monkeypatch):
     assert source.count("randint(0, 2 * PAD + 1") == 2  # random_views: dy, dx
 
 
-def test_fit_many_reads_in_parts():
-    """Item 6: fit_many is prepare, epochs (one epoch each), save, finish; no nonlocal, no function over
+def test_fit_reads_in_parts():
+    """Item 6: fit is prepare, epochs (one epoch each), save, finish; no nonlocal, no function over
     60 lines in the modules this issue's work touched."""
     import ast
     import inspect

@@ -15,8 +15,7 @@ import dkdlib.train as train_mod
 from dkdlib import Config, DKDError, fit
 from dkdlib.checkpoint import load_checkpoint, load_model
 from dkdlib.data import DeviceLoader
-from dkdlib.sweep import fit_all, schedule_groups
-from dkdlib.train import PlateauSchedule, evaluate, fit_many, make_optimizer, summarize
+from dkdlib.train import PlateauSchedule, evaluate, make_optimizer, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_RUN_STD = (0.2023, 0.1994, 0.2010)
@@ -38,9 +37,7 @@ def ce_run(tmp_path_factory, tiny_data):
 def fake_epochs(monkeypatch, losses):
     """Replace training by epochs with the given mean training losses (weights untouched)."""
     it = iter(losses)
-    monkeypatch.setattr(
-        train_mod, "train_epoch", lambda *a, **k: [{"train_loss": next(it), "train_acc": 0.0}]
-    )
+    monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: {"train_loss": next(it), "train_acc": 0.0})
 
 
 # --- identity -----------------------------------------------------------------------------------------
@@ -112,17 +109,6 @@ def test_init_of_another_architecture_is_refused(tmp_path, tiny_data, ce_run):
         fit(cfg(tmp_path, model="resnet20", init=str(ce_run.checkpoint)), data=tiny_data, progress=False)
 
 
-def test_packed_students_with_init_end_where_they_would_alone(tmp_path, tiny_data, ce_run):
-    init, teacher = str(ce_run.config.best_path), str(ce_run.checkpoint)
-    ce = cfg(tmp_path, epochs=1, init=init, data_seed=0)
-    configs = [ce, replace(ce, seed=1, method="dkd", teacher=teacher)]
-    together = fit_many(configs, data=tiny_data, progress=False, save=False)
-    for c, run in zip(configs, together, strict=True):
-        alone = fit(c, data=tiny_data, progress=False, save=False)
-        assert alone.history[0]["train_loss"] == pytest.approx(run.history[0]["train_loss"], rel=1e-3)
-        assert run.metrics["init_epochs"] == 3
-
-
 # --- plateau --------------------------------------------------------------------------------------------
 
 
@@ -151,18 +137,6 @@ def test_plateau_lowers_a_graphed_steps_lr_tensor_in_place():
     assert again.plateau.best == 1.0 and again.plateau.num_bad_epochs == 0
 
 
-def test_plateau_runs_are_not_packed(tmp_path, tiny_data):
-    a = cfg(tmp_path, epochs=1, schedule="plateau", plateau_patience=2)
-    b = replace(a, ce_weight=0.5)
-    with pytest.raises(DKDError, match="schedule='plateau'.*own rate.*fit\\(\\)"):
-        fit_many([a, b], data=tiny_data, progress=False, save=False)
-    plain = cfg(tmp_path, epochs=1)
-    groups = schedule_groups([a, b, plain, replace(plain, ce_weight=0.5)])
-    assert [len(g) for g in groups] == [1, 1, 2]
-    runs = fit_all([a, b], data=tiny_data, packed=True, progress=False)  # each alone, no error
-    assert [r.config.run_name() for r in runs] == [a.run_name(), b.run_name()]
-
-
 def test_an_interrupted_plateau_run_with_init_and_best_resumes_bit_identical(tmp_path, tiny_data, ce_run):
     init = str(ce_run.config.best_path)
     c = cfg(tmp_path / "straight", epochs=3, init=init, optimizer="adam", lr=3e-3, schedule="plateau",
@@ -171,10 +145,10 @@ def test_an_interrupted_plateau_run_with_init_and_best_resumes_bit_identical(tmp
     c2 = replace(c, out_dir=str(tmp_path / "interrupted"))
     original = train_mod.TrainStep.start_epoch
 
-    def start_epoch(self, epoch, weights):
+    def start_epoch(self, epoch, weight):
         if epoch == 3:
             raise KeyboardInterrupt
-        return original(self, epoch, weights)
+        return original(self, epoch, weight)
 
     train_mod.TrainStep.start_epoch = start_epoch
     try:

@@ -13,9 +13,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dkdlib"
 CORE_LINES, FUNCTION_LINES = 2700, 60
-# Issue #20 asks for the whole package in 4,500 lines; it is 5,184 after the first cut (the core 2,695, the
-# chapters' modules 2,179, weights and losses 312). Until the rest is cut, it must not grow past this:
-PACKAGE_LINES = 5200
+# Issue #20 asks for the whole package in 4,500 lines; it is 4,640 without the packed K-student path (the
+# core 2,207). Until the rest is cut, it must not grow past this:
+PACKAGE_LINES = 4650
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -1,4 +1,4 @@
-"""The fast paths: view ids, the exact teacher-logit cache, the graph-ready step, several students at once.
+"""The fast paths: view ids, the exact teacher-logit cache, the graph-ready step.
 
 Each must train the same maths as the plain loop; the GPU-only part (CUDA-graph capture) is checked
 against eager training when a GPU is present.
@@ -13,7 +13,6 @@ import torch
 import dkdlib.cache as cache_mod
 from dkdlib import Config, DKDError, fit
 from dkdlib.cache import compute_teacher_logits, teacher_logit_cache
-from dkdlib.checkpoint import load_checkpoint
 from dkdlib.data import (
     CENTRE_VIEW,
     N_VIEWS,
@@ -25,9 +24,8 @@ from dkdlib.data import (
     view_offsets,
 )
 from dkdlib.losses import dkd_loss, kd_loss
-from dkdlib.methods import student_losses
+from dkdlib.methods import student_loss
 from dkdlib.models import create_model
-from dkdlib.train import fit_many
 
 
 def cfg(tmp_path, **kw):
@@ -127,7 +125,7 @@ def test_graph_needs_cuda_and_falls_back_with_a_warning(tmp_path, data):
     model = create_model("resnet8", 10)
     with pytest.raises(DKDError, match="needs a CUDA device"):
         TrainStep(
-            student_losses([cfg(tmp_path)]), model, ld, torch.optim.SGD(model.parameters(), 0.1), graph=True
+            student_loss(cfg(tmp_path)), model, ld, torch.optim.SGD(model.parameters(), 0.1), graph=True
         )
     if not torch.cuda.is_available():
         with pytest.warns(UserWarning, match="graph=True needs CUDA"):
@@ -153,18 +151,15 @@ METHODS = [
 ]
 
 
-def test_packed_loss_equals_each_students_own_loss(tmp_path):
+def test_the_training_loss_is_the_public_losses_method_by_method(tmp_path):
     configs = [cfg(tmp_path, teacher="t.pt", **m) for m in METHODS]
     g = torch.Generator().manual_seed(0)
     zs, zt = torch.randn(5, 16, 10, generator=g) * 3, torch.randn(16, 10, generator=g) * 3
     y = torch.randint(0, 10, (16,), generator=g)
     weight = torch.tensor([0.0, 1.0, 0.5, 0.5, 1 / 3])
-    together = student_losses(configs)(zs, zt, y, weight)
-    alone = torch.stack([own_loss(c, zs[i], zt, y, weight[i]) for i, c in enumerate(configs)])
-    assert torch.allclose(together, alone, rtol=1e-5, atol=1e-6)
-    one_by_one = torch.cat([student_losses([c])(zs[i : i + 1], zt, y, weight[i : i + 1]) for i, c in
-                            enumerate(configs)])  # fmt: skip
-    assert torch.allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+    for i, c in enumerate(configs):
+        ours = student_loss(c)(zs[i], zt, y, weight[i])
+        assert torch.allclose(ours, own_loss(c, zs[i], zt, y, weight[i]), rtol=1e-5, atol=1e-6), c.method
 
 
 def own_loss(c, zs, zt, y, weight):
@@ -182,58 +177,6 @@ def own_loss(c, zs, zt, y, weight):
     return c.setting("ce_weight") * ce + weight * distill
 
 
-def test_students_trained_together_end_where_they_would_alone(tmp_path, teacher, data):
-    configs = [cfg(tmp_path, teacher=str(teacher.checkpoint), **m) for m in METHODS]
-    together = fit_many(configs, data=data, progress=False)
-    for c, run in zip(configs, together, strict=True):
-        alone = fit(replace(c, out_dir=str(tmp_path / "alone")), data=data, progress=False, save=False)
-        for a, b in zip(alone.history, run.history, strict=True):
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3, abs=1e-4), c.method
-            assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.02), c.method
-        # Each student has its own checkpoint and record: fit() now loads it as a finished run.
-        assert fit(c, data=data, progress=False).record is None
-        assert run.record is not None and run.record.exists()
-
-
-def test_a_sweep_resumes_exactly_after_an_interrupt(tmp_path, teacher, data, monkeypatch):
-    import dkdlib.train as train_mod
-
-    configs = [cfg(tmp_path, teacher=str(teacher.checkpoint), epochs=3, **m) for m in METHODS[1:3]]
-    straight = fit_many([replace(c, out_dir=str(tmp_path / "straight")) for c in configs], data=data,
-                        progress=False)  # fmt: skip
-    original = train_mod.TrainStep.start_epoch
-
-    def start_epoch(self, epoch, weights):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, epoch, weights)
-
-    monkeypatch.setattr(train_mod.TrainStep, "start_epoch", start_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        fit_many(configs, data=data, progress=False)
-    assert all(load_checkpoint(c.checkpoint_path)["epoch"] == 2 for c in configs)
-    monkeypatch.setattr(train_mod.TrainStep, "start_epoch", original)
-    resumed = fit_many(configs, data=data, progress=False)
-    for a, b in zip(straight, resumed, strict=True):
-        sa, sb = a.model.state_dict(), b.model.state_dict()
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def test_a_sweep_refuses_students_that_cannot_share_a_loop(tmp_path, teacher):
-    c = cfg(tmp_path, method="dkd", teacher=str(teacher.checkpoint))
-    with pytest.raises(DKDError, match="must share data, schedule and teacher.*lr"):
-        fit_many([c, replace(c, lr=0.1, beta=2.0)])
-    with pytest.raises(DKDError, match="same data_seed"):
-        fit_many([c, replace(c, seed=1)])
-    with pytest.raises(DKDError, match="same run"):
-        fit_many([c, replace(c)])
-    with pytest.raises(DKDError, match="at least one"):
-        fit_many([])
-    # Different seeds train together once they share one data seed.
-    assert fit_many([replace(c, data_seed=0, epochs=1), replace(c, seed=1, data_seed=0, epochs=1)],
-                    progress=False, save=False)[1].config.seed == 1  # fmt: skip
-
-
 def test_data_seed_is_part_of_a_runs_identity_only_when_set(tmp_path):
     c = cfg(tmp_path)
     assert "data_seed" not in c.identity()  # runs named before the field existed keep their names
@@ -241,25 +184,6 @@ def test_data_seed_is_part_of_a_runs_identity_only_when_set(tmp_path):
     assert replace(c, graph=True, cache_teacher=True).run_name() == c.run_name()  # speed, not maths
     with pytest.raises(DKDError, match="data_seed must be an integer"):
         replace(c, data_seed="0").validate()
-
-
-def test_schedule_groups_and_fit_all(tmp_path, teacher, data):
-    from dkdlib.sweep import fit_all, schedule_groups
-
-    t = str(teacher.checkpoint)
-    ce1, ce2 = cfg(tmp_path, epochs=1), cfg(tmp_path, epochs=2)
-    dkd, nckd = cfg(tmp_path, method="dkd", teacher=t), cfg(tmp_path, method="nckd", teacher=t, beta=2.0)
-    other_teacher = cfg(tmp_path, method="kd", teacher=str(tmp_path / "other.pt"))
-    groups = schedule_groups([ce1, dkd, ce2, nckd, replace(dkd), other_teacher])
-    names = [[c.run_name() for c in g] for g in groups]
-    assert names == [[ce1.run_name()], [dkd.run_name(), nckd.run_name(), ce2.run_name()],
-                     [other_teacher.run_name()]]  # fmt: skip
-    configs = [replace(c, epochs=1) for c in (dkd, ce1, nckd, dkd)]
-    runs = fit_all(configs, data=data, packed=True, progress=False)
-    assert [r.config.run_name() for r in runs] == [c.run_name() for c in configs]
-    assert runs[0] is runs[3]  # the same run asked for twice
-    records = [r for r in runs[:3] if r.record is not None]
-    assert len(records) == 3  # trained (together), each with its own record
 
 
 def test_a_graphed_resume_keeps_the_learning_rate_a_device_tensor():

@@ -116,10 +116,10 @@ class Interrupt:
 
     def __init__(self, monkeypatch, epoch, step):
         self.calls = 0
-        original = train_mod.student_losses
+        original = train_mod.student_loss
 
-        def losses(configs):
-            loss_fn = original(configs)
+        def losses(config):
+            loss_fn = original(config)
 
             def loss(*args):
                 self.calls += 1
@@ -130,7 +130,7 @@ class Interrupt:
 
             return loss
 
-        monkeypatch.setattr(train_mod, "student_losses", losses)
+        monkeypatch.setattr(train_mod, "student_loss", losses)
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_data, teacher, monkeypatch, capsys):
@@ -173,10 +173,10 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoin
     tmp_path, tiny_data, monkeypatch
 ):
     calls = {"n": 0}
-    original = train_mod.student_losses
+    original = train_mod.student_loss
 
-    def losses(configs):
-        loss_fn = original(configs)
+    def losses(config):
+        loss_fn = original(config)
 
         def loss(*args):
             calls["n"] += 1
@@ -185,7 +185,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoin
 
         return loss
 
-    monkeypatch.setattr(train_mod, "student_losses", losses)
+    monkeypatch.setattr(train_mod, "student_loss", losses)
     c = cfg(tmp_path, epochs=3)
     with pytest.raises(DKDError, match="became nan at epoch 2, step 7 of 18.*last good epoch is kept"):
         fit(c, data=tiny_data, progress=False)
