@@ -1,8 +1,4 @@
-"""Serves the chapters: `setup()` at the top of every chapter, and where Colab finds dkdlib.
-
-Every chapter's "Open in Colab" badge and install cell are made from `weights.REPOSITORY`, the one place
-that says where the package lives on GitHub (`badge`, `INSTALL`; `scripts/colab_links.py`).
-"""
+"""Serves the chapters: `setup()` at the top of every chapter (on Colab: Drive, CIFAR-10, the weights)."""
 
 from __future__ import annotations
 
@@ -12,10 +8,7 @@ from pathlib import Path
 
 from .config import env_flag, repo_root
 from .recipes import mode
-from .weights import BRANCH, REPOSITORY  # where the package lives on GitHub
 
-# The install line of every chapter's Colab cell: the repository's default branch (Colab's torch is kept).
-INSTALL = f'%pip install -q "dkdlib @ git+https://github.com/{REPOSITORY}"'
 DRIVE_FOLDER = "/content/drive/MyDrive/dkdlib"
 # On Colab: what stays on the machine's own disk (CIFAR-10 and the fetched committed weights); only
 # checkpoints and records go to Drive.
@@ -28,18 +21,6 @@ BANNERS = {
     "(25 epochs) and ResNet8 students (20 epochs): schedules sized for a 2-core CPU.",
     "full": "FULL MODE: CIFAR-10 and the chapters' full schedules.",
 }
-
-
-def colab_url(notebook: str) -> str:
-    """The Colab address that opens `notebook` (a file name in notebooks/) from GitHub."""
-    return f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/notebooks/{notebook}"
-
-
-def badge(notebook: str) -> str:
-    """The "Open in Colab" badge (Markdown) of a chapter."""
-    return (
-        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
-    )
 
 
 def in_colab() -> bool:

@@ -270,7 +270,7 @@ def _reading_lines() -> list[tuple[str, str, dict[str, str]]]:
     return lines
 
 
-def _reading_runs(results: pd.DataFrame) -> pd.DataFrame:
+def reading_runs(results: pd.DataFrame) -> pd.DataFrame:
     """The `reproduce` runs among `results`, one per run, with their reading, row and data setting."""
     from .recipes import parse_tag
 
@@ -350,7 +350,7 @@ def reading_table(results: pd.DataFrame) -> pd.DataFrame:
         f"{r.replace('_', ' ')}: {when}" for r in READINGS for when in ("last epoch", "at the tested epoch")
     ]
     out = []
-    for setting, runs in _reading_runs(results).groupby("data_setting", sort=True):
+    for setting, runs in reading_runs(results).groupby("data_setting", sort=True):
         for key, words, rows in _reading_lines():
             by_acc = REFERENCE_BEST_BY.get(key) == "val_acc"
             tested = "test_acc_at_best_val" if by_acc else "test_acc_at_best_val_loss"
@@ -364,14 +364,3 @@ def reading_table(results: pd.DataFrame) -> pd.DataFrame:
             if any(c not in ("–", "not reproducible") for c in cells):
                 out.append([setting, words, f"{ref_test[key]:.2f}" if key in ref_test else "–", *cells])
     return pd.DataFrame(out, columns=columns)
-
-
-def reading_notes(results: pd.DataFrame) -> list[str]:
-    """The notes `reproduce` runs carry (e.g. a teacher trained from scratch for want of ImageNet
-    weights), one line per distinct (setting, reading, note)."""
-    frame = _reading_runs(results)
-    if frame.empty or "note" not in frame:
-        return []
-    noted = frame[frame["note"].fillna("").astype(str) != ""]
-    keys = noted[["data_setting", "reading", "note"]].drop_duplicates()
-    return [f"{s}, {r.replace('_', ' ')}: {n}" for s, r, n in keys.itertuples(index=False)]

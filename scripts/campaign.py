@@ -94,7 +94,8 @@ def print_status(rows, running: str | None = None) -> None:
 
 def keep(cfg, label: str, out: Path) -> None:
     """Copy a finished run's newest record and its fp16 weights into the work tree."""
-    from dkdlib import weights
+    from export_weights import add  # beside this script
+
     from dkdlib.results import load_records
 
     records = [r for r in load_records(out / "results") if r.get("name") == cfg.run_name()]
@@ -102,7 +103,7 @@ def keep(cfg, label: str, out: Path) -> None:
         raise SystemExit(f"{cfg.run_name()} finished but its record is not in {out / 'results'}")
     source = out / "results" / records[-1]["file"]
     shutil.copyfile(source, ROOT / "data" / "results" / source.name)
-    entry = weights.add(cfg, label, ROOT / "data" / "weights")
+    entry = add(cfg, label, ROOT / "data" / "weights")
     size = entry["bytes"] / 1e6
     print(f"kept {cfg.run_name()}: test {entry['test_acc']:.4f}, its record and {size:.2f} MB of weights")
 

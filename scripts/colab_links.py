@@ -1,4 +1,5 @@
-"""Point every chapter's "Open in Colab" badge and Colab install line at `dkdlib.notebook.REPOSITORY`.
+"""Point every chapter's "Open in Colab" badge and Colab install line at `dkdlib.weights.REPOSITORY`,
+the one place that says where the package lives on GitHub (and `BRANCH`, whose notebooks the badges open).
 
 python scripts/colab_links.py          # rewrite them after changing REPOSITORY / BRANCH
 python scripts/colab_links.py --check  # exit 1 if a chapter disagrees (the tests check the same)
@@ -15,10 +16,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dkdlib.notebook import INSTALL, badge  # noqa: E402
+from dkdlib.weights import BRANCH, REPOSITORY  # noqa: E402
+
+# The install line of every chapter's Colab cell: the repository's default branch (Colab's torch is kept).
+INSTALL = f'%pip install -q "dkdlib @ git+https://github.com/{REPOSITORY}"'
 
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*\)")
 INSTALL_LINE = re.compile(r'%pip install -q "dkdlib @ git\+[^"]*"')
+
+
+def colab_url(notebook: str) -> str:
+    """The Colab address that opens `notebook` (a file name in notebooks/) from GitHub."""
+    return f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/notebooks/{notebook}"
+
+
+def badge(notebook: str) -> str:
+    """The "Open in Colab" badge (Markdown) of a chapter."""
+    return (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+    )
 
 
 def relink(nb: dict, name: str) -> dict:
@@ -46,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 path.write_text(new)
     verb = "disagree with" if args.check else "now point at"
-    print(f"{len(stale)} chapter(s) {verb} dkdlib.notebook.REPOSITORY: {', '.join(stale) or '-'}")
+    print(f"{len(stale)} chapter(s) {verb} dkdlib.weights.REPOSITORY: {', '.join(stale) or '-'}")
     return 1 if args.check and stale else 0
 
 

@@ -25,8 +25,21 @@ def _short(commit: str) -> str:
     return str(commit)[:12] + ("-dirty" if str(commit).endswith("-dirty") else "")
 
 
+def reading_notes(results) -> list[str]:
+    """The notes `reproduce` runs carry (e.g. a teacher trained from scratch for want of ImageNet
+    weights), one line per distinct (setting, reading, note)."""
+    from dkdlib.reports import reading_runs
+
+    frame = reading_runs(results)
+    if frame.empty or "note" not in frame:
+        return []
+    noted = frame[frame["note"].fillna("").astype(str) != ""]
+    keys = noted[["data_setting", "reading", "note"]].drop_duplicates()
+    return [f"{s}, {r.replace('_', ' ')}: {n}" for s, r, n in keys.itertuples(index=False)]
+
+
 def render(results_dir: Path) -> str:
-    from dkdlib.reports import reading_notes, reading_table
+    from dkdlib.reports import reading_table
     from dkdlib.results import load_results
 
     df = load_results(results_dir)

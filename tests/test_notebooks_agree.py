@@ -3,6 +3,7 @@ conventions (Colab badge, guarded install cell, setup()), no chapter redefines t
 chapter 4 shows the loss code straight from dkdlib.losses — with committed outputs that are current."""
 
 import ast
+import importlib.util
 import inspect
 import json
 import re
@@ -11,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from dkdlib import losses
-from dkdlib.notebook import INSTALL, badge
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+_spec = importlib.util.spec_from_file_location("colab_links", NOTEBOOKS.parent / "scripts" / "colab_links.py")
+colab_links = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(colab_links)
+INSTALL, badge = colab_links.INSTALL, colab_links.badge
 PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 # Chapters that meet issue #14's learner conventions (GPU metadata, exercises, two checked cells).
 LEARNER_CHAPTERS = [p for p in PATHS if p.name[:2] in {f"{i:02d}" for i in range(8)}]
@@ -59,7 +63,7 @@ def test_conventions(path):
     assert first["cell_type"] == "markdown", "the first cell is the chapter's Markdown introduction"
     text = "".join(first["source"])
     assert badge(path.name) in text, (
-        "Open-in-Colab badge (pointing at this file, from dkdlib.notebook.REPOSITORY) in the first cell: "
+        "Open-in-Colab badge (pointing at this file, from dkdlib.weights.REPOSITORY) in the first cell: "
         "run scripts/colab_links.py"
     )
     assert "what you will learn" in text.lower()
@@ -67,9 +71,7 @@ def test_conventions(path):
     assert code, "a notebook without code"
     setup_cell = code[0]
     assert 'if "google.colab" in sys.modules:' in setup_cell, "the first code cell guards the Colab install"
-    assert INSTALL in setup_cell, (
-        "the install line comes from dkdlib.notebook.INSTALL: run scripts/colab_links.py"
-    )
+    assert INSTALL in setup_cell, "the install line comes from scripts/colab_links.py's INSTALL: run it"
     pip_lines = [line for line in setup_cell.splitlines() if "pip install" in line]
     assert all("torch" not in line for line in pip_lines), "the Colab install must not (re)install torch"
     guarded = setup_cell.split('if "google.colab" in sys.modules:')[1].splitlines()

@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dkdlib"
-CORE_LINES, FUNCTION_LINES = 2700, 60
-# Issue #20 asks for the whole package in 4,500 lines; it is 4,640 without the packed K-student path (the
-# core 2,207). Until the rest is cut, it must not grow past this:
-PACKAGE_LINES = 4650
+CORE_LINES, PACKAGE_LINES, FUNCTION_LINES = 2700, 4500, 60
 
 
 def _modules() -> dict[str, ast.Module]:

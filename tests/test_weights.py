@@ -102,9 +102,11 @@ def test_weights_off_and_a_damaged_file(exported, monkeypatch, tmp_path):
 def test_export_refuses_to_pass_the_size_limits(exported, monkeypatch, tmp_path, capsys):
     base, _ = exported
     monkeypatch.setenv("DKDLIB_OUT", str(base / "trained"))
-    monkeypatch.setattr(weights, "MAX_TOTAL_BYTES", 1000)
+    import export_weights  # scripts/, on the path since `exported`
+
+    monkeypatch.setattr(export_weights, "MAX_TOTAL_BYTES", 1000)
     with pytest.raises(DKDError, match="would pass the limits.*nothing written"):
-        weights.export(series_configs(fast="fast"), tmp_path / "w")
+        export_weights.export(series_configs(fast="fast"), tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 
@@ -158,7 +160,7 @@ def test_fetch_offline_fetches_nothing(tmp_path):
 
 
 def test_raw_url_is_built_from_the_repository(monkeypatch):
-    from dkdlib.notebook import BRANCH, REPOSITORY
+    from dkdlib.weights import BRANCH, REPOSITORY
 
     monkeypatch.delenv("DKDLIB_WEIGHTS_URL", raising=False)
     assert weights.raw_url() == f"https://raw.githubusercontent.com/{REPOSITORY}/{BRANCH}/data/weights"
@@ -214,3 +216,22 @@ def test_a_committed_student_loads_without_its_teachers_file(exported, monkeypat
     assert not Path(cfg.teacher).exists()  # the teacher was never loaded into this folder
     assert fit(cfg, progress=False).metrics == runs["dkd"].metrics
     assert not Path(cfg.teacher).exists()
+
+
+def test_the_campaign_keeps_a_finished_run_in_the_work_tree(exported, monkeypatch, tmp_path):
+    """scripts/campaign.py's `keep`: the run's record and its fp16 file (`export_weights.add`) beside the
+    other runs' lines of the manifest."""
+    import campaign  # scripts/, on the path since `exported`
+
+    base, runs = exported
+    for folder in ("results", "weights"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    (tmp_path / "data" / "weights" / "weights.json").write_text('{"other-run": {"label": "x"}}\n')
+    monkeypatch.setattr(campaign, "ROOT", tmp_path)
+    cfg = runs["dkd"].config
+    campaign.keep(cfg, "dkd", base / "trained")
+    manifest = json.loads((tmp_path / "data" / "weights" / "weights.json").read_text())
+    assert set(manifest) == {"other-run", cfg.run_name()}
+    assert manifest[cfg.run_name()]["test_acc"] == runs["dkd"].metrics["test_acc"]
+    assert (tmp_path / "data" / "weights" / f"{cfg.run_name()}.pt").is_file()
+    assert [p.name for p in (tmp_path / "data" / "results").iterdir()] == [runs["dkd"].record.name]
