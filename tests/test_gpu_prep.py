@@ -1,6 +1,6 @@
 """The GPU paths, checked on a CPU before a GPU ever runs them.
 
-A GPU is lent rarely and briefly, and a learner's first GPU is often Colab's T4: the precision choice,
+GPU time is rare and brief here, and a learner's first GPU is often Colab's T4: the precision choice,
 the fp16 + GradScaler path, resuming across eager/graph modes, a capture that fails, and the host-sync
 freedom a CUDA graph needs are all decided by code that runs on any device, so they are tested here.
 """
