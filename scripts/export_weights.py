@@ -29,6 +29,7 @@ from dkdlib.checkpoint import MANIFEST, atomic_write, load_checkpoint, model_onl
 from dkdlib.config import Config  # noqa: E402
 from dkdlib.errors import DKDError  # noqa: E402
 from dkdlib.recipes import MODES  # noqa: E402
+from dkdlib.results import load_records  # noqa: E402
 
 # Every GPU window carries the tracked files, 64 MiB in all with half of CIFAR-10's sheets: the folder
 # stays small (a ResNet18 teacher in fp16 is about 22.4 MB, a ResNet8 student 0.18 MB).
@@ -38,8 +39,6 @@ MAX_TOTAL_BYTES = 30 * 10**6
 
 def _newest_records(configs: Mapping[str, Config]) -> dict[str, dict]:
     """{run name: its newest record} over the output folders of `configs` (each folder read once)."""
-    from dkdlib.results import load_records
-
     newest: dict[str, dict] = {}
     for folder in dict.fromkeys(Path(cfg.out_dir) / "results" for cfg in configs.values()):
         for record in load_records(folder) if folder.is_dir() else []:  # sorted by time: the last wins
@@ -61,24 +60,34 @@ def _entry(label: str, cfg: Config, state: dict, records: dict[str, dict]) -> tu
     return blob, entry
 
 
+def _finished(cfg: Config) -> dict | None:
+    """The run's finished checkpoint, or None where it has none (or an unfinished one)."""
+    state = load_checkpoint(cfg.checkpoint_path) if cfg.checkpoint_path.is_file() else None
+    return state if state is not None and state.get("complete") else None
+
+
+def _write(out: Path, blobs: dict[str, bytes], manifest: dict) -> None:
+    """The runs' files (`<run name>.pt`), then the manifest, each written atomically."""
+    for name, blob in blobs.items():
+        atomic_write(out / f"{name}.pt", lambda tmp, b=blob: Path(tmp).write_bytes(b))
+    text = json.dumps(manifest, indent=1) + "\n"
+    atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+
+
 def add(cfg: Config, label: str, out: str | os.PathLike) -> dict:
     """Write one finished run into `out` (its fp16 file and its line in the manifest, which keeps the
     other runs' lines); returns that line. For a campaign, which adds each run as it finishes."""
     out = Path(out)
-    state = load_checkpoint(cfg.checkpoint_path) if cfg.checkpoint_path.is_file() else None
-    if state is None or not state.get("complete"):
+    state = _finished(cfg)
+    if state is None:
         raise DKDError(f"{cfg.run_name()} has no finished checkpoint at {cfg.checkpoint_path}")
     blob, entry = _entry(label, cfg, state, _newest_records({label: cfg}))
     if len(blob) > MAX_FILE_BYTES:
         raise DKDError(
             f"{cfg.run_name()}: {len(blob) / 1e6:.1f} MB passes the {MAX_FILE_BYTES / 1e6:.0f} MB limit"
         )
-    manifest_path = out / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest[cfg.run_name()] = entry
-    atomic_write(out / f"{cfg.run_name()}.pt", lambda tmp: Path(tmp).write_bytes(blob))
-    text = json.dumps(manifest, indent=1) + "\n"
-    atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(text))
+    manifest = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
+    _write(out, {cfg.run_name(): blob}, manifest | {cfg.run_name(): entry})
     return entry
 
 
@@ -96,9 +105,8 @@ def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
     missing = []
     records = _newest_records(configs)
     for label, cfg in configs.items():
-        path = cfg.checkpoint_path
-        state = load_checkpoint(path) if path.is_file() else None
-        if state is None or not state.get("complete"):
+        state = _finished(cfg)
+        if state is None:
             missing.append(f"{label} ({cfg.run_name()})")
             continue
         blobs[cfg.run_name()], manifest[cfg.run_name()] = _entry(label, cfg, state, records)
@@ -110,13 +118,10 @@ def export(configs: Mapping[str, Config], out: str | os.PathLike) -> dict:
             f"{MAX_TOTAL_BYTES / 1e6:.0f} MB): {'; '.join(too_big) or f'{total / 1e6:.1f} MB in all'}; "
             "nothing written"
         )
-    for name, blob in blobs.items():
-        atomic_write(out / f"{name}.pt", lambda tmp, b=blob: Path(tmp).write_bytes(b))
+    _write(out, blobs, manifest)
     for stale in out.glob("*.pt"):
         if stale.stem not in blobs:
             stale.unlink()
-    text = json.dumps(manifest, indent=1) + "\n"
-    atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
     print(f"{len(blobs)} runs, {total / 1e6:.1f} MB in {out}")
     if missing:
         print(f"no finished checkpoint, left out: {', '.join(missing)}")
